@@ -1,0 +1,31 @@
+"""mnist-gpu: the classic one-layer MNIST network, from scratch, on NumPy or CuPy.
+
+The Python API, for notebooks::
+
+    import mnist_gpu as mg
+
+    mnist = mg.load_mnist()                   # verified files from ./data or $MNIST_GPU_DATA
+    backend = mg.get_backend("auto")          # CuPy when a GPU answers, else NumPy
+    data = mg.to_device_data(backend, mnist)  # uploaded once, scaled and one-hot on the device
+    result = mg.train(data, mg.TrainConfig(alpha=0.01))
+    result.final_accuracy, result.weights     # a float, and a NumPy (784, 10) array
+
+Importing this package imports no optional library (CuPy, Numba, array_api_strict).
+"""
+
+__version__ = "0.1.0"
+
+from .backend import Backend, BackendUnavailable, get_backend
+from .data import MNIST, DataError, load_mnist
+from .linear import init_weights
+from .trainer import (
+    DeviceData, TrainConfig, TrainingDiverged, TrainResult, evaluate_weights, to_device_data,
+    train,
+)
+from .weights_io import load_weights, save_weights
+
+__all__ = [
+    "Backend", "BackendUnavailable", "DataError", "DeviceData", "MNIST", "TrainConfig",
+    "TrainResult", "TrainingDiverged", "evaluate_weights", "get_backend", "init_weights",
+    "load_mnist", "load_weights", "save_weights", "to_device_data", "train",
+]

@@ -1,0 +1,238 @@
+"""The ``mnist-gpu`` command: argument parsing, the backend chosen at the edge, and exit statuses.
+
+Exit statuses: 0 success; 1 a run that failed on its own terms (data unavailable, training
+diverged, accuracy below ``--min-accuracy``); 2 a bad argument or an unusable backend; 130
+interrupted. Every error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .backend import BACKEND_CHOICES, BackendUnavailable, get_backend
+from .data import DataError, load_mnist
+from .trainer import (
+    DTYPES, KERNELS, TrainConfig, TrainingDiverged, TUTORIAL_CHECKPOINTS, to_device_data, train,
+)
+from .weights_io import WeightsFileError, load_weights, save_weights
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (exit status 2)."""
+
+
+class Failure(Exception):
+    """A run that failed on its own terms (exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, not argparse's usage block: the user sees the fault, --help shows the rest.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in 0-1 (or 0%-100%), not {text}")
+    return value
+
+
+def _int_list(text):
+    """``0,100,1k,10000`` -> (0, 100, 1000, 10000); a ``k`` suffix means thousands."""
+    values = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            value = int(float(part[:-1]) * 1000) if part.endswith("k") else int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be non-negative: {part}")
+        values.append(value)
+    return tuple(values)
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def _add_backend_args(parser):
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="array library: cupy (an NVIDIA GPU), numpy (the CPU), or auto "
+                             "(CuPy when a GPU answers, else NumPy) [auto]")
+    parser.add_argument("--device", type=_int_at_least(0), default=0,
+                        help="CUDA device number for --backend cupy/auto [0]")
+
+
+def _add_data_args(parser):
+    parser.add_argument("--data-dir", default=None,
+                        help="where the MNIST files are or go (else $MNIST_GPU_DATA, else ./data)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download (also $MNIST_GPU_OFFLINE=1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mnist-gpu", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"mnist-gpu {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = commands.add_parser(
+        "train", help="train the tutorial's network and print its accuracy table",
+        description="Train the tutorial's 784->10 network. The defaults reproduce the tutorial: "
+                    "one image at a time, one pass in file order, alpha 0.01, float32.")
+    _add_backend_args(t)
+    _add_data_args(t)
+    t.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
+    t.add_argument("--batch-size", type=_int_at_least(1), default=1,
+                   help="1: the tutorial's per-image update; B: mini-batches of B images [1]")
+    t.add_argument("--epochs", type=_int_at_least(1), default=1, help="passes over the data [1]")
+    t.add_argument("--alpha", type=_positive_float, default=0.01, help="learning rate [0.01]")
+    t.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seeds the initial weights and the shuffling [0]")
+    t.add_argument("--shuffle", action="store_true",
+                   help="visit the images in a seeded random order each epoch")
+    t.add_argument("--limit", type=_int_at_least(1), default=None,
+                   help="train on the first N images only")
+    t.add_argument("--checkpoints", type=_int_list, default=None,
+                   help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
+                        + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
+    t.add_argument("--kernel", choices=KERNELS, default="auto",
+                   help="per-image training: fused (one compiled loop), array (one array call "
+                        "per operation, the reference) or auto [auto]")
+    t.add_argument("--init", default=None, metavar="FILE",
+                   help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
+    t.add_argument("--save", default=None, metavar="PATH",
+                   help="write the weights, configuration and accuracy to PATH (.npz)")
+    t.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout instead of the table")
+    t.add_argument("--min-accuracy", type=_fraction, default=None, metavar="X",
+                   help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(run=cmd_train)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _log(message):
+    print(f"mnist-gpu: {message}", file=sys.stderr)
+
+
+def _progress_bar(total, quiet, unit="img"):
+    """A tqdm bar on stderr when it is a terminal; None (no bar) otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
+
+
+def cmd_train(args) -> int:
+    init = None
+    if args.init:
+        try:
+            init, _ = load_weights(args.init, shape=(784, 10))
+        except WeightsFileError as err:
+            raise UsageError(f"--init {err}") from None
+    backend = get_backend(args.backend, args.device, log=_log)
+    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    data = to_device_data(backend, mnist, args.dtype, limit=args.limit)
+    config = TrainConfig(alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
+                         seed=args.seed, shuffle=args.shuffle, checkpoints=args.checkpoints,
+                         kernel=args.kernel)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    bar = _progress_bar(data.n_train * args.epochs, args.quiet or args.json)
+    try:
+        result = train(data, config, init_weights=init,
+                       progress=(lambda seen: bar.update(seen - bar.n)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    if args.save:
+        try:
+            saved = save_weights(args.save, result.weights, result.to_json())
+        except OSError as err:
+            raise Failure(f"cannot write --save {args.save}: {err.strerror or err}") from None
+        if not args.json:
+            print(f"saved weights to {saved}")
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        _print_table(result)
+    if args.min_accuracy is not None and result.final_accuracy < args.min_accuracy:
+        raise Failure(
+            f"final accuracy {result.final_accuracy:.2%} is below --min-accuracy "
+            f"{args.min_accuracy:.2%}"
+        )
+    return 0
+
+
+def _print_table(result):
+    info, cfg = result.backend, result.config
+    where = info.get("gpu") or info.get("cpu") or info.get("device", "")
+    mode = (f"per-image ({result.kernel} kernel)" if cfg["batch_size"] == 1
+            else f"mini-batches of {cfg['batch_size']}")
+    print(f"backend {info['backend']} ({where}), {cfg['dtype']}, {mode}, alpha {cfg['alpha']}, "
+          f"{cfg['epochs']} epoch(s), seed {cfg['seed']}{', shuffled' if cfg['shuffle'] else ''}")
+    print(f"{'images seen':>12}  {'test accuracy':>13}  {'test MSE':>10}")
+    for point in result.curve:
+        print(f"{point.images_seen:>12,}  {point.accuracy:>12.2%}  {point.mse:>10.4f}")
+    print(f"trained {result.images_trained:,} images in {result.seconds:.3f} s "
+          f"({result.images_per_second:,.0f} images/s)")
+    print(f"final test accuracy: {result.final_accuracy:.2%}")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, BackendUnavailable) as err:
+        _log(f"error: {err}")
+        return 2
+    except (Failure, DataError, TrainingDiverged) as err:
+        _log(f"error: {err}")
+        return 1
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

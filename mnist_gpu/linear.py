@@ -1,0 +1,110 @@
+"""The tutorial's network, 784 inputs to 10 outputs, no bias, no activation, as pure functions.
+
+Written once against an array namespace ``xp`` (NumPy, CuPy, array_api_strict), never naming a
+library. The weights ``W`` (784, 10) are updated in place, as the tutorial does; the images ``X``
+are already scaled and ``Y`` one-hot encoded, on the same device as ``W``.
+
+Nothing here reads a value back to the host: results that must be looked at (accuracy, error) come
+back as 0-d device arrays, so every host-device synchronisation stays visible in the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import array_namespace
+
+N_INPUTS = 784
+N_OUTPUTS = 10
+
+# Evaluation works through the test set in chunks, so the memory it needs is bounded by
+# EVAL_CHUNK rows whatever the size of the set.
+EVAL_CHUNK = 10_000
+
+
+def init_weights(seed: int, dtype="float32", shape=(N_INPUTS, N_OUTPUTS)) -> np.ndarray:
+    """Uniform [0, 1) weights, as the tutorial draws them, from NumPy's Generator on the host.
+
+    Drawn on the host and then copied, so that every backend starts from identical weights
+    (CuPy's random streams differ from NumPy's).
+    """
+    return np.random.default_rng(seed).random(shape, dtype=np.dtype(dtype))
+
+
+def scale_images(images_u8, dtype, xp=None):
+    """uint8 pixels to ``dtype`` in [0, 1], divided by 255 as the tutorial does."""
+    xp = xp or array_namespace(images_u8)
+    return xp.astype(images_u8, dtype) / 255
+
+
+def one_hot(labels, classes, dtype, xp=None):
+    """Rows of ``dtype`` with a 1 at each label; ``classes`` is ``arange(10)`` on the same device."""
+    xp = xp or array_namespace(labels, classes)
+    return xp.astype(labels[:, None] == classes[None, :], dtype)
+
+
+def predict(W, X):
+    return X @ W
+
+
+def per_image_steps(W, X, Y, alpha: float, rows, xp=None):
+    """The tutorial's loop, one image at a time, over the row indices ``rows`` (host integers).
+
+    ``pred = x @ W``; ``delta = pred - y``; ``W -= alpha * outer(x, delta)``.
+    """
+    for i in rows:
+        x = X[i, :]
+        delta = x @ W - Y[i, :]
+        W -= alpha * (x[:, None] * delta[None, :])
+    return W
+
+
+def minibatch_step(W, Xb, Yb, alpha: float):
+    """One mini-batch step: ``W -= (alpha / b) * Xb^T (Xb W - Yb)`` for the b rows of ``Xb``.
+
+    At b = 1 this is the per-image update; the 1/b keeps the step size independent of b.
+    """
+    b = Xb.shape[0]
+    W -= (alpha / b) * (Xb.T @ (Xb @ W - Yb))
+    return W
+
+
+def minibatch_steps(W, X, Y, alpha: float, batch_size: int, start: int, stop: int,
+                    order=None, xp=None):
+    """Mini-batch steps over positions ``start:stop`` of one epoch, the last batch maybe smaller.
+
+    ``order`` (a device integer array) permutes the rows; without it the rows go in file order.
+    ``start`` must fall on a batch boundary.
+    """
+    xp = xp or array_namespace(W, X)
+    for s in range(start, stop, batch_size):
+        e = min(s + batch_size, stop)
+        if order is None:
+            Xb, Yb = X[s:e, :], Y[s:e, :]
+        else:
+            rows = order[s:e]
+            Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
+        minibatch_step(W, Xb, Yb, alpha)
+    return W
+
+
+def evaluate(W, X, labels, Y, xp=None, chunk: int = EVAL_CHUNK):
+    """(number correct, sum of squared errors) over the rows of ``X``, as 0-d device arrays.
+
+    The squared error is the tutorial's ``error = delta ** 2``, summed over images and outputs.
+    """
+    xp = xp or array_namespace(W, X)
+    correct = errors = None
+    for s in range(0, X.shape[0], chunk):
+        pred = predict(W, X[s:s + chunk, :])
+        hits = xp.sum(xp.astype(xp.argmax(pred, axis=1) == labels[s:s + chunk], xp.int64))
+        sq = xp.sum((pred - Y[s:s + chunk, :]) ** 2)
+        correct = hits if correct is None else correct + hits
+        errors = sq if errors is None else errors + sq
+    return correct, errors
+
+
+def all_finite(W, xp=None):
+    """A 0-d device boolean: no NaN or infinity in ``W``."""
+    xp = xp or array_namespace(W)
+    return xp.all(xp.isfinite(W))

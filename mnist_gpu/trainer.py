@@ -1,0 +1,313 @@
+"""The training loop of the tutorial's network: data on the device once, segments between
+checkpoints, evaluation at each checkpoint, and the only host-device synchronisations there.
+
+``train(data, config)`` runs per-image training (``batch_size == 1``, the tutorial) or mini-batch
+training, over ``epochs`` passes, and returns a ``TrainResult`` with the accuracy curve, the time
+spent training (evaluation excluded) and the final weights as a NumPy array.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import linear
+from .backend import Backend, BackendUnavailable
+from .data import MNIST, N_CLASSES
+
+TUTORIAL_CHECKPOINTS = (0, 100, 1_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000)
+DTYPES = ("float32", "float64")
+KERNELS = ("auto", "fused", "array")
+
+
+class TrainingDiverged(RuntimeError):
+    """The weights became NaN or infinite; the message names the step."""
+
+
+@dataclass
+class DeviceData:
+    """MNIST uploaded once to a backend's device: scaled images, labels and one-hot targets."""
+
+    backend: Backend
+    dtype: str
+    train_x: object
+    train_y: object
+    train_labels: object
+    test_x: object
+    test_y: object
+    test_labels: object
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.test_x.shape[0])
+
+
+def to_device_data(backend: Backend, mnist: MNIST, dtype: str = "float32",
+                   limit: int | None = None) -> DeviceData:
+    """Upload the uint8 arrays once; scale and one-hot encode them there, in ``dtype``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    xp = backend.xp
+    device_dtype = getattr(xp, dtype)
+    train_images, train_labels = mnist.train_images, mnist.train_labels
+    if limit is not None:
+        train_images, train_labels = train_images[:limit], train_labels[:limit]
+    classes = backend.to_device(np.arange(N_CLASSES, dtype=np.uint8))
+
+    def upload(images, labels):
+        x = linear.scale_images(backend.to_device(images), device_dtype, xp=xp)
+        labels = backend.to_device(labels)
+        return x, linear.one_hot(labels, classes, device_dtype, xp=xp), labels
+
+    train_x, train_y, train_labels = upload(train_images, train_labels)
+    test_x, test_y, test_labels = upload(mnist.test_images, mnist.test_labels)
+    return DeviceData(backend, dtype, train_x, train_y, train_labels, test_x, test_y, test_labels)
+
+
+@dataclass
+class TrainConfig:
+    alpha: float = 0.01
+    batch_size: int = 1
+    epochs: int = 1
+    seed: int = 0
+    shuffle: bool = False
+    checkpoints: tuple[int, ...] | None = None  # None: the tutorial's, or every epoch's end
+    kernel: str = "auto"  # per-image training: "fused" (compiled), "array" (xp calls) or "auto"
+
+    def validate(self):
+        if not (self.alpha > 0 and np.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be a positive number, not {self.alpha}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, not {self.epochs}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {self.kernel!r}")
+        if self.checkpoints is not None and any(c < 0 for c in self.checkpoints):
+            raise ValueError("checkpoints must be non-negative image counts")
+
+
+@dataclass
+class Checkpoint:
+    images_seen: int
+    accuracy: float
+    mse: float
+
+
+@dataclass
+class TrainResult:
+    config: dict
+    backend: dict
+    kernel: str
+    curve: list[Checkpoint]
+    seconds: float  # training only: evaluation at the checkpoints is not counted
+    images_trained: int
+    weights: np.ndarray = field(repr=False)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.curve[-1].accuracy
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_trained / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.config,
+            "backend": self.backend,
+            "kernel": self.kernel,
+            "curve": [asdict(c) for c in self.curve],
+            "final_accuracy": self.final_accuracy,
+            "seconds": self.seconds,
+            "images_trained": self.images_trained,
+            "images_per_second": self.images_per_second,
+        }
+
+
+def check_initial_weights(weights, dtype: str) -> np.ndarray:
+    """Initial weights given by a user: a finite (784, 10) real array, cast to ``dtype``."""
+    weights = np.asarray(weights)
+    if weights.shape != (linear.N_INPUTS, linear.N_OUTPUTS):
+        raise ValueError(
+            f"initial weights must have shape (784, 10), not {weights.shape}"
+        )
+    if not (np.issubdtype(weights.dtype, np.floating) or np.issubdtype(weights.dtype, np.integer)):
+        raise ValueError(f"initial weights must be real numbers, not {weights.dtype}")
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("initial weights contain NaN or infinite values")
+    return weights.astype(dtype)
+
+
+def default_checkpoints(n_train: int, epochs: int) -> tuple[int, ...]:
+    if epochs == 1:
+        return tuple(c for c in TUTORIAL_CHECKPOINTS if c < n_train) + (n_train,)
+    return (0,) + tuple(n_train * (e + 1) for e in range(epochs))
+
+
+def _segment_stops(n: int, offset: int, checkpoints, unit: int) -> list[int]:
+    """Where to pause inside one epoch: at each checkpoint, rounded up to the end of its batch."""
+    stops = {n}
+    for c in checkpoints:
+        local = c - offset
+        if 0 < local < n:
+            stops.add(min(n, -(-local // unit) * unit))
+    return sorted(stops)
+
+
+def _choose_kernel(backend: Backend, config: TrainConfig):
+    """(name, fused pass or None) for per-image training; mini-batches always use array calls."""
+    if config.batch_size != 1 or config.kernel == "array":
+        return "array", None
+    try:
+        return "fused", backend.fused_per_image()
+    except BackendUnavailable:
+        if config.kernel == "fused":
+            raise
+        return "array", None
+
+
+def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None,
+          progress=None) -> TrainResult:
+    """Train the tutorial's network on ``data`` (see the module docstring).
+
+    ``init_weights`` (a host array) replaces the seeded uniform draw. ``progress(images_seen)``
+    is called after each segment.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    backend, xp = data.backend, data.backend.xp
+    n = data.n_train
+    if n == 0:
+        raise ValueError("no training images (check --limit)")
+    if init_weights is None:
+        host_w = linear.init_weights(config.seed, data.dtype)
+    else:
+        host_w = check_initial_weights(init_weights, data.dtype)
+    total = n * config.epochs
+    asked = (config.checkpoints if config.checkpoints is not None
+             else default_checkpoints(n, config.epochs))
+    checkpoints = sorted({c for c in asked if c <= total} | {total})  # always the final one
+    kernel_name, fused = _choose_kernel(backend, config)
+    shuffle_rng = np.random.default_rng([config.seed, 1])  # a stream apart from the weights'
+    unit = config.batch_size
+
+    with backend.activate():
+        W = backend.to_device(host_w)
+        curve: list[Checkpoint] = []
+        seconds = 0.0
+        if checkpoints[0] == 0:
+            curve.append(_measure(data, W, 0))
+        # What a failed checkpoint replays, one step at a time, to name the step that diverged:
+        # the weights at the last good checkpoint and the segments run since.
+        last_good, since_good = _copy(xp, W), []
+        for epoch in range(config.epochs):
+            host_order = shuffle_rng.permutation(n) if config.shuffle else None
+            # The permutation is drawn on the host (identical on every backend) and uploaded once
+            # per epoch; per-image array training indexes with host integers instead.
+            order = backend.to_device(host_order) if host_order is not None else None
+            start = 0
+            for stop in _segment_stops(n, epoch * n, checkpoints, unit):
+                segment = _Segment(epoch * n, start, stop, host_order, order)
+                with backend.stopwatch() as clock:
+                    _run_segment(W, data, config, fused, segment)
+                seconds += clock["seconds"]
+                since_good.append(segment)
+                seen = epoch * n + stop
+                if any(seen - (stop - start) < c <= seen for c in checkpoints):
+                    # A checkpoint: the one place where values come back to the host.
+                    if not bool(linear.all_finite(W, xp=xp)):
+                        raise TrainingDiverged(
+                            _divergence_message(last_good, since_good, data, config))
+                    curve.append(_measure(data, W, seen))
+                    last_good, since_good = _copy(xp, W), []
+                if progress:
+                    progress(seen)
+                start = stop
+        weights = backend.to_host(W)
+
+    return TrainResult(
+        config={**asdict(config), "checkpoints": checkpoints, "dtype": data.dtype,
+                "n_train": n},
+        backend=backend.describe(),
+        kernel=kernel_name,
+        curve=curve,
+        seconds=seconds,
+        images_trained=total,
+        weights=weights,
+    )
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Positions ``start:stop`` of the epoch that begins after ``offset`` images."""
+
+    offset: int
+    start: int
+    stop: int
+    host_order: np.ndarray | None
+    order: object  # the same permutation on the device, or None for file order
+
+
+def _run_segment(W, data, config, fused, segment):
+    xp = data.backend.xp
+    start, stop = segment.start, segment.stop
+    if config.batch_size > 1:
+        linear.minibatch_steps(W, data.train_x, data.train_y, config.alpha, config.batch_size,
+                               start, stop, order=segment.order, xp=xp)
+    elif fused is not None:
+        fused(W, data.train_x, data.train_labels, config.alpha, start, stop, segment.order)
+    else:
+        rows = (range(start, stop) if segment.host_order is None
+                else segment.host_order[start:stop].tolist())
+        linear.per_image_steps(W, data.train_x, data.train_y, config.alpha, rows, xp=xp)
+
+
+def evaluate_weights(data: DeviceData, weights) -> Checkpoint:
+    """Test-set accuracy and MSE of host ``weights`` (784, 10), computed on ``data``'s device."""
+    host_w = check_initial_weights(weights, data.dtype)
+    with data.backend.activate():
+        return _measure(data, data.backend.to_device(host_w), 0)
+
+
+def _measure(data: DeviceData, W, seen: int) -> Checkpoint:
+    correct, sq_errors = linear.evaluate(W, data.test_x, data.test_labels, data.test_y,
+                                         xp=data.backend.xp)
+    n = data.n_test
+    return Checkpoint(seen, int(correct) / n, float(sq_errors) / (n * linear.N_OUTPUTS))
+
+
+def _copy(xp, W):
+    return xp.astype(W, W.dtype, copy=True)
+
+
+def _divergence_message(last_good, segments, data, config) -> str:
+    """Replay ``segments`` one step at a time from the last good weights to name the step.
+
+    Only reached after a failure, so its per-step synchronisation costs a good run nothing. The
+    replay uses the array path, which follows the fused kernels to within rounding.
+    """
+    xp = data.backend.xp
+    W = _copy(xp, last_good)
+    for segment in segments:
+        for s in range(segment.start, segment.stop, config.batch_size):
+            step = _Segment(segment.offset, s, min(s + config.batch_size, segment.stop),
+                            segment.host_order, segment.order)
+            _run_segment(W, data, config, None, step)
+            if not bool(linear.all_finite(W, xp=xp)):
+                return (
+                    f"the weights became NaN or infinite at step {step.offset + step.stop:,} "
+                    f"(images seen {step.offset + step.start:,} to {step.offset + step.stop:,}, "
+                    f"alpha = {config.alpha}); try a smaller --alpha"
+                )
+    first, last = segments[0], segments[-1]
+    return (
+        f"the weights became NaN or infinite between images {first.offset + first.start:,} and "
+        f"{last.offset + last.stop:,} (alpha = {config.alpha}); try a smaller --alpha"
+    )

@@ -1,0 +1,110 @@
+"""Weights on disk: ``.npz`` files with the weights under ``weights`` and JSON metadata, written
+atomically and read back without pickle; plain ``.npy`` arrays accepted as initial weights.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+METADATA_KEY = "metadata_json"
+
+
+class WeightsFileError(ValueError):
+    """A weights file is unreadable or holds the wrong thing; the message names the file."""
+
+
+def save_weights(path, weights: np.ndarray, metadata: dict | None = None, **arrays) -> Path:
+    """Write ``weights`` (and any extra named ``arrays``) with ``metadata`` to ``path``, atomically.
+
+    The file is written beside its target under a temporary name and renamed over it only once it
+    is complete and flushed, so ``path`` always holds either the previous file or the new one.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=np.asarray(weights),
+             **{METADATA_KEY: np.array(json.dumps(metadata or {}, default=_jsonable))},
+             **{k: np.asarray(v) for k, v in arrays.items()})
+    target_dir = path.parent if str(path.parent) else Path(".")
+    fd, part = tempfile.mkstemp(dir=target_dir, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, path)
+    except BaseException:
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
+    """All arrays of an ``.npz`` (or the one array of an ``.npy`` as ``weights``) and its metadata."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            blob = handle.read()
+    except OSError as err:
+        raise WeightsFileError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"weights": loaded}, {}
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise WeightsFileError(f"{path}: not a NumPy .npy or .npz file ({err})") from None
+    metadata = {}
+    if METADATA_KEY in arrays:
+        try:
+            metadata = json.loads(str(arrays.pop(METADATA_KEY)))
+        except ValueError as err:
+            raise WeightsFileError(f"{path}: metadata is not valid JSON ({err})") from None
+    return arrays, metadata
+
+
+def load_weights(path, shape=None) -> tuple[np.ndarray, dict]:
+    """The weights of a file (key ``weights``, or the only array) and its metadata.
+
+    With ``shape``, anything else is refused; the weights must be finite real numbers.
+    """
+    arrays, metadata = load_arrays(path)
+    if "weights" in arrays:
+        weights = arrays["weights"]
+    elif len(arrays) == 1:
+        weights = next(iter(arrays.values()))
+    else:
+        raise WeightsFileError(
+            f"{path}: no array named 'weights' (found: {', '.join(sorted(arrays)) or 'none'})"
+        )
+    if weights.dtype.kind not in "fiu":
+        raise WeightsFileError(f"{path}: weights must be real numbers, not {weights.dtype}")
+    if shape is not None and weights.shape != tuple(shape):
+        raise WeightsFileError(
+            f"{path}: weights have shape {weights.shape}, expected {tuple(shape)}"
+        )
+    if not np.all(np.isfinite(weights)):
+        raise WeightsFileError(f"{path}: weights contain NaN or infinite values")
+    return weights, metadata
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in metadata")
