@@ -87,7 +87,11 @@ class Backend:
         }
 
     def fused_per_image(self):
-        """The compiled per-image pass for this library, or raise ``BackendUnavailable``."""
+        """The compiled per-image pass for this library, or raise ``BackendUnavailable``.
+
+        It has ``prepare(X)``, run once per training set (the lit pixels of every image), and
+        ``run(W, prepared, labels, alpha, start, stop, order)``, which trains ``W`` in place.
+        """
         raise BackendUnavailable(f"no fused per-image kernel for the {self.name} backend")
 
     @contextlib.contextmanager
@@ -142,7 +146,7 @@ class NumpyBackend(Backend):
             from . import fused_cpu
         except ImportError as err:  # numba is missing or broken
             raise BackendUnavailable(f"the fused CPU loop needs Numba ({err})") from None
-        return fused_cpu.per_image_pass
+        return fused_cpu.FusedCPU()
 
 
 class CupyBackend(Backend):
@@ -199,7 +203,7 @@ class CupyBackend(Backend):
     def fused_per_image(self):
         from . import fused_cuda
 
-        return fused_cuda.per_image_pass
+        return fused_cuda.FusedCUDA(self.xp, self._device)
 
     def memory_pool_peak(self):
         # CuPy's pool keeps freed blocks until free_all_blocks(), so after a reset its total is

@@ -1,0 +1,134 @@
+"""The per-image pass as one compiled loop on the CPU (Numba), touching only the lit pixels.
+
+Done as array calls, each of the 60,000 dependent rank-1 updates costs several library dispatches
+for very little arithmetic. Compiled, the loop costs what its arithmetic costs, and about 80% of
+MNIST's pixels are zero: a zero pixel adds nothing to the prediction and leaves its row of weights
+unchanged. ``prepare`` lists each image's lit pixels once (CSR: row pointers, pixel indices,
+values); every pass then visits only those.
+
+No fastmath: each weight's update is the array path's arithmetic, ``W -= alpha * (x * delta)`` in
+the weights' dtype, and only the order of the terms of the dot products differs, so results stay
+within rounding of the array path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+N_OUT = 10
+
+
+@dataclass(frozen=True)
+class LitPixels:
+    """The lit pixels of every image: image i's are ``indices[indptr[i]:indptr[i + 1]]``."""
+
+    indptr: np.ndarray  # int64 (n + 1,)
+    indices: np.ndarray  # int32 pixel numbers
+    values: np.ndarray  # the pixels' values, in the weights' dtype
+
+
+@numba.njit(cache=True, nogil=True)
+def _lit_pixels(X):  # pragma: no cover - compiled
+    n, n_pixels = X.shape
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        count = 0
+        for k in range(n_pixels):
+            count += X[i, k] != 0
+        indptr[i + 1] = indptr[i] + count
+    indices = np.empty(indptr[n], dtype=np.int32)
+    values = np.empty(indptr[n], dtype=X.dtype)
+    for i in range(n):
+        t = indptr[i]
+        for k in range(n_pixels):
+            if X[i, k] != 0:
+                indices[t] = k
+                values[t] = X[i, k]
+                t += 1
+    return indptr, indices, values
+
+
+@numba.njit(cache=True, nogil=True)
+def _per_image_pass(W, indptr, indices, values, labels, alpha, start, stop, order,
+                    use_order):  # pragma: no cover - compiled
+    # The ten outputs are spelled out as scalars: held in registers, they let the compiler
+    # schedule the ten independent sums freely, where a ten-element array would be reloaded
+    # after every store into W (it cannot prove the two do not overlap). 20% faster here.
+    zero = W.dtype.type(0)
+    onehot = np.eye(N_OUT, dtype=W.dtype)  # delta's subtraction in the weights' own dtype
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        first, last = indptr[i], indptr[i + 1]
+        # pred = x @ W, over the lit pixels
+        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = d9 = zero
+        for t in range(first, last):
+            x = values[t]
+            w = W[indices[t]]
+            d0 += x * w[0]
+            d1 += x * w[1]
+            d2 += x * w[2]
+            d3 += x * w[3]
+            d4 += x * w[4]
+            d5 += x * w[5]
+            d6 += x * w[6]
+            d7 += x * w[7]
+            d8 += x * w[8]
+            d9 += x * w[9]
+        # delta = pred - onehot(label)
+        y = onehot[labels[i]]
+        d0 -= y[0]
+        d1 -= y[1]
+        d2 -= y[2]
+        d3 -= y[3]
+        d4 -= y[4]
+        d5 -= y[5]
+        d6 -= y[6]
+        d7 -= y[7]
+        d8 -= y[8]
+        d9 -= y[9]
+        # W -= alpha * outer(x, delta), over the lit pixels' rows
+        for t in range(first, last):
+            x = values[t]
+            w = W[indices[t]]
+            w[0] -= alpha * (x * d0)
+            w[1] -= alpha * (x * d1)
+            w[2] -= alpha * (x * d2)
+            w[3] -= alpha * (x * d3)
+            w[4] -= alpha * (x * d4)
+            w[5] -= alpha * (x * d5)
+            w[6] -= alpha * (x * d6)
+            w[7] -= alpha * (x * d7)
+            w[8] -= alpha * (x * d8)
+            w[9] -= alpha * (x * d9)
+
+
+_NO_ORDER = np.zeros(1, dtype=np.int64)
+
+
+class FusedCPU:
+    """The fused per-image pass for NumPy arrays."""
+
+    name = "numba"
+
+    def prepare(self, X) -> LitPixels:
+        lit = LitPixels(*_lit_pixels(X))
+        # Compile (or load from Numba's cache) now, not inside the first timed segment.
+        W = np.zeros((X.shape[1], N_OUT), dtype=X.dtype)
+        self.run(W, lit, np.zeros(1, dtype=np.uint8), 0.0, 0, 0)
+        return lit
+
+    def run(self, W, lit: LitPixels, labels, alpha, start, stop, order=None):
+        """Train ``W`` in place on the images at positions ``start:stop`` (of ``order`` if given)."""
+        if W.shape[1] != N_OUT or W.dtype != lit.values.dtype or not W.flags.c_contiguous:
+            raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's dtype")
+        alpha = W.dtype.type(alpha)  # as in the array path: a Python float does not promote
+        if order is None:
+            order, use_order = _NO_ORDER, False
+        else:
+            order, use_order = order.astype(np.int64, copy=False), True
+        _per_image_pass(W, lit.indptr, lit.indices, lit.values, labels, alpha, start, stop,
+                        order, use_order)
+        return W

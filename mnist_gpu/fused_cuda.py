@@ -1,0 +1,84 @@
+"""The per-image pass as one CUDA kernel launch per segment (``kernels/fused_pass.cu``).
+
+Done as array calls, every one of the 60,000 sequential images costs several kernel launches of a
+few microseconds each, so the GPU loses to the CPU. Here one warp walks a whole segment of images
+with the weights held on chip (see the kernel's own comment for the algorithm).
+
+The backend hands this module its CuPy namespace and device; it imports no library itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+KERNEL_SOURCE = resources.files(__package__).joinpath("kernels/fused_pass.cu")
+# --fmad=false: keep each multiply and add separately rounded, as the array path does, so the
+# kernel's weights follow the array path's to within the rounding of a different summation order.
+COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
+WARP = 32
+N_PIXELS, N_OUT = 784, 10
+
+
+@dataclass(frozen=True)
+class LitPixels:
+    """The lit pixels of every image, on the device: image i's are ``indptr[i]:indptr[i + 1]``."""
+
+    indptr: object  # int64 (n + 1,)
+    indices: object  # int32 pixel numbers
+    values: object  # the pixels' values, in the weights' dtype
+
+
+class FusedCUDA:
+    """The fused per-image pass for CuPy arrays on one device."""
+
+    name = "cuda"
+
+    def __init__(self, cupy, device):
+        self.cp = cupy
+        self.device = device
+        self._module = None
+
+    def _kernel(self, dtype):
+        if self._module is None:
+            self._module = self.cp.RawModule(code=KERNEL_SOURCE.read_text(),
+                                             options=COMPILE_OPTIONS)
+        kernel = self._module.get_function(f"per_image_pass_{np.dtype(dtype).name}")
+        shared_bytes = N_PIXELS * N_OUT * np.dtype(dtype).itemsize
+        # float64 weights (62,720 bytes) exceed the 48 KiB a block gets without opting in.
+        kernel.max_dynamic_shared_size_bytes = shared_bytes
+        return kernel, shared_bytes
+
+    def prepare(self, X) -> LitPixels:
+        cp = self.cp
+        with self.device:
+            lit = X != 0
+            indptr = cp.zeros(X.shape[0] + 1, dtype=cp.int64)
+            cp.cumsum(cp.sum(lit, axis=1), out=indptr[1:])
+            _, columns = cp.nonzero(lit)  # row-major: grouped by image, in pixel order
+            prepared = LitPixels(indptr, columns.astype(cp.int32), X[lit])
+            self._kernel(X.dtype)  # compile now, not inside the first timed segment
+        return prepared
+
+    def run(self, W, lit: LitPixels, labels, alpha, start, stop, order=None):
+        """Train ``W`` in place on the images at positions ``start:stop`` (of ``order`` if given).
+
+        One launch; nothing is read back, so the call returns as soon as the launch is queued.
+        """
+        cp = self.cp
+        if W.shape != (N_PIXELS, N_OUT) or W.dtype != lit.values.dtype or not W.flags.c_contiguous:
+            raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's dtype")
+        if stop <= start:
+            return W
+        with self.device:
+            kernel, shared_bytes = self._kernel(W.dtype)
+            use_order = order is not None
+            order = order.astype(cp.int64, copy=False) if use_order else lit.indptr  # unread
+            labels = labels.astype(cp.uint8, copy=False)
+            kernel((1,), (WARP,),
+                   (W, lit.indptr, lit.indices, lit.values, labels, order, np.int32(use_order),
+                    W.dtype.type(alpha), np.int64(start), np.int64(stop)),
+                   shared_mem=shared_bytes)
+        return W

@@ -1,0 +1,115 @@
+"""Shared fixtures: the backend matrix, the real MNIST data, small generated IDX files.
+
+The backend matrix is one list of plain names (nothing imported to build it): ``numpy``,
+``array_api_strict`` (the CPU stand-in for a GPU: a fake device that refuses hidden host copies)
+and ``cupy`` (marked ``gpu``). A backend that cannot run here is a visible skip with its reason;
+``--require-gpu`` turns the CuPy skip into a failure so that a GPU run cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+# Parity needs full-precision float32 matrix products on the GPU: TF32 off, before CuPy loads.
+os.environ["CUPY_TF32"] = "0"
+os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mnist_gpu.backend import BackendUnavailable, get_backend  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ("numpy", "array_api_strict", "cupy")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--require-gpu", action="store_true",
+                     help="fail, rather than skip, the tests that need a CUDA device")
+
+
+def _backend_or_skip(request, name):
+    try:
+        return get_backend(name)
+    except BackendUnavailable as err:
+        if name == "cupy" and request.config.getoption("--require-gpu"):
+            pytest.fail(f"--require-gpu: {err}")
+        pytest.skip(f"{name} backend unavailable: {err}")
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.gpu] if name == "cupy" else [])
+                        for name in BACKENDS])
+def backend(request):
+    """Each backend as its own test id."""
+    return _backend_or_skip(request, request.param)
+
+
+@pytest.fixture
+def numpy_backend():
+    return get_backend("numpy")
+
+
+@pytest.fixture
+def gpu_backend(request):
+    return _backend_or_skip(request, "cupy")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests that use gpu_backend directly are GPU tests too (for `pytest -m gpu`).
+    for item in items:
+        if "gpu_backend" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gpu)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def mnist_dir() -> Path | None:
+    """$MNIST_GPU_DATA, else the shared copy beside the repository."""
+    for candidate in (os.environ.get("MNIST_GPU_DATA"), REPO.parent / "shared" / "mnist"):
+        if candidate and (Path(candidate) / "t10k-labels-idx1-ubyte.gz").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from mnist_gpu.data import load_mnist
+
+    directory = mnist_dir()
+    if directory is None:
+        pytest.skip("real MNIST not found: set MNIST_GPU_DATA to a folder holding the four files")
+    return load_mnist(directory, offline=True)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir_path():
+    directory = mnist_dir()
+    if directory is None:
+        pytest.skip("real MNIST not found: set MNIST_GPU_DATA to a folder holding the four files")
+    return directory
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Valid IDX bytes for a uint8 array: labels (n,) or images (n, 28, 28)."""
+    magic = {1: 2049, 3: 2051}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def gz(blob: bytes) -> bytes:
+    return gzip.compress(blob, mtime=0)
+
+
+@pytest.fixture
+def tiny_mnist_arrays():
+    """A small, valid MNIST-like set: 12 train and 5 test images with labels."""
+    rng = np.random.default_rng(7)
+    return {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 12, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 5, dtype=np.uint8),
+    }

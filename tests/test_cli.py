@@ -1,0 +1,153 @@
+"""The ``mnist-gpu train`` command on real MNIST: the tutorial's table, its flags and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_gpu import cli
+from mnist_gpu.weights_io import load_weights, save_weights
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture
+def run(mnist_dir_path, capsys):
+    """Run the CLI in-process on the real data; returns (exit status, stdout, stderr)."""
+    def run(*args):
+        status = cli.main([*args, "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
+
+
+def tutorial_loop(images, labels, W, alpha):
+    """The tutorial's update as a user first writes it in plain NumPy, float64."""
+    W = W.copy()
+    for x, label in zip(images / 255.0, labels):
+        pred = x @ W
+        delta = pred - np.eye(10)[label]
+        W -= alpha * np.outer(x, delta)
+    return W
+
+
+@pytest.mark.parametrize("kernel", ["array", "fused"])
+def test_float64_weights_match_the_plain_numpy_loop(run, mnist, tmp_path, kernel):
+    w0 = np.random.default_rng(1).random((784, 10))
+    np.save(tmp_path / "w0.npy", w0)
+    status, out, _ = run("train", "--backend", "numpy", "--dtype", "float64", "--kernel", kernel,
+                         "--init", str(tmp_path / "w0.npy"), "--limit", "1000",
+                         "--save", str(tmp_path / "w.npz"))
+    assert status == 0, out
+    weights, meta = load_weights(tmp_path / "w.npz")
+    expected = tutorial_loop(mnist.train_images[:1000], mnist.train_labels[:1000], w0, 0.01)
+    assert weights.dtype == np.float64
+    np.testing.assert_allclose(weights, expected, rtol=0, atol=1e-9)
+    assert meta["config"]["n_train"] == 1000 and meta["kernel"] == kernel
+
+
+def test_default_run_reproduces_the_tutorial_table(run):
+    status, out, _ = run("train", "--backend", "numpy")
+    assert status == 0
+    rows = re.findall(r"^\s*([\d,]+)\s+([\d.]+)%", out, flags=re.M)
+    seen = [int(r[0].replace(",", "")) for r in rows]
+    assert seen == [0, 100, 1000, 10000, 20000, 30000, 40000, 50000, 60000]
+    final = float(rows[-1][1])
+    assert 65.0 <= final <= 73.0, out
+    assert "images/s" in out and f"final test accuracy: {final:.2f}%" in out
+
+
+def test_json_output_is_one_object(run):
+    status, out, _ = run("train", "--backend", "numpy", "--limit", "2000", "--json",
+                         "--checkpoints", "0,1k")
+    assert status == 0
+    result = json.loads(out)
+    assert [c["images_seen"] for c in result["curve"]] == [0, 1000, 2000]
+    assert result["backend"]["backend"] == "numpy" and result["images_trained"] == 2000
+    assert result["final_accuracy"] == result["curve"][-1]["accuracy"]
+    for key in ("config", "seconds", "images_per_second", "kernel"):
+        assert key in result
+
+
+def test_minibatch_reaches_78_percent(run):
+    status, out, _ = run("train", "--backend", "numpy", "--batch-size", "100", "--alpha", "0.02",
+                         "--epochs", "20", "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert result["final_accuracy"] >= 0.78
+    assert len(result["curve"]) == 21  # the start and every epoch's end
+
+
+def test_min_accuracy_gate(run):
+    status, _, err = run("train", "--backend", "numpy", "--limit", "100", "--min-accuracy", "0.9")
+    assert status == 1 and "below --min-accuracy 90.00%" in err
+
+
+def test_divergence_names_the_step_and_keeps_good_weights(run, tmp_path):
+    good = tmp_path / "w.npz"
+    save_weights(good, np.ones((784, 10)), {"note": "previous"})
+    status, _, err = run("train", "--backend", "numpy", "--alpha", "5", "--save", str(good))
+    assert status == 1
+    assert re.search(r"NaN or infinite at step \d+", err) and "smaller --alpha" in err
+    weights, meta = load_weights(good)
+    assert meta == {"note": "previous"} and np.all(weights == 1)  # nothing saved over them
+
+
+BAD_ARGUMENTS = [
+    ["--alpha", "0"], ["--alpha", "-1"], ["--alpha", "fast"], ["--batch-size", "0"],
+    ["--epochs", "0"], ["--backend", "tpu"], ["--dtype", "float16"], ["--limit", "0"],
+    ["--checkpoints", "1,x"], ["--min-accuracy", "2"], ["--seed", "-1"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=[" ".join(a) for a in BAD_ARGUMENTS])
+def test_bad_arguments_give_one_line_and_status_2(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
+
+
+@pytest.mark.parametrize("content", ["wrong shape", "not numpy", "nan"])
+def test_bad_init_files_give_status_2(run, tmp_path, content):
+    path = tmp_path / "w0.npy"
+    if content == "wrong shape":
+        np.save(path, np.zeros((10, 784)))
+    elif content == "nan":
+        np.save(path, np.full((784, 10), np.nan))
+    else:
+        path.write_text("hello")
+    status, _, err = run("train", "--backend", "numpy", "--init", str(path))
+    assert status == 2 and err.count("\n") == 1 and "--init" in err
+
+
+def test_missing_data_offline_is_status_1(tmp_path, capsys):
+    assert cli.main(["train", "--backend", "numpy", "--data-dir", str(tmp_path), "--offline"]) == 1
+    assert "no verified copy" in capsys.readouterr().err
+
+
+def test_console_script_runs_in_a_subprocess(mnist_dir_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_gpu.cli", "train", "--backend", "numpy", "--limit", "500",
+         "--checkpoints", "0", "--data-dir", str(mnist_dir_path), "--offline"],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "final test accuracy" in out.stdout
+
+
+def test_readme_python_example_runs(mnist_dir_path, monkeypatch):
+    """The README's Python API example, run as written (with the data pointed at the test copy)."""
+    text = README.read_text()
+    example = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
+    monkeypatch.setenv("MNIST_GPU_DATA", str(mnist_dir_path))
+    monkeypatch.setenv("MNIST_GPU_OFFLINE", "1")
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert 0.6 < namespace["result"].final_accuracy < 0.75

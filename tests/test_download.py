@@ -1,0 +1,161 @@
+"""The download path against a local HTTP server on 127.0.0.1: fallback and the final error."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+
+import pytest
+from conftest import gz, idx_bytes
+
+from mnist_gpu.data import MNIST_FILES, DataError, FileSpec, load_mnist
+
+
+class Server:
+    """Serves ``routes[path] = (status, body)``; records every request path."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, bytes]] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                status, body = server.routes.get(self.path, (404, b"<html>404</html>"))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def mirror(self, name):
+        return f"{self.base}/{name}/"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def published(tiny_mnist_arrays):
+    """(specs, {name: gz bytes}) for a tiny data set standing in for the published files."""
+    specs, blobs = [], {}
+    for name, array in tiny_mnist_arrays.items():
+        raw = idx_bytes(array)
+        packed = gz(raw)
+        blobs[name] = packed
+        specs.append(FileSpec(name, "images" if array.ndim == 3 else "labels",
+                              hashlib.sha256(raw).hexdigest(), len(packed),
+                              hashlib.sha256(packed).hexdigest()))
+    return specs, blobs
+
+
+def serve_all(server, mirror, blobs, spoil=lambda name, blob: (200, blob)):
+    for name, blob in blobs.items():
+        server.routes[f"/{mirror}/{name}.gz"] = spoil(name, blob)
+
+
+def no_part_files(directory):
+    return not [p for p in directory.iterdir() if p.name.endswith(".part")]
+
+
+def test_downloads_verified_files_into_place(tmp_path, server, published):
+    specs, blobs = published
+    serve_all(server, "good", blobs)
+    data = load_mnist(tmp_path / "cache", mirrors=[server.mirror("good")], files=specs)
+    assert data.train_images.shape == (12, 784)
+    for spec in specs:
+        assert (tmp_path / "cache" / f"{spec.name}.gz").read_bytes() == blobs[spec.name]
+    assert no_part_files(tmp_path / "cache")
+    # A second load trusts the stored, verified files and asks nothing of the network.
+    server.requests.clear()
+    load_mnist(tmp_path / "cache", mirrors=[server.mirror("good")], files=specs)
+    assert server.requests == []
+
+
+SPOILERS = {
+    "404": lambda name, blob: (404, b"<html>Not Found</html>"),
+    "500": lambda name, blob: (500, b"oops"),
+    "html page": lambda name, blob: (200, b"<!DOCTYPE html><html>moved</html>"),
+    "truncated": lambda name, blob: (200, blob[: len(blob) // 2]),
+    "wrong file": lambda name, blob: (200, gz(b"\x00\x00\x08\x01" + bytes(8))),
+    "same size, other bytes": lambda name, blob: (200, blob[:-1] + bytes([blob[-1] ^ 0xFF])),
+}
+
+
+@pytest.mark.parametrize("fault", SPOILERS, ids=list(SPOILERS))
+def test_a_bad_mirror_falls_back_to_the_next(tmp_path, server, published, fault):
+    specs, blobs = published
+    serve_all(server, "bad", blobs, SPOILERS[fault])
+    serve_all(server, "good", blobs)
+    data = load_mnist(tmp_path, mirrors=[server.mirror("bad"), server.mirror("good")],
+                      files=specs)
+    assert data.test_images.shape == (5, 784)
+    assert any(r.startswith("/bad/") for r in server.requests)
+    for spec in specs:
+        assert (tmp_path / f"{spec.name}.gz").read_bytes() == blobs[spec.name]
+    assert no_part_files(tmp_path)
+
+
+def test_when_every_mirror_fails_one_error_says_how_to_place_the_files(tmp_path, server,
+                                                                         published):
+    specs, blobs = published
+    serve_all(server, "html", blobs, SPOILERS["html page"])
+    serve_all(server, "short", blobs, SPOILERS["truncated"])
+    mirrors = [server.mirror("html"), server.mirror("short"), server.mirror("missing")]
+    with pytest.raises(DataError) as info:
+        load_mnist(tmp_path, mirrors=mirrors, files=specs)
+    message = str(info.value)
+    assert "starts like an HTML page" in message and "truncated" in message and "HTTP 404" in message
+    for spec in specs:
+        assert spec.name in message and spec.gz_sha256 in message
+    assert str(tmp_path) in message and "MNIST_GPU_DATA" in message
+    assert not any(p.name.endswith(".gz") for p in tmp_path.iterdir())  # nothing half-trusted
+    assert no_part_files(tmp_path)
+
+
+def test_a_wrong_stored_file_is_replaced_by_a_verified_download(tmp_path, server, published):
+    specs, blobs = published
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"<html>cached error page</html>")
+    serve_all(server, "good", blobs)
+    load_mnist(tmp_path, mirrors=[server.mirror("good")], files=specs)
+    assert (tmp_path / "train-labels-idx1-ubyte.gz").read_bytes() == blobs[
+        "train-labels-idx1-ubyte"]
+
+
+def test_offline_never_touches_the_network(tmp_path, server, published):
+    specs, blobs = published
+    serve_all(server, "good", blobs)
+    with pytest.raises(DataError, match="downloads are off"):
+        load_mnist(tmp_path, offline=True, mirrors=[server.mirror("good")], files=specs)
+    assert server.requests == []
+
+
+def test_real_published_files_download_and_verify(tmp_path, server, mnist_dir_path):
+    """The genuine manifest, on the two small files whose shared copies are the published .gz."""
+    specs = [s for s in MNIST_FILES if s.kind == "labels"]
+    for spec in specs:
+        server.routes[f"/m/{spec.name}.gz"] = (200, (mnist_dir_path / f"{spec.name}.gz")
+                                               .read_bytes())
+    from mnist_gpu.data import download
+
+    for spec in specs:
+        content, failures = download(spec, tmp_path, [server.mirror("m")])
+        assert failures == [] and hashlib.sha256(content).hexdigest() == spec.raw_sha256
