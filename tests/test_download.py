@@ -1,4 +1,7 @@
-"""The download path against a local HTTP server on 127.0.0.1: fallback and the final error."""
+"""The download path against a local HTTP server on 127.0.0.1: fallback and the final error.
+
+Every load here says ``offline=False``: CI sets MNIST_GPU_OFFLINE=1 for everything else.
+"""
 
 from __future__ import annotations
 
@@ -79,14 +82,16 @@ def no_part_files(directory):
 def test_downloads_verified_files_into_place(tmp_path, server, published):
     specs, blobs = published
     serve_all(server, "good", blobs)
-    data = load_mnist(tmp_path / "cache", mirrors=[server.mirror("good")], files=specs)
+    data = load_mnist(tmp_path / "cache", offline=False, mirrors=[server.mirror("good")],
+                      files=specs)
     assert data.train_images.shape == (12, 784)
     for spec in specs:
         assert (tmp_path / "cache" / f"{spec.name}.gz").read_bytes() == blobs[spec.name]
     assert no_part_files(tmp_path / "cache")
     # A second load trusts the stored, verified files and asks nothing of the network.
     server.requests.clear()
-    load_mnist(tmp_path / "cache", mirrors=[server.mirror("good")], files=specs)
+    load_mnist(tmp_path / "cache", offline=False, mirrors=[server.mirror("good")],
+                      files=specs)
     assert server.requests == []
 
 
@@ -105,8 +110,8 @@ def test_a_bad_mirror_falls_back_to_the_next(tmp_path, server, published, fault)
     specs, blobs = published
     serve_all(server, "bad", blobs, SPOILERS[fault])
     serve_all(server, "good", blobs)
-    data = load_mnist(tmp_path, mirrors=[server.mirror("bad"), server.mirror("good")],
-                      files=specs)
+    data = load_mnist(tmp_path, offline=False,
+                      mirrors=[server.mirror("bad"), server.mirror("good")], files=specs)
     assert data.test_images.shape == (5, 784)
     assert any(r.startswith("/bad/") for r in server.requests)
     for spec in specs:
@@ -121,7 +126,7 @@ def test_when_every_mirror_fails_one_error_says_how_to_place_the_files(tmp_path,
     serve_all(server, "short", blobs, SPOILERS["truncated"])
     mirrors = [server.mirror("html"), server.mirror("short"), server.mirror("missing")]
     with pytest.raises(DataError) as info:
-        load_mnist(tmp_path, mirrors=mirrors, files=specs)
+        load_mnist(tmp_path, offline=False, mirrors=mirrors, files=specs)
     message = str(info.value)
     assert "starts like an HTML page" in message and "truncated" in message and "HTTP 404" in message
     for spec in specs:
@@ -135,7 +140,7 @@ def test_a_wrong_stored_file_is_replaced_by_a_verified_download(tmp_path, server
     specs, blobs = published
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"<html>cached error page</html>")
     serve_all(server, "good", blobs)
-    load_mnist(tmp_path, mirrors=[server.mirror("good")], files=specs)
+    load_mnist(tmp_path, offline=False, mirrors=[server.mirror("good")], files=specs)
     assert (tmp_path / "train-labels-idx1-ubyte.gz").read_bytes() == blobs[
         "train-labels-idx1-ubyte"]
 
