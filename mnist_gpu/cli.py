@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .backend import BACKEND_CHOICES, BackendUnavailable, get_backend
+from .bench import BATCH_SIZES
 from .data import DataError, load_mnist
 from .trainer import (
     DTYPES, KERNELS, TrainConfig, TrainingDiverged, TUTORIAL_CHECKPOINTS, to_device_data, train,
@@ -70,7 +71,7 @@ def _fraction(text):
     return value
 
 
-def _int_list(text):
+def _int_list(text, minimum=0):
     """``0,100,1k,10000`` -> (0, 100, 1000, 10000); a ``k`` suffix means thousands."""
     values = []
     for part in text.split(","):
@@ -79,10 +80,21 @@ def _int_list(text):
             value = int(float(part[:-1]) * 1000) if part.endswith("k") else int(part)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be non-negative: {part}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {part}")
         values.append(value)
     return tuple(values)
+
+
+def _choice_list(choices):
+    def parse(text):
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"choose from {', '.join(choices)}, not {text!r}")
+        return values
+    return parse
 
 
 # --------------------------------------------------------------------------- the parser
@@ -141,6 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(run=cmd_train)
+
+    b = commands.add_parser(
+        "bench", help="measure training and inference throughput",
+        description="Training images/s per batch size and inference images/s, per backend and "
+                    "dtype, after warm-up, over repeats (median, min-max), with the naive NumPy "
+                    "loop and PyTorch (when installed) as peers and the machine's measured copy "
+                    "bandwidth and GEMM rate as the limit.")
+    b.add_argument("--backend", type=_choice_list(BACKEND_CHOICES), default=("auto",),
+                   help="one or more of auto, numpy, cupy, comma-separated [auto]")
+    b.add_argument("--device", type=_int_at_least(0), default=0, help="CUDA device [0]")
+    b.add_argument("--dtype", type=_choice_list(DTYPES), default=("float32",),
+                   help="float32 and/or float64, comma-separated [float32]")
+    b.add_argument("--batch-sizes", type=lambda text: _int_list(text, minimum=1),
+                   default=BATCH_SIZES,
+                   help="mini-batch sizes [" + ",".join(map(str, BATCH_SIZES)) + "]")
+    b.add_argument("--repeats", type=_int_at_least(1), default=5, help="timed runs each [5]")
+    b.add_argument("--quick", action="store_true",
+                   help="a smoke run: 5,000 images, 2,000 per-image, batch sizes up to 1,024")
+    b.add_argument("--no-peers", action="store_true", help="skip the naive loop and PyTorch")
+    b.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
+    b.add_argument("--plot", default=None, metavar="PATH",
+                   help="write a PNG of images/s against batch size (needs mnist-gpu[plot])")
+    _add_data_args(b)
+    b.set_defaults(run=cmd_bench)
     return parser
 
 
@@ -216,6 +252,40 @@ def _print_table(result):
     print(f"trained {result.images_trained:,} images in {result.seconds:.3f} s "
           f"({result.images_per_second:,.0f} images/s)")
     print(f"final test accuracy: {result.final_accuracy:.2%}")
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    if args.plot:
+        _require_plotting("--plot")
+    backends = []
+    for name in dict.fromkeys(args.backend):
+        backend = get_backend(name, args.device, log=_log)
+        if backend.name not in [b.name for b in backends]:
+            backends.append(backend)
+    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    report = bench.run_benchmark(backends, mnist, args.dtype, tuple(args.batch_sizes),
+                                 args.repeats, quick=args.quick, peers=not args.no_peers,
+                                 log=_log)
+    print(bench.format_table(report))
+    for line in bench.ratios(report):
+        print(line)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _require_plotting(flag):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{flag} needs matplotlib: pip install 'mnist-gpu[plot]'") from None
 
 
 def main(argv=None) -> int:

@@ -47,6 +47,12 @@ def predict(W, X):
     return X @ W
 
 
+def classify(W, X, xp=None):
+    """The predicted digit of every row of ``X``."""
+    xp = xp or array_namespace(W, X)
+    return xp.argmax(predict(W, X), axis=1)
+
+
 def per_image_steps(W, X, Y, alpha: float, rows, xp=None):
     """The tutorial's loop, one image at a time, over the row indices ``rows`` (host integers).
 

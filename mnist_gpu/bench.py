@@ -1,0 +1,487 @@
+"""Throughput benchmarks: where the time goes, against the peers and the machine's own limit.
+
+For each backend and dtype, after a warm-up, over ``repeats`` timed runs (the device synchronised
+before every clock read; CUDA events on CuPy), median and min-max of:
+
+* training images/s: per-image (the fused kernel and the array path), and mini-batches of each
+  batch size over one epoch;
+* inference images/s over the 10,000 test images;
+* the peers, in the same run: the naive baseline (the same algorithm as a plain NumPy loop, as a
+  user first writes it) and PyTorch running the same update when it is installed;
+* the machine's limit, measured the same way: memory bandwidth (a large copy) and matrix-multiply
+  peak (a large GEMM), against which each configuration's flops and compulsory bytes per epoch
+  (counted exactly from the shapes) give the fraction of the roofline reached.
+
+All data is on the device before the first clock read; each timed run starts from the same
+host-initialised weights.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import linear
+from .backend import Backend, BackendUnavailable
+from .trainer import DeviceData
+
+BATCH_SIZES = (1, 8, 32, 128, 1024, 8192, 60000)
+N_PIX, N_OUT = linear.N_INPUTS, linear.N_OUTPUTS
+
+
+@dataclass
+class Row:
+    """One measured configuration."""
+
+    backend: str
+    dtype: str
+    kind: str  # "per-image", "mini-batch", "inference", "peer", "limit"
+    name: str
+    batch_size: int | None
+    images: int  # per timed run
+    seconds: list[float] = field(repr=False)
+    flops: float = 0.0  # per timed run
+    bytes: float = 0.0  # compulsory traffic per timed run
+    memory_pool_peak: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.median if self.images else 0.0
+
+    def to_json(self, limit=None) -> dict:
+        out = asdict(self)
+        out.update(median_s=self.median, min_s=min(self.seconds), max_s=max(self.seconds),
+                   images_per_second=self.images_per_second)
+        if limit and self.images:
+            gflops = self.flops / self.median / 1e9
+            gbytes = self.bytes / self.median / 1e9
+            out.update(gflops=gflops, gbytes_per_s=gbytes,
+                       fraction_of_gemm_peak=gflops / limit["gemm_gflops"],
+                       fraction_of_bandwidth=gbytes / limit["copy_gbytes_per_s"])
+        return out
+
+
+# --------------------------------------------------------------------------- counting the work
+
+
+def train_work(n: int, batch_size: int, itemsize: int, per_image_dense: bool = False):
+    """(flops, compulsory bytes) of one epoch of n images in batches of ``batch_size``.
+
+    Flops: forward 2*b*784*10, delta b*10, gradient 2*b*784*10, the scaled update 2*784*10 per
+    step. Compulsory bytes: the images and targets read once, the weights (31 KB in float32)
+    read and written once, since they stay in cache between steps. The fused per-image kernel
+    does the same arithmetic on the lit pixels only; it is still counted dense, so that every
+    row is measured against the same work.
+    """
+    steps = -(-n // batch_size)
+    weights = N_PIX * N_OUT
+    flops = 4.0 * n * weights + n * N_OUT + 2.0 * steps * weights
+    traffic = (n * (N_PIX + N_OUT) + 2.0 * weights) * itemsize
+    return flops, traffic
+
+
+def inference_work(n: int, itemsize: int):
+    """Predicted classes of n images: the product X @ W, then the argmax of each row."""
+    return 2.0 * n * N_PIX * N_OUT, (n * N_PIX + N_PIX * N_OUT) * itemsize
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_repeats(backend: Backend, run, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of ``run()`` for each of ``repeats`` timed calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    backend.synchronize()
+    seconds = []
+    for _ in range(repeats):
+        with backend.stopwatch() as clock:
+            run()
+        seconds.append(clock["seconds"])
+    return seconds
+
+
+def _with_pool_peak(backend: Backend, measure):
+    backend.reset_memory_pool()
+    seconds = measure()
+    return seconds, backend.memory_pool_peak()
+
+
+def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
+                  per_image_images: int, log=None) -> list[Row]:
+    """Training and inference rows for one backend and dtype."""
+    xp = backend.xp
+    dtype = data.dtype
+    itemsize = np.dtype(dtype).itemsize
+    n = data.n_train
+    start = linear.init_weights(0, dtype)
+    rows = []
+    with backend.activate():
+        W0 = backend.to_device(start)
+
+        def fresh():
+            return xp.astype(W0, W0.dtype, copy=True)
+
+        def add(kind, name, batch, images, seconds_peak, work):
+            seconds, peak = seconds_peak
+            rows.append(Row(backend.name, dtype, kind, name, batch, images, seconds, *work,
+                            memory_pool_peak=peak))
+            if log:
+                log(f"{backend.name} {dtype} {name}: {images / statistics.median(seconds):,.0f} "
+                    "images/s")
+
+        # Per-image: the fused kernel (when the backend has one) and the array path.
+        m = min(per_image_images, n)
+        try:
+            fused = backend.fused_per_image()
+        except BackendUnavailable:
+            fused = None
+        if fused is not None:
+            prepared = fused.prepare(data.train_x)
+            W = fresh()
+            add("per-image", "per-image fused", 1, m, _with_pool_peak(backend, lambda: time_repeats(
+                backend, lambda: fused.run(W, prepared, data.train_labels, 0.01, 0, m), repeats)),
+                train_work(m, 1, itemsize))
+            del prepared
+        W = fresh()
+        add("per-image", "per-image array", 1, m, _with_pool_peak(backend, lambda: time_repeats(
+            backend, lambda: linear.per_image_steps(W, data.train_x, data.train_y, 0.01,
+                                                    range(m), xp=xp), repeats)),
+            train_work(m, 1, itemsize))
+
+        # Mini-batches: one epoch each (B=1 over per_image_images, as it is as slow as per-image).
+        for b in batch_sizes:
+            images = m if b == 1 else n
+            W = fresh()
+            add("mini-batch", f"mini-batch {b}", b, images,
+                _with_pool_peak(backend, lambda: time_repeats(
+                    backend, lambda: linear.minibatch_steps(W, data.train_x, data.train_y,
+                                                            0.01, b, 0, images, xp=xp),
+                    repeats)),
+                train_work(images, b, itemsize))
+
+        # Inference over the test set: the predicted class of every image.
+        W = fresh()
+        add("inference", "inference", None, data.n_test,
+            _with_pool_peak(backend, lambda: time_repeats(
+                backend, lambda: linear.classify(W, data.test_x, xp=xp), repeats)),
+            inference_work(data.n_test, itemsize))
+    return rows
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def bench_naive_numpy(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,
+                      log=None) -> list[Row]:
+    """The same algorithm as a plain NumPy loop, as a user first writes it (the tutorial's code)."""
+    itemsize = np.dtype(dtype).itemsize
+    images = (mnist.train_images / 255).astype(dtype)
+    eye = np.eye(10, dtype=dtype)
+    targets = eye[mnist.train_labels]
+    start = linear.init_weights(0, dtype)
+    m = min(per_image_images, len(images))
+    alpha = np.dtype(dtype).type(0.01)
+    rows = []
+
+    def per_image():
+        W = start.copy()
+        for x, label in zip(images[:m], mnist.train_labels[:m]):
+            pred = x @ W
+            delta = pred - eye[label]
+            W -= alpha * np.outer(x, delta)
+
+    def minibatch(b, count):
+        W = start.copy()
+        for s in range(0, count, b):
+            xb, yb = images[s:s + b], targets[s:s + b]
+            W -= (alpha / len(xb)) * (xb.T @ (xb @ W - yb))
+
+    def matmul():
+        return mnist_test @ start  # the product alone, without even the argmax
+
+    mnist_test = (mnist.test_images / 255).astype(dtype)
+    cpu = _HostClock()
+    rows.append(Row("naive numpy", dtype, "peer", "naive per-image loop", 1, m,
+                    time_repeats(cpu, per_image, repeats), *train_work(m, 1, itemsize)))
+    for b in batch_sizes:
+        count = m if b == 1 else len(images)
+        rows.append(Row("naive numpy", dtype, "peer", f"naive mini-batch {b}", b, count,
+                        time_repeats(cpu, lambda: minibatch(b, count), repeats),
+                        *train_work(count, b, itemsize)))
+    rows.append(Row("naive numpy", dtype, "peer", "single numpy matmul", None, len(mnist_test),
+                    time_repeats(cpu, matmul, repeats), *inference_work(len(mnist_test), itemsize)))
+    if log:
+        log(f"naive numpy {dtype}: done")
+    return rows
+
+
+def bench_torch(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,
+                device: str = "cpu", log=None) -> list[Row]:
+    """PyTorch running the same update, when it is installed (otherwise no rows)."""
+    try:
+        import torch
+    except ImportError:
+        if log:
+            log("PyTorch is not installed: no PyTorch peer")
+        return []
+    if device != "cpu" and not torch.cuda.is_available():
+        device = "cpu"
+    # Full-precision float32 matrix products, as in our parity runs.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    tdtype = getattr(torch, dtype)
+    itemsize = np.dtype(dtype).itemsize
+    X = torch.tensor(mnist.train_images, device=device).to(tdtype) / 255
+    Y = torch.nn.functional.one_hot(torch.tensor(mnist.train_labels.astype(np.int64),
+                                                 device=device), 10).to(tdtype)
+    Xt = torch.tensor(mnist.test_images, device=device).to(tdtype) / 255
+    start = torch.tensor(linear.init_weights(0, dtype), device=device)
+    m = min(per_image_images, X.shape[0])
+    clock = _TorchClock(torch, device)
+    rows = []
+
+    @torch.no_grad()
+    def per_image():
+        W = start.clone()
+        for i in range(m):
+            x = X[i]
+            delta = x @ W - Y[i]
+            W -= 0.01 * torch.outer(x, delta)
+
+    @torch.no_grad()
+    def minibatch(b, count):
+        W = start.clone()
+        for s in range(0, count, b):
+            xb, yb = X[s:s + b], Y[s:s + b]
+            W -= (0.01 / xb.shape[0]) * (xb.T @ (xb @ W - yb))
+
+    name = f"torch {device}"
+    rows.append(Row(name, dtype, "peer", "torch per-image", 1, m,
+                    time_repeats(clock, per_image, repeats), *train_work(m, 1, itemsize)))
+    for b in batch_sizes:
+        count = m if b == 1 else X.shape[0]
+        rows.append(Row(name, dtype, "peer", f"torch mini-batch {b}", b, count,
+                        time_repeats(clock, lambda: minibatch(b, count), repeats),
+                        *train_work(count, b, itemsize)))
+    rows.append(Row(name, dtype, "peer", "torch inference", None, Xt.shape[0],
+                    time_repeats(clock, lambda: Xt @ start, repeats),
+                    *inference_work(Xt.shape[0], itemsize)))
+    if log:
+        log(f"{name} {dtype}: done")
+    return rows
+
+
+class _HostClock(Backend):
+    """The stopwatch of a plain host loop: nothing is queued, so nothing to synchronise."""
+
+    name = "host"
+
+
+class _TorchClock(Backend):
+    name = "torch"
+
+    def __init__(self, torch, device):
+        self.torch, self.device = torch, device
+
+    def synchronize(self):
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------- the machine's limit
+
+
+def measure_limit(backend: Backend, dtype: str, repeats: int, quick: bool) -> dict:
+    """Copy bandwidth (bytes read + written per second) and GEMM rate, on this backend."""
+    xp = backend.xp
+    n_bytes = (64 if quick else 512) * 2**20
+    side = 1024 if quick else 2048
+    with backend.activate():
+        src = backend.to_device(np.ones(n_bytes // 4, dtype=np.float32))
+        copy = time_repeats(backend, lambda: xp.astype(src, src.dtype, copy=True), repeats)
+        a = backend.to_device(np.random.default_rng(0).random((side, side), dtype=np.dtype(dtype)))
+        gemm = time_repeats(backend, lambda: a @ a, repeats)
+        del src, a
+    return {
+        "copy_bytes": 2 * n_bytes,
+        "copy_gbytes_per_s": 2 * n_bytes / statistics.median(copy) / 1e9,
+        "gemm_side": side,
+        "gemm_gflops": 2 * side**3 / statistics.median(gemm) / 1e9,
+    }
+
+
+def describe_machine(backends) -> dict:
+    info = {
+        "cpu": _cpu_model(),
+        "cpu_threads": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "backends": [b.describe() for b in backends],
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads",
+                                                "threading_layer", "architecture")}
+                        for p in threadpool_info() if p.get("user_api") == "blas"]
+    except ImportError:
+        info["blas"] = "threadpoolctl not installed"
+    return info
+
+
+def _cpu_model():
+    from .backend import _cpu_model as model
+
+    return model()
+
+
+def peak_host_memory_bytes() -> int:
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, quick=False,
+                  peers=True, log=None) -> dict:
+    """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict."""
+    from .trainer import to_device_data
+
+    per_image_images = 2000 if quick else 60000
+    if quick:
+        batch_sizes = tuple(b for b in batch_sizes if b <= 1024) or batch_sizes[:1]
+    started = time.perf_counter()
+    rows, limits = [], {}
+    for backend in backends:
+        for dtype in dtypes:
+            data = to_device_data(backend, mnist, dtype, limit=5000 if quick else None)
+            limits[f"{backend.name} {dtype}"] = limit = measure_limit(backend, dtype, repeats,
+                                                                      quick)
+            rows += [(r, limit) for r in bench_backend(backend, data, batch_sizes, repeats,
+                                                       per_image_images, log)]
+            del data
+    if peers:
+        small = mnist if not quick else type(mnist)(mnist.train_images[:5000],
+                                                    mnist.train_labels[:5000],
+                                                    mnist.test_images, mnist.test_labels)
+        for dtype in dtypes:
+            cpu_limit = limits.get(f"numpy {dtype}")
+            rows += [(r, cpu_limit) for r in bench_naive_numpy(small, dtype, batch_sizes, repeats,
+                                                                per_image_images, log)]
+            gpu = any(b.name == "cupy" for b in backends)
+            rows += [(r, cpu_limit) for r in bench_torch(small, dtype, batch_sizes, repeats,
+                                                          per_image_images,
+                                                          "cuda" if gpu else "cpu", log)]
+    return {
+        "machine": describe_machine(backends),
+        "settings": {"repeats": repeats, "quick": quick, "dtypes": list(dtypes),
+                     "batch_sizes": list(batch_sizes), "per_image_images": per_image_images},
+        "limits": limits,
+        "rows": [r.to_json(limit) for r, limit in rows],
+        "peak_host_memory_bytes": peak_host_memory_bytes(),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def format_table(report: dict) -> str:
+    lines = [f"machine: {report['machine']['cpu']}, {report['machine']['cpu_threads']} threads, "
+             f"NumPy {report['machine']['numpy']}"]
+    for backend in report["machine"]["backends"]:
+        if backend.get("gpu"):
+            lines.append(f"GPU: {backend['gpu']}, CuPy {backend['cupy']}, CUDA runtime "
+                         f"{backend['cuda_runtime']}, driver {backend['cuda_driver']}")
+    for key, limit in report["limits"].items():
+        lines.append(f"limit {key}: copy {limit['copy_gbytes_per_s']:.1f} GB/s, "
+                     f"GEMM {limit['gemm_gflops']:.1f} GFLOP/s")
+    header = (f"{'backend':<14}{'dtype':<9}{'configuration':<26}{'images/s':>13}"
+              f"{'median s':>11}{'min-max s':>19}{'GFLOP/s':>9}{'%GEMM':>7}{'%BW':>7}")
+    lines += [header, "-" * len(header)]
+    for r in report["rows"]:
+        spread = f"{r['min_s']:.4f}-{r['max_s']:.4f}"
+        extra = ""
+        if "gflops" in r:
+            extra = (f"{r['gflops']:>9.2f}{100 * r['fraction_of_gemm_peak']:>6.1f}%"
+                     f"{100 * r['fraction_of_bandwidth']:>6.1f}%")
+        lines.append(f"{r['backend']:<14}{r['dtype']:<9}{r['name']:<26}"
+                     f"{r['images_per_second']:>13,.0f}{r['median_s']:>11.4f}{spread:>19}{extra}")
+    lines.append(f"peak host memory: {report['peak_host_memory_bytes'] / 2**20:.0f} MiB")
+    for r in report["rows"]:
+        if r.get("memory_pool_peak"):
+            lines.append(f"  {r['backend']} {r['dtype']} {r['name']}: device pool peak "
+                         f"{r['memory_pool_peak'] / 2**20:.1f} MiB")
+    return "\n".join(lines)
+
+
+def ratios(report: dict) -> list[str]:
+    """Side-by-side ratios (same run) for the targets in the README."""
+    def find(backend_prefix, dtype, name):
+        for r in report["rows"]:
+            if r["backend"].startswith(backend_prefix) and r["dtype"] == dtype and r["name"] == name:
+                return r["median_s"] / r["images"]  # seconds per image
+        return None
+
+    out = []
+    for dtype in report["settings"]["dtypes"]:
+        for backend in sorted({r["backend"] for r in report["rows"]
+                               if r["kind"] != "peer"}):
+            pairs = [
+                ("per-image fused", "naive numpy", "naive per-image loop"),
+                ("per-image array", "naive numpy", "naive per-image loop"),
+                ("mini-batch 1024", "naive numpy", "naive mini-batch 1024"),
+                ("mini-batch 1024", "torch", "torch mini-batch 1024"),
+                ("inference", "naive numpy", "single numpy matmul"),
+                ("inference", "torch", "torch inference"),
+            ]
+            for ours, peer_backend, peer in pairs:
+                a, b = find(backend, dtype, ours), find(peer_backend, dtype, peer)
+                if a and b:
+                    out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
+    return out
+
+
+def plot(report: dict, path) -> None:
+    """images/s against batch size, log-log, one line per backend and dtype, with the peers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
+    series = {}
+    for r in report["rows"]:
+        if r["batch_size"] is None:
+            continue
+        label = f"{r['backend']} {r['dtype']}"
+        if r["name"].endswith("fused"):
+            ax.scatter([1], [r["images_per_second"]], marker="*", s=140, zorder=3,
+                       label=f"{label} per-image fused")
+        elif "per-image" not in r["name"]:
+            series.setdefault(label, []).append((r["batch_size"], r["images_per_second"]))
+    for label, points in sorted(series.items()):
+        points.sort()
+        xs, ys = zip(*points)
+        style = "--" if label.startswith(("naive", "torch")) else "-"
+        ax.plot(xs, ys, style, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (images per update)")
+    ax.set_ylabel("training throughput (images/s)")
+    ax.set_title("mnist-gpu: training throughput by batch size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,86 @@
+"""The benchmark's smoke run: its JSON schema and its plot (never its speed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mnist_gpu import bench, cli
+from mnist_gpu.trainer import to_device_data
+
+ROW_KEYS = {"backend", "dtype", "kind", "name", "batch_size", "images", "seconds", "flops",
+            "bytes", "median_s", "min_s", "max_s", "images_per_second"}
+
+
+def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
+    report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    status = cli.main(["bench", "--backend", "numpy", "--quick", "--repeats", "2",
+                       "--batch-sizes", "1,32,1024", "--data-dir", str(mnist_dir_path),
+                       "--offline", "--json", str(report_path), "--plot", str(plot_path)])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "images/s" in out and "naive per-image loop" in out
+    report = json.loads(report_path.read_text())
+    assert set(report) >= {"machine", "settings", "limits", "rows", "peak_host_memory_bytes"}
+    assert report["machine"]["cpu_threads"] >= 1 and report["machine"]["numpy"]
+    limit = report["limits"]["numpy float32"]
+    assert limit["copy_gbytes_per_s"] > 0 and limit["gemm_gflops"] > 0
+    names = {r["name"] for r in report["rows"]}
+    assert {"per-image fused", "per-image array", "mini-batch 1", "mini-batch 32",
+            "mini-batch 1024", "inference", "naive per-image loop",
+            "single numpy matmul"} <= names
+    for row in report["rows"]:
+        assert ROW_KEYS <= set(row)
+        assert len(row["seconds"]) == 2 and row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert 0 < row["fraction_of_gemm_peak"] and 0 < row["fraction_of_bandwidth"]
+    png = plot_path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    image = np.asarray(Image.open(plot_path).convert("L"))
+    assert image.shape == (550, 800) and image.std() > 10  # drawn, not blank
+
+
+def test_work_is_counted_exactly():
+    # One epoch of 100 images in batches of 32: 4 steps (the last of 4 images).
+    flops, traffic = bench.train_work(100, 32, 4)
+    assert flops == 4 * 100 * 7840 + 100 * 10 + 2 * 4 * 7840
+    assert traffic == (100 * 794 + 2 * 7840) * 4
+    assert bench.inference_work(10, 8) == (2 * 10 * 7840, (10 * 784 + 7840) * 8)
+
+
+def test_bench_code_is_backend_agnostic(backend, mnist):
+    """Every benchmarked path runs on the stand-in device too (no NumPy-only call)."""
+    small = type(mnist)(mnist.train_images[:300], mnist.train_labels[:300],
+                        mnist.test_images[:200], mnist.test_labels[:200])
+    data = to_device_data(backend, small, "float32")
+    rows = bench.bench_backend(backend, data, (1, 64), repeats=1, per_image_images=50)
+    assert {r.name for r in rows} >= {"per-image array", "mini-batch 64", "inference"}
+    assert all(r.median > 0 for r in rows)
+    limit = bench.measure_limit(backend, "float32", repeats=1, quick=True)
+    assert limit["gemm_gflops"] > 0
+
+
+def test_ratios_pair_ours_with_the_peers():
+    rows = [
+        {"backend": "numpy", "dtype": "float32", "kind": "mini-batch", "name": "mini-batch 1024",
+         "images": 100, "median_s": 1.0},
+        {"backend": "naive numpy", "dtype": "float32", "kind": "peer",
+         "name": "naive mini-batch 1024", "images": 100, "median_s": 2.0},
+    ]
+    lines = bench.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
+    assert lines == ["numpy float32: mini-batch 1024 is 2.00x the speed of naive mini-batch 1024"]
+
+
+@pytest.mark.parametrize("args", [["--batch-sizes", "0"], ["--backend", "tpu"],
+                                  ["--dtype", "float16"], ["--repeats", "0"]])
+def test_bad_bench_arguments(args, capsys):
+    status = None
+    try:
+        status = cli.main(["bench", "--offline", *args])
+    except SystemExit as exit:
+        status = exit.code
+    assert status == 2
+    assert capsys.readouterr().err.count("\n") == 1
