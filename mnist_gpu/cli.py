@@ -61,6 +61,29 @@ def _int_at_least(minimum):
     return parse
 
 
+def mlp_choices(name):
+    from . import mlp
+
+    return getattr(mlp, name)
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, not {text}")
+    return value
+
+
+def _fraction_below_one(text):
+    value = _non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), not {text}")
+    return value
+
+
 def _fraction(text):
     try:
         value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
@@ -130,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_int_at_least(1), default=1,
                    help="1: the tutorial's per-image update; B: mini-batches of B images [1]")
     t.add_argument("--epochs", type=_int_at_least(1), default=1, help="passes over the data [1]")
-    t.add_argument("--alpha", type=_positive_float, default=0.01, help="learning rate [0.01]")
+    t.add_argument("--alpha", "--lr", type=_positive_float, default=0.01,
+                   help="learning rate [0.01]")
     t.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="seeds the initial weights and the shuffling [0]")
     t.add_argument("--shuffle", action="store_true",
@@ -152,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-accuracy", type=_fraction, default=None, metavar="X",
                    help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    deep = t.add_argument_group(
+        "beyond the tutorial", "any of these trains a stack of dense layers by mini-batch SGD "
+        "(mnist_gpu/mlp.py); without them it is the tutorial's network")
+    deep.add_argument("--hidden", type=lambda text: _int_list(text, minimum=1), default=(),
+                      help="hidden layer sizes, e.g. 256,128 [none]")
+    deep.add_argument("--activation", choices=mlp_choices("ACTIVATIONS"), default="relu",
+                      help="of the hidden layers [relu]")
+    deep.add_argument("--bias", action="store_true", help="give every layer a bias")
+    deep.add_argument("--loss", choices=mlp_choices("LOSSES"), default="mse",
+                      help="mse: the tutorial's squared error; ce: softmax cross-entropy [mse]")
+    deep.add_argument("--momentum", type=_fraction_below_one, default=0.0, help="[0]")
+    deep.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="[0]")
+    deep.add_argument("--schedule", choices=mlp_choices("SCHEDULES"), default="constant",
+                      help="learning rate: constant; step (x0.1 at 50%% and 75%% of the steps); "
+                           "cosine (to zero) [constant]")
     t.set_defaults(run=cmd_train)
 
     b = commands.add_parser(
@@ -196,7 +235,14 @@ def _progress_bar(total, quiet, unit="img"):
     return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
 
 
+def _wants_mlp(args) -> bool:
+    return bool(args.hidden or args.bias or args.loss != "mse" or args.momentum
+                or args.weight_decay or args.schedule != "constant")
+
+
 def cmd_train(args) -> int:
+    if _wants_mlp(args):
+        return cmd_train_mlp(args)
     init = None
     if args.init:
         try:
@@ -220,9 +266,44 @@ def cmd_train(args) -> int:
     finally:
         if bar:
             bar.close()
+    _finish(args, result, {}, result.weights)
+    return 0
+
+
+def cmd_train_mlp(args) -> int:
+    from .mlp import Architecture, MLPConfig, params_to_arrays, train_mlp
+
+    if args.init or args.checkpoints or args.kernel == "fused":
+        raise UsageError("--init, --checkpoints and --kernel fused apply to the tutorial's "
+                         "network only (a deeper network is evaluated after every epoch)")
+    arch = Architecture(tuple(args.hidden), args.activation, args.bias, args.loss)
+    config = MLPConfig(arch, lr=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
+                       momentum=args.momentum, weight_decay=args.weight_decay,
+                       schedule=args.schedule, seed=args.seed, shuffle=args.shuffle)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    backend = get_backend(args.backend, args.device, log=_log)
+    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    data = to_device_data(backend, mnist, args.dtype, limit=args.limit)
+    bar = _progress_bar(data.n_train * args.epochs, args.quiet or args.json)
+    try:
+        result = train_mlp(data, config,
+                           progress=(lambda seen: bar.update(seen - bar.n)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    _finish(args, result, params_to_arrays(result.params), result.params[0][0])
+    return 0
+
+
+def _finish(args, result, arrays, weights):
+    """Save, print (table or JSON) and apply the accuracy gate: shared by both networks."""
     if args.save:
         try:
-            saved = save_weights(args.save, result.weights, result.to_json())
+            saved = save_weights(args.save, weights, result.to_json(),
+                                 **{k: v for k, v in arrays.items() if k != "weights"})
         except OSError as err:
             raise Failure(f"cannot write --save {args.save}: {err.strerror or err}") from None
         if not args.json:
@@ -236,17 +317,20 @@ def cmd_train(args) -> int:
             f"final accuracy {result.final_accuracy:.2%} is below --min-accuracy "
             f"{args.min_accuracy:.2%}"
         )
-    return 0
 
 
 def _print_table(result):
     info, cfg = result.backend, result.config
     where = info.get("gpu") or info.get("cpu") or info.get("device", "")
-    mode = (f"per-image ({result.kernel} kernel)" if cfg["batch_size"] == 1
+    deep = "architecture" in cfg
+    mode = (f"per-image ({result.kernel} kernel)" if cfg["batch_size"] == 1 and not deep
             else f"mini-batches of {cfg['batch_size']}")
-    print(f"backend {info['backend']} ({where}), {cfg['dtype']}, {mode}, alpha {cfg['alpha']}, "
-          f"{cfg['epochs']} epoch(s), seed {cfg['seed']}{', shuffled' if cfg['shuffle'] else ''}")
-    print(f"{'images seen':>12}  {'test accuracy':>13}  {'test MSE':>10}")
+    rate = f"lr {cfg['lr']}, momentum {cfg['momentum']}" if deep else f"alpha {cfg['alpha']}"
+    print(f"{cfg.get('architecture', '784-10, the tutorial')}: backend {info['backend']} "
+          f"({where}), {cfg['dtype']}, {mode}, {rate}, {cfg['epochs']} epoch(s), "
+          f"seed {cfg['seed']}{', shuffled' if cfg['shuffle'] else ''}")
+    loss = "test loss" if deep else "test MSE"
+    print(f"{'images seen':>12}  {'test accuracy':>13}  {loss:>10}")
     for point in result.curve:
         print(f"{point.images_seen:>12,}  {point.accuracy:>12.2%}  {point.mse:>10.4f}")
     print(f"trained {result.images_trained:,} images in {result.seconds:.3f} s "

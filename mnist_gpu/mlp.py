@@ -1,0 +1,339 @@
+"""Beyond the tutorial: a stack of dense layers with optional biases, relu/sigmoid/tanh, and either
+the tutorial's squared error or softmax cross-entropy, trained by mini-batch SGD with momentum.
+
+Forward and backward are written once against the array namespace ``xp``, like ``linear``. The
+tutorial's network is the special case with no hidden layer, no bias and squared error: with plain
+SGD it takes exactly the update of ``linear.minibatch_step`` and starts from the same weights.
+
+Parameters are a list of ``(W, b)`` per layer (``b`` is None without biases); on the host they are
+NumPy arrays, drawn with NumPy's Generator so that every backend starts identical.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import linear
+from .backend import array_namespace
+from .trainer import Checkpoint, DeviceData, TrainingDiverged
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+LOSSES = ("mse", "ce")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    bias: bool = False
+    loss: str = "mse"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError("hidden layer sizes must be at least 1")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (linear.N_INPUTS, *self.hidden, linear.N_OUTPUTS)
+
+    @property
+    def is_tutorial(self) -> bool:
+        return not self.hidden and not self.bias and self.loss == "mse"
+
+    def describe(self) -> str:
+        layers = "-".join(map(str, self.sizes))
+        parts = [layers]
+        if self.hidden:
+            parts.append(self.activation)
+        parts.append("bias" if self.bias else "no bias")
+        parts.append("softmax cross-entropy" if self.loss == "ce" else "squared error")
+        return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def init_params(arch: Architecture, seed: int, dtype="float32") -> list:
+    """Host parameters. The tutorial's network keeps its uniform [0, 1) draw; other layers get
+    He initialisation before a relu and Xavier (Glorot) otherwise; biases start at zero."""
+    if arch.is_tutorial:
+        return [(linear.init_weights(seed, dtype), None)]
+    rng = np.random.default_rng(seed)
+    params = []
+    sizes = arch.sizes
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = layer == len(sizes) - 2
+        if arch.activation == "relu" and not last:
+            W = rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, fan_out))
+        else:
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            W = rng.uniform(-bound, bound, (fan_in, fan_out))
+        b = np.zeros(fan_out) if arch.bias else None
+        params.append((W.astype(dtype), None if b is None else b.astype(dtype)))
+    return params
+
+
+# --------------------------------------------------------------------------- the math
+
+
+def _activate(z, name, xp):
+    if name == "relu":
+        return xp.maximum(z, xp.zeros_like(z))
+    if name == "sigmoid":
+        return 1 / (1 + xp.exp(-z))
+    return xp.tanh(z)
+
+
+def _activation_slope(a, name, xp):
+    """The activation's derivative, from its output ``a``."""
+    if name == "relu":
+        return xp.astype(a > 0, a.dtype)
+    if name == "sigmoid":
+        return a * (1 - a)
+    return 1 - a * a
+
+
+def forward(params, X, arch: Architecture, xp=None) -> list:
+    """Every layer's output, the input first; the last is the network's raw output (logits)."""
+    xp = xp or array_namespace(X)
+    outputs = [X]
+    for layer, (W, b) in enumerate(params):
+        z = outputs[-1] @ W
+        if b is not None:
+            z = z + b
+        last = layer == len(params) - 1
+        outputs.append(z if last else _activate(z, arch.activation, xp))
+    return outputs
+
+
+def _log_softmax(z, xp):
+    shifted = z - xp.max(z, axis=1, keepdims=True)  # exp never overflows
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+def loss_and_delta(out, Y, loss: str, xp):
+    """(summed loss over the batch, delta = d loss / d output) for the raw output ``out``.
+
+    Squared error follows the tutorial: delta = out - Y, the loss summed delta ** 2 (so delta is
+    half its gradient, the tutorial's convention). Cross-entropy: delta = softmax(out) - Y.
+    """
+    if loss == "mse":
+        delta = out - Y
+        return xp.sum(delta * delta), delta
+    log_p = _log_softmax(out, xp)
+    return -xp.sum(Y * log_p), xp.exp(log_p) - Y
+
+
+def gradients(params, X, Y, arch: Architecture, xp=None):
+    """(summed loss, per-layer (dW, db) summed over the batch) by backpropagation."""
+    xp = xp or array_namespace(X)
+    outputs = forward(params, X, arch, xp)
+    loss, delta = loss_and_delta(outputs[-1], Y, arch.loss, xp)
+    grads = [None] * len(params)
+    for layer in range(len(params) - 1, -1, -1):
+        W, b = params[layer]
+        grads[layer] = (outputs[layer].T @ delta, None if b is None else xp.sum(delta, axis=0))
+        if layer:
+            delta = (delta @ W.T) * _activation_slope(outputs[layer], arch.activation, xp)
+    return loss, grads
+
+
+def sgd_step(params, grads, velocity, lr: float, batch: int, momentum: float,
+             weight_decay: float):
+    """One SGD step in place. Plain SGD is ``W -= (lr / b) * dW``, the tutorial's update exactly;
+    with momentum, ``v = momentum * v + dW / b + weight_decay * W`` and ``W -= lr * v``."""
+    for (W, b), (dW, db), (vW, vb) in zip(params, grads, velocity):
+        for p, g, v in ((W, dW, vW), (b, db, vb)):
+            if p is None:
+                continue
+            if momentum == 0:
+                if weight_decay:
+                    p -= (lr * weight_decay) * p
+                p -= (lr / batch) * g
+            else:
+                v *= momentum
+                v += g / batch
+                if weight_decay:
+                    v += weight_decay * p
+                p -= lr * v
+
+
+def classify(params, X, arch: Architecture, xp=None, chunk: int = linear.EVAL_CHUNK):
+    xp = xp or array_namespace(X)
+    parts = [xp.argmax(forward(params, X[s:s + chunk, :], arch, xp)[-1], axis=1)
+             for s in range(0, X.shape[0], chunk)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+
+def evaluate(params, X, labels, Y, arch: Architecture, xp=None, chunk: int = linear.EVAL_CHUNK):
+    """(number correct, summed loss) as 0-d device arrays, in chunks of bounded memory."""
+    xp = xp or array_namespace(X)
+    correct = total = None
+    for s in range(0, X.shape[0], chunk):
+        out = forward(params, X[s:s + chunk, :], arch, xp)[-1]
+        hits = xp.sum(xp.astype(xp.argmax(out, axis=1) == labels[s:s + chunk], xp.int64))
+        loss, _ = loss_and_delta(out, Y[s:s + chunk, :], arch.loss, xp)
+        correct = hits if correct is None else correct + hits
+        total = loss if total is None else total + loss
+    return correct, total
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class MLPConfig:
+    arch: Architecture = field(default_factory=Architecture)
+    lr: float = 0.1
+    batch_size: int = 128
+    epochs: int = 10
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "step": x0.1 at 50% and 75% of the steps; "cosine": to zero
+    seed: int = 0
+    shuffle: bool = True
+
+    def validate(self):
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, not {self.lr}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch size and epochs must be at least 1")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), not {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be non-negative, not {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The learning rate of step ``step`` (0-based), computed on the host."""
+        if self.schedule == "step":
+            return self.lr * (0.1 ** ((step >= total_steps // 2) + (step >= 3 * total_steps // 4)))
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * step / total_steps))
+        return self.lr
+
+
+@dataclass
+class MLPResult:
+    config: dict
+    backend: dict
+    curve: list[Checkpoint]  # after each epoch; ``mse`` holds the mean test loss per image
+    seconds: float
+    images_trained: int
+    params: list = field(repr=False)  # host (W, b) per layer
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.curve[-1].accuracy
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_trained / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "backend": self.backend, "kernel": "array",
+                "curve": [asdict(c) for c in self.curve], "final_accuracy": self.final_accuracy,
+                "seconds": self.seconds, "images_trained": self.images_trained,
+                "images_per_second": self.images_per_second}
+
+
+def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
+              progress=None) -> MLPResult:
+    """Mini-batch SGD over ``config.epochs``, shuffled per epoch from the seed, evaluated after
+    each epoch (the only host-device synchronisation)."""
+    config.validate()
+    backend, xp = data.backend, data.backend.xp
+    arch = config.arch
+    host = init_params_host or init_params(arch, config.seed, data.dtype)
+    n, b = data.n_train, config.batch_size
+    steps_per_epoch = -(-n // b)
+    total_steps = steps_per_epoch * config.epochs
+    shuffle_rng = np.random.default_rng([config.seed, 1])
+    curve, seconds, step = [], 0.0, 0
+
+    with backend.activate():
+        params = [(backend.to_device(W), None if bias is None else backend.to_device(bias))
+                  for W, bias in host]
+        velocity = [(xp.zeros_like(W), None if bias is None else xp.zeros_like(bias))
+                    for W, bias in params]
+        curve.append(_measure(data, params, arch, 0))
+        for epoch in range(config.epochs):
+            order = (backend.to_device(shuffle_rng.permutation(n)) if config.shuffle else None)
+            with backend.stopwatch() as clock:
+                for s in range(0, n, b):
+                    e = min(s + b, n)
+                    if order is None:
+                        Xb, Yb = data.train_x[s:e, :], data.train_y[s:e, :]
+                    else:
+                        rows = order[s:e]
+                        Xb = xp.take(data.train_x, rows, axis=0)
+                        Yb = xp.take(data.train_y, rows, axis=0)
+                    _, grads = gradients(params, Xb, Yb, arch, xp)
+                    sgd_step(params, grads, velocity, config.lr_at(step, total_steps), e - s,
+                             config.momentum, config.weight_decay)
+                    step += 1
+            seconds += clock["seconds"]
+            # The end of an epoch: the checkpoint where values come back to the host.
+            if not all(bool(linear.all_finite(p, xp=xp)) for layer in params for p in layer
+                       if p is not None):
+                raise TrainingDiverged(
+                    f"the weights became NaN or infinite during epoch {epoch + 1} "
+                    f"(lr = {config.lr}); try a smaller --lr")
+            curve.append(_measure(data, params, arch, (epoch + 1) * n))
+            if progress:
+                progress((epoch + 1) * n)
+        host_params = [(backend.to_host(W), None if bias is None else backend.to_host(bias))
+                       for W, bias in params]
+
+    cfg = asdict(config)
+    cfg["arch"] = asdict(arch)
+    cfg.update(dtype=data.dtype, n_train=n, architecture=arch.describe())
+    return MLPResult(cfg, backend.describe(), curve, seconds, n * config.epochs, host_params)
+
+
+def _measure(data, params, arch, seen) -> Checkpoint:
+    correct, loss = evaluate(params, data.test_x, data.test_labels, data.test_y, arch,
+                             xp=data.backend.xp)
+    return Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
+
+
+def params_to_arrays(params) -> dict:
+    """``W0, b0, W1, ...`` for an ``.npz`` (``weights`` is W0, so tutorial files stay readable)."""
+    arrays = {}
+    for layer, (W, b) in enumerate(params):
+        arrays[f"W{layer}"] = W
+        if b is not None:
+            arrays[f"b{layer}"] = b
+    return arrays
+
+
+def params_from_arrays(arrays: dict, arch: Architecture, source="weights file") -> list:
+    """The per-layer parameters of ``arch`` from a saved file's arrays, every shape checked."""
+    params = []
+    sizes = arch.sizes
+    for layer, shape in enumerate(zip(sizes[:-1], sizes[1:])):
+        key = f"W{layer}" if f"W{layer}" in arrays else ("weights" if layer == 0 else None)
+        if key is None or key not in arrays:
+            raise ValueError(f"{source}: no array W{layer} for layer {layer} of {arch.describe()}")
+        W = arrays[key]
+        if W.shape != shape:
+            raise ValueError(f"{source}: {key} has shape {W.shape}, expected {shape}")
+        b = None
+        if arch.bias:
+            if f"b{layer}" not in arrays or arrays[f"b{layer}"].shape != (shape[1],):
+                raise ValueError(f"{source}: missing or misshapen bias b{layer}")
+            b = arrays[f"b{layer}"]
+        for array in (W, b):
+            if array is not None and (array.dtype.kind != "f" or not np.all(np.isfinite(array))):
+                raise ValueError(f"{source}: layer {layer} must hold finite floating-point values")
+        params.append((W, b))
+    return params
