@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from . import __version__
 from .backend import BACKEND_CHOICES, BackendUnavailable, get_backend
 from .bench import BATCH_SIZES
@@ -216,6 +218,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a PNG of images/s against batch size (needs mnist-gpu[plot])")
     _add_data_args(b)
     b.set_defaults(run=cmd_bench)
+
+    c = commands.add_parser(
+        "curve", help="accuracy against images seen over several seeds, as a table and a PNG",
+        description="Train the tutorial's network once per seed and report the test accuracy at "
+                    "each checkpoint: median and min-max over the seeds, plotted with the "
+                    "tutorial's published figures.")
+    _add_backend_args(c)
+    _add_data_args(c)
+    c.add_argument("--seeds", type=_int_at_least(1), default=5, help="how many seeds [5]")
+    c.add_argument("--alpha", type=_positive_float, default=0.01, help="[0.01]")
+    c.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
+    c.add_argument("--checkpoints", type=_int_list,
+                   default=(0, 100, 300, 1000, 3000, 10_000, 20_000, 30_000, 40_000, 50_000,
+                            60_000), help="image counts at which to evaluate")
+    c.add_argument("--compare-batch-size", type=_int_at_least(2), default=None, metavar="B",
+                   help="also plot mini-batches of B images (one epoch) on the same axes")
+    c.add_argument("--compare-alpha", type=_positive_float, default=0.02, help="[0.02]")
+    c.add_argument("--plot", default=None, metavar="PATH", help="write the PNG here")
+    c.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(run=cmd_curve)
+
+    e = commands.add_parser(
+        "eval", help="accuracy, per-class accuracy and confusion matrix of saved weights")
+    e.add_argument("--weights", required=True, metavar="FILE",
+                   help="a file written by mnist-gpu train --save (or a (784, 10) .npy)")
+    _add_backend_args(e)
+    _add_data_args(e)
+    e.add_argument("--plot", default=None, metavar="PATH", help="the confusion matrix as a PNG")
+    e.add_argument("--weight-map", default=None, metavar="PATH",
+                   help="the weights as 28x28 maps (first-layer units for a deeper network)")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser(
+        "predict", help="read your own digit from an image file",
+        description="Prepare any image Pillow reads the way MNIST was made (grayscale, inverted "
+                    "if the background is light, fitted into a 20x20 box, centred by its centre "
+                    "of mass in 28x28) and print the digit the network sees with its ten scores.")
+    p.add_argument("image", help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--weights", required=True, metavar="FILE", help="as for eval")
+    p.add_argument("--show", default=None, metavar="PATH",
+                   help="write the 28x28 image the network actually saw (PNG)")
+    p.set_defaults(run=cmd_predict)
     return parser
 
 
@@ -362,6 +408,123 @@ def cmd_bench(args) -> int:
     if args.plot:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_curve(args) -> int:
+    from .visual import TUTORIAL_POINTS, plot_curves
+
+    if args.plot:
+        _require_plotting("--plot")
+    backend = get_backend(args.backend, args.device, log=_log)
+    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    data = to_device_data(backend, mnist, args.dtype)
+    runs = [("per-image", TrainConfig(alpha=args.alpha, checkpoints=args.checkpoints))]
+    if args.compare_batch_size:
+        runs.append((f"mini-batch {args.compare_batch_size}",
+                     TrainConfig(alpha=args.compare_alpha, batch_size=args.compare_batch_size,
+                                 checkpoints=args.checkpoints)))
+    bar = _progress_bar(len(runs) * args.seeds, args.quiet or args.json, unit="run")
+    series, report = {}, {}
+    for label, config in runs:
+        accuracies, seen = [], None
+        for seed in range(args.seeds):
+            config.seed = seed
+            result = train(data, config)
+            seen = [c.images_seen for c in result.curve]
+            accuracies.append([c.accuracy for c in result.curve])
+            if bar:
+                bar.update()
+        series[label] = (seen, accuracies)
+        acc = np.asarray(accuracies)
+        report[label] = {"images_seen": seen, "median": np.median(acc, axis=0).tolist(),
+                         "min": acc.min(axis=0).tolist(), "max": acc.max(axis=0).tolist(),
+                         "per_seed": accuracies}
+    if bar:
+        bar.close()
+    if args.json:
+        print(json.dumps({"backend": backend.describe(), "seeds": args.seeds, "series": report,
+                          "tutorial": TUTORIAL_POINTS}))
+    else:
+        for label, row in report.items():
+            print(f"{label} (alpha {runs[0][1].alpha if label == 'per-image' else args.compare_alpha}"
+                  f", {args.seeds} seeds): images seen -> test accuracy, median [min-max]")
+            for n, med, lo, hi in zip(row["images_seen"], row["median"], row["min"], row["max"]):
+                print(f"{n:>10,}  {med:7.2%}  [{lo:.2%} - {hi:.2%}]")
+    if args.plot:
+        plot_curves(series, args.plot)
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return 0
+
+
+def _load_model_or_usage_error(path):
+    from .mlp import load_model
+
+    try:
+        return load_model(path)
+    except WeightsFileError as err:
+        raise UsageError(f"--weights {err}") from None
+
+
+def cmd_eval(args) -> int:
+    from . import mlp, visual
+
+    if args.plot or args.weight_map:
+        _require_plotting("--plot" if args.plot else "--weight-map")
+    arch, host_params = _load_model_or_usage_error(args.weights)
+    backend = get_backend(args.backend, args.device, log=_log)
+    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    dtype = str(host_params[0][0].dtype) if str(host_params[0][0].dtype) in DTYPES else "float32"
+    data = to_device_data(backend, mnist, dtype, limit=1)
+    with backend.activate():
+        params = [(backend.to_device(W.astype(dtype)),
+                   None if b is None else backend.to_device(b.astype(dtype)))
+                  for W, b in host_params]
+        predictions = backend.to_host(mlp.classify(params, data.test_x, arch, backend.xp))
+    labels = mnist.test_labels
+    matrix = visual.confusion_matrix(labels, predictions)
+    per_class = matrix.diagonal() / matrix.sum(axis=1)
+    accuracy = float(matrix.trace() / matrix.sum())
+    if args.json:
+        print(json.dumps({"weights": args.weights, "architecture": arch.describe(),
+                          "accuracy": accuracy, "per_class_accuracy": per_class.tolist(),
+                          "confusion_matrix": matrix.tolist()}))
+    else:
+        print(f"{args.weights}: {arch.describe()}")
+        print(f"test accuracy: {accuracy:.2%} ({matrix.trace():,} of {matrix.sum():,})")
+        print("per class:  " + "  ".join(f"{d}: {a:.1%}" for d, a in enumerate(per_class)))
+        print("confusion matrix (rows: true digit, columns: predicted):")
+        print("      " + "".join(f"{d:>6}" for d in range(10)))
+        for d, row in enumerate(matrix):
+            print(f"{d:>6}" + "".join(f"{c:>6}" for c in row))
+    if args.plot:
+        visual.plot_confusion(matrix, args.plot, title=f"{arch.describe()}: {accuracy:.2%}")
+    if args.weight_map:
+        # Pixels lit in fewer than 1% of the training images carry little but their start.
+        lit_often = (mnist.train_images > 0).mean(axis=0) >= 0.01
+        visual.plot_weight_maps(host_params[0][0], args.weight_map, mask=lit_often)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import mlp, visual
+
+    arch, params = _load_model_or_usage_error(args.weights)
+    try:
+        image = visual.mnist_style(args.image)
+    except visual.MissingExtra as err:
+        raise UsageError(str(err)) from None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
+    scores = mlp.forward(params, x, arch, np)[-1][0]
+    digit = int(np.argmax(scores))
+    print(f"digit: {digit}")
+    print("scores: " + "  ".join(f"{d}: {s:.3f}" for d, s in enumerate(scores)))
+    if args.show:
+        visual.save_gray_png(image, args.show)
+        print(f"wrote {args.show} (the 28x28 image the network saw)")
     return 0
 
 

@@ -337,3 +337,19 @@ def params_from_arrays(arrays: dict, arch: Architecture, source="weights file") 
                 raise ValueError(f"{source}: layer {layer} must hold finite floating-point values")
         params.append((W, b))
     return params
+
+
+def load_model(path) -> tuple[Architecture, list]:
+    """The architecture (from the file's metadata; none means the tutorial's) and parameters of a
+    file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``."""
+    from .weights_io import WeightsFileError, load_arrays
+
+    arrays, metadata = load_arrays(path)
+    described = (metadata.get("config") or {}).get("arch")
+    try:
+        arch = (Architecture(tuple(described["hidden"]), described["activation"],
+                             bool(described["bias"]), described["loss"])
+                if described else Architecture())
+        return arch, params_from_arrays(arrays, arch, str(path))
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsFileError(str(err) if str(path) in str(err) else f"{path}: {err}") from None

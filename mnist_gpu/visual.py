@@ -1,0 +1,180 @@
+"""Pictures (matplotlib, Agg) and your own digits (Pillow): both from the ``plot`` extra.
+
+* ``plot_curves``: accuracy against images seen over several seeds (median line, min-max band).
+* ``plot_weight_maps``: what the network learned, each output's (or first-layer unit's) weights as
+  a 28x28 image in a diverging colour map.
+* ``plot_confusion``: the confusion matrix.
+* ``mnist_style``: any picture of a digit prepared the way MNIST's were made.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The tutorial's published figures that this project quotes (test accuracy after N images).
+TUTORIAL_POINTS = {0: 0.1256, 60_000: 0.6928}
+
+
+class MissingExtra(ImportError):
+    """A picture needs matplotlib or Pillow: install mnist-gpu[plot]."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtra("this needs matplotlib: pip install 'mnist-gpu[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _image_module():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise MissingExtra("this needs Pillow: pip install 'mnist-gpu[plot]'") from None
+    return Image
+
+
+def plot_curves(series: dict, path, title="Test accuracy as images stream in") -> None:
+    """``series[label] = (images_seen, accuracies)`` with accuracies (seeds, checkpoints)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for label, (seen, accuracies) in series.items():
+        acc = np.asarray(accuracies) * 100
+        line, = ax.plot(seen, np.median(acc, axis=0), marker="o", label=f"{label} (median)")
+        ax.fill_between(seen, acc.min(axis=0), acc.max(axis=0), alpha=0.2, color=line.get_color(),
+                        label=f"{label} (min-max over {acc.shape[0]} seeds)")
+    ax.scatter(list(TUTORIAL_POINTS), [100 * v for v in TUTORIAL_POINTS.values()], marker="*",
+               s=180, color="black", zorder=4, label="the tutorial's published figures")
+    # A linear stretch below 100 images keeps the 0-image point on a log-scaled axis.
+    ax.set_xscale("symlog", linthresh=100)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("training images seen")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_weight_maps(W: np.ndarray, path, max_units: int = 64, mask=None) -> None:
+    """Each column of ``W`` (784, k) as a 28x28 map; the ten outputs in a row, else a grid.
+
+    ``mask`` (784 booleans) marks the pixels worth showing: a pixel that is (almost) never lit
+    keeps its random initial weight, which says nothing, so it is drawn in neutral gray.
+    """
+    plt = _pyplot()
+    units = min(W.shape[1], max_units)
+    columns = units if units <= 10 else int(np.ceil(np.sqrt(units)))
+    rows = int(np.ceil(units / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows + 0.4), dpi=100,
+                             squeeze=False)
+    for unit, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if unit >= units:
+            continue
+        column = W[:, unit]
+        shown = column if mask is None else column[mask]
+        # Centred at the median: the tutorial's weights start in [0, 1), so what was learned is
+        # the deviation around that level, in either direction.
+        centre = float(np.median(shown))
+        span = float(np.percentile(np.abs(shown - centre), 99)) or 1.0
+        image = np.ma.masked_array(column, mask=None if mask is None else ~mask).reshape(28, 28)
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+        ax.imshow(image, cmap=cmap, vmin=centre - span, vmax=centre + span)
+        ax.set_title(str(unit) if W.shape[1] == 10 else f"unit {unit}", fontsize=9)
+    fig.suptitle("weights per output digit" if W.shape[1] == 10 else "first-layer units")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n: int = 10) -> np.ndarray:
+    """counts[true, predicted]."""
+    return np.bincount(labels.astype(np.int64) * n + predictions.astype(np.int64),
+                       minlength=n * n).reshape(n, n)
+
+
+def plot_confusion(matrix: np.ndarray, path, title="Confusion matrix") -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    shown = ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(title)
+    fig.colorbar(shown, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- your own digit
+
+
+def mnist_style(path) -> np.ndarray:
+    """A picture of one digit as MNIST made its images: uint8 (28, 28), light digit on black.
+
+    Grayscale; inverted if the background is light; cropped to the ink; scaled to fit a 20x20 box
+    (aspect kept, anti-aliased); placed in 28x28 with its centre of mass at the centre.
+    """
+    Image = _image_module()
+    try:
+        with Image.open(path) as opened:
+            gray = np.asarray(opened.convert("L"), dtype=np.float64)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not an image Pillow can read ({err})") from None
+    def border(image):
+        return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+    if np.median(border(gray)) > 127:  # dark ink on a light background
+        gray = 255 - gray
+    gray = np.clip(gray - np.median(border(gray)), 0, None)  # the background to black
+    if gray.max() <= 0:
+        raise ValueError(f"{path}: no digit found (the image is blank)")
+    ink = gray > 0.1 * gray.max()
+    rows, cols = np.nonzero(ink)
+    crop = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    scale = 20 / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    glyph = Image.fromarray((crop / crop.max() * 255).astype(np.uint8)).resize(
+        size, Image.Resampling.LANCZOS)
+    glyph = np.asarray(glyph, dtype=np.float64)
+    canvas = np.zeros((28, 28))
+    top, left = (28 - glyph.shape[0]) // 2, (28 - glyph.shape[1]) // 2
+    canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
+    # Shift the centre of mass to pixel (14, 14), where MNIST's digits have theirs (measured
+    # over the test set: 13.99, 14.00).
+    total = canvas.sum()
+    cy = (canvas.sum(axis=1) * np.arange(28)).sum() / total
+    cx = (canvas.sum(axis=0) * np.arange(28)).sum() / total
+    canvas = _shift(canvas, int(round(14 - cy)), int(round(14 - cx)))
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(image)
+    h, w = image.shape
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[yd, xd] = image[ys, xs]
+    return out
+
+
+def save_gray_png(image: np.ndarray, path, scale: int = 1) -> None:
+    Image = _image_module()
+    picture = Image.fromarray(image.astype(np.uint8))
+    if scale > 1:
+        picture = picture.resize((image.shape[1] * scale, image.shape[0] * scale),
+                                 Image.Resampling.NEAREST)
+    picture.save(path)

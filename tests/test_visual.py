@@ -1,0 +1,113 @@
+"""Pictures rendered headless and checked; your own digit through the MNIST-style pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_gpu import cli, mlp, visual
+from mnist_gpu.mlp import Architecture, MLPConfig, train_mlp
+from mnist_gpu.trainer import to_device_data
+from mnist_gpu.weights_io import save_weights
+
+
+def assert_png(path, size):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape == (size[1], size[0])
+    assert image.std() > 5  # something was drawn
+
+
+@pytest.fixture(scope="module")
+def small_mlp(mnist, tmp_path_factory):
+    """A quickly trained 784-64-10 network saved as train --save would."""
+    from mnist_gpu.backend import get_backend
+
+    data = to_device_data(get_backend("numpy"), mnist, "float32", limit=12000)
+    result = train_mlp(data, MLPConfig(Architecture((64,), "relu", True, "ce"), lr=0.1,
+                                       batch_size=64, epochs=2, momentum=0.9, shuffle=True))
+    path = tmp_path_factory.mktemp("model") / "mlp.npz"
+    arrays = mlp.params_to_arrays(result.params)
+    save_weights(path, arrays.pop("W0"), result.to_json(), **arrays)
+    return path, result
+
+
+def test_curve_command_draws_the_seed_band(mnist_dir_path, tmp_path, capsys):
+    png = tmp_path / "curve.png"
+    status = cli.main(["curve", "--backend", "numpy", "--seeds", "2", "--checkpoints",
+                       "0,100,1k,5k", "--compare-batch-size", "50", "--plot", str(png),
+                       "--json", "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    per_image = report["series"]["per-image"]
+    assert per_image["images_seen"][:4] == [0, 100, 1000, 5000]
+    assert len(per_image["per_seed"]) == 2
+    assert all(lo <= med <= hi for lo, med, hi in zip(per_image["min"], per_image["median"],
+                                                      per_image["max"]))
+    assert "mini-batch 50" in report["series"]
+    assert_png(png, (800, 500))
+
+
+def test_eval_prints_and_draws(small_mlp, mnist_dir_path, tmp_path, capsys):
+    path, result = small_mlp
+    status = cli.main(["eval", "--weights", str(path), "--backend", "numpy", "--json",
+                       "--plot", str(tmp_path / "cm.png"), "--weight-map", str(tmp_path / "w.png"),
+                       "--data-dir", str(mnist_dir_path), "--offline"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] == pytest.approx(result.final_accuracy)
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 10000
+    assert len(report["per_class_accuracy"]) == 10
+    assert_png(tmp_path / "cm.png", (650, 550))
+    assert_png(tmp_path / "w.png", (1120, 1320))
+
+
+def test_tutorial_weight_map(tmp_path):
+    W = np.random.default_rng(0).random((784, 10))
+    visual.plot_weight_maps(W, tmp_path / "maps.png", mask=np.arange(784) % 3 > 0)
+    assert_png(tmp_path / "maps.png", (1400, 200))
+
+
+def test_confusion_matrix_counts():
+    matrix = visual.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), n=3)
+    np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("style", ["light on dark", "dark on light"])
+def test_predict_on_mnist_images_written_as_png(small_mlp, mnist, tmp_path, capsys, style):
+    path, result = small_mlp
+    arch, params = mlp.load_model(path)
+    images = mnist.test_images[:60]
+    expected = mlp.classify(params, images / np.float32(255), arch, np)
+    agree = 0
+    for index, image in enumerate(images.reshape(-1, 28, 28)):
+        picture = image if style == "light on dark" else 255 - image
+        # Scaled up 4x with a margin, as a scanned or drawn digit would be.
+        file = tmp_path / f"{index}.png"
+        Image.fromarray(np.pad(picture, 10, constant_values=int(picture[0, 0]))).resize(
+            (192, 192), Image.Resampling.BILINEAR).save(file)
+        assert cli.main(["predict", str(file), "--weights", str(path),
+                         "--show", str(tmp_path / "seen.png")]) == 0
+        out = capsys.readouterr().out
+        agree += int(out.split("digit: ")[1].split()[0]) == expected[index]
+    assert agree >= 0.9 * len(images), agree
+    seen = np.asarray(Image.open(tmp_path / "seen.png"))
+    assert seen.shape == (28, 28) and seen.max() > 200 and seen[0].max() < 50  # light on black
+
+
+def test_predict_refuses_a_blank_image_and_bad_weights(small_mlp, tmp_path, capsys):
+    path, _ = small_mlp
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "blank.png")
+    assert cli.main(["predict", str(tmp_path / "blank.png"), "--weights", str(path)]) == 2
+    assert "no digit found" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", np.zeros((10, 784)))
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(tmp_path / "digit.png")
+    assert cli.main(["predict", str(tmp_path / "digit.png"), "--weights",
+                     str(tmp_path / "bad.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "shape" in err
