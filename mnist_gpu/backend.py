@@ -107,6 +107,10 @@ class Backend:
         self.synchronize()
         result["seconds"] = time.perf_counter() - start
 
+    def out_of_memory_errors(self) -> tuple[type[BaseException], ...]:
+        """The exception types this library raises when device memory runs out."""
+        return (MemoryError,)
+
     def memory_pool_peak(self) -> int | None:
         """Bytes held by the device memory pool (its high-water mark), where the library has one."""
         return None
@@ -204,6 +208,9 @@ class CupyBackend(Backend):
         from . import fused_cuda
 
         return fused_cuda.FusedCUDA(self.xp, self._device)
+
+    def out_of_memory_errors(self):
+        return (MemoryError, self.xp.cuda.memory.OutOfMemoryError)
 
     def memory_pool_peak(self):
         # CuPy's pool keeps freed blocks until free_all_blocks(), so after a reset its total is

@@ -18,7 +18,8 @@ from .backend import BACKEND_CHOICES, BackendUnavailable, get_backend
 from .bench import BATCH_SIZES
 from .data import DataError, load_mnist
 from .trainer import (
-    DTYPES, KERNELS, TrainConfig, TrainingDiverged, TUTORIAL_CHECKPOINTS, to_device_data, train,
+    DTYPES, KERNELS, DeviceOutOfMemory, TrainConfig, TrainingDiverged, TUTORIAL_CHECKPOINTS,
+    to_device_data, train,
 )
 from .weights_io import WeightsFileError, load_weights, save_weights
 
@@ -543,7 +544,7 @@ def main(argv=None) -> int:
     except (UsageError, BackendUnavailable) as err:
         _log(f"error: {err}")
         return 2
-    except (Failure, DataError, TrainingDiverged) as err:
+    except (Failure, DataError, TrainingDiverged, DeviceOutOfMemory) as err:
         _log(f"error: {err}")
         return 1
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import linear
 from .backend import array_namespace
-from .trainer import Checkpoint, DeviceData, TrainingDiverged
+from .trainer import Checkpoint, DeviceData, TrainingDiverged, device_memory_guard
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("mse", "ce")
@@ -260,7 +260,8 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
     shuffle_rng = np.random.default_rng([config.seed, 1])
     curve, seconds, step = [], 0.0, 0
 
-    with backend.activate():
+    with backend.activate(), device_memory_guard(backend, "while training", b,
+                                                 data.resident_bytes):
         params = [(backend.to_device(W), None if bias is None else backend.to_device(bias))
                   for W, bias in host]
         velocity = [(xp.zeros_like(W), None if bias is None else xp.zeros_like(bias))

@@ -8,6 +8,7 @@ spent training (evaluation excluded) and the final weights as a NumPy array.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -24,6 +25,28 @@ KERNELS = ("auto", "fused", "array")
 
 class TrainingDiverged(RuntimeError):
     """The weights became NaN or infinite; the message names the step."""
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory; the message names the batch size and the memory involved."""
+
+
+@contextlib.contextmanager
+def device_memory_guard(backend: Backend, what: str, batch_size: int | None = None,
+                        resident_bytes: int | None = None):
+    """Turn the library's out-of-memory error into one message a user can act on."""
+    try:
+        yield
+    except backend.out_of_memory_errors() as err:
+        detail = str(err).strip() or type(err).__name__
+        parts = [f"the {backend.name} device ran out of memory {what}"]
+        if batch_size is not None:
+            parts.append(f"in batches of {batch_size:,} images")
+        if resident_bytes is not None:
+            parts.append(f"with {resident_bytes / 2**20:,.0f} MiB of data already on it")
+        advice = "try a smaller --batch-size" if batch_size and batch_size > 1 else (
+            "try another --device or --backend numpy")
+        raise DeviceOutOfMemory(f"{' '.join(parts)} ({detail}); {advice}") from None
 
 
 @dataclass
@@ -47,6 +70,13 @@ class DeviceData:
     def n_test(self) -> int:
         return int(self.test_x.shape[0])
 
+    @property
+    def resident_bytes(self) -> int:
+        """Device memory held by the uploaded arrays (images, targets, labels)."""
+        item = 4 if self.dtype == "float32" else 8
+        rows = self.n_train + self.n_test
+        return rows * (linear.N_INPUTS + linear.N_OUTPUTS) * item + rows
+
 
 def to_device_data(backend: Backend, mnist: MNIST, dtype: str = "float32",
                    limit: int | None = None) -> DeviceData:
@@ -65,8 +95,9 @@ def to_device_data(backend: Backend, mnist: MNIST, dtype: str = "float32",
         labels = backend.to_device(labels)
         return x, linear.one_hot(labels, classes, device_dtype, xp=xp), labels
 
-    train_x, train_y, train_labels = upload(train_images, train_labels)
-    test_x, test_y, test_labels = upload(mnist.test_images, mnist.test_labels)
+    with device_memory_guard(backend, f"uploading {len(train_images):,} training images"):
+        train_x, train_y, train_labels = upload(train_images, train_labels)
+        test_x, test_y, test_labels = upload(mnist.test_images, mnist.test_labels)
     return DeviceData(backend, dtype, train_x, train_y, train_labels, test_x, test_y, test_labels)
 
 
@@ -200,7 +231,8 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
     shuffle_rng = np.random.default_rng([config.seed, 1])  # a stream apart from the weights'
     unit = config.batch_size
 
-    with backend.activate():
+    with backend.activate(), device_memory_guard(backend, "while training", config.batch_size,
+                                                 data.resident_bytes):
         W = backend.to_device(host_w)
         prepare_seconds = 0.0
         if fused is not None:

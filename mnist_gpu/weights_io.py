@@ -9,11 +9,15 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 METADATA_KEY = "metadata_json"
+# No weights file of this project comes near this; anything claiming more is refused before
+# a byte of it is decompressed or allocated.
+MAX_ARRAY_BYTES = 1 << 30
 
 
 class WeightsFileError(ValueError):
@@ -59,12 +63,19 @@ def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
     except OSError as err:
         raise WeightsFileError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
-        loaded = np.load(io.BytesIO(blob), allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return {"weights": loaded}, {}
-        with loaded:
-            arrays = {k: loaded[k] for k in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        if blob[:6] == b"\x93NUMPY":
+            return {"weights": _read_npy(blob)}, {}
+        arrays = {}
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            members = archive.infolist()
+            if sum(m.file_size for m in members) > MAX_ARRAY_BYTES:
+                raise ValueError("its members claim more than 1 GiB")
+            for member in members:
+                if not member.filename.endswith(".npy"):
+                    raise ValueError(f"unexpected member {member.filename!r}")
+                arrays[member.filename[:-4]] = _read_npy(archive.read(member))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError,
+            NotImplementedError, zlib.error) as err:
         raise WeightsFileError(f"{path}: not a NumPy .npy or .npz file ({err})") from None
     metadata = {}
     if METADATA_KEY in arrays:
@@ -73,6 +84,26 @@ def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
         except ValueError as err:
             raise WeightsFileError(f"{path}: metadata is not valid JSON ({err})") from None
     return arrays, metadata
+
+
+def _read_npy(blob: bytes) -> np.ndarray:
+    """One .npy, its header checked against its length before NumPy allocates anything."""
+    handle = io.BytesIO(blob)
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("holds Python objects, which are never loaded")
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    found = len(blob) - handle.tell()
+    if expected != found:
+        raise ValueError(f"its header promises {expected} bytes of data, the file holds {found}")
+    array = np.frombuffer(blob, dtype=dtype, offset=handle.tell())
+    return array.reshape(shape, order="F" if fortran else "C").copy()
 
 
 def load_weights(path, shape=None) -> tuple[np.ndarray, dict]:
