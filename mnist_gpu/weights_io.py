@@ -90,12 +90,14 @@ def _read_npy(blob: bytes) -> np.ndarray:
     """One .npy, its header checked against its length before NumPy allocates anything."""
     handle = io.BytesIO(blob)
     version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:
+    if version not in ((1, 0), (2, 0), (3, 0)):
         raise ValueError(f"unsupported .npy version {version}")
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    try:
+        shape, fortran, dtype = read_header(handle)
+    except Exception as err:  # NumPy parses the header as a Python literal: SyntaxError & co.
+        raise ValueError(f"unreadable .npy header ({type(err).__name__})") from None
     if dtype.hasobject:
         raise ValueError("holds Python objects, which are never loaded")
     expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
