@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import linear
-from .backend import Backend, BackendUnavailable
+from .backend import Backend, BackendUnavailable, _cpu_model
 from .trainer import DeviceData
 
 BATCH_SIZES = (1, 8, 32, 128, 1024, 8192, 60000)
@@ -338,12 +338,6 @@ def describe_machine(backends) -> dict:
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
     return info
-
-
-def _cpu_model():
-    from .backend import _cpu_model as model
-
-    return model()
 
 
 def peak_host_memory_bytes() -> int:

@@ -8,6 +8,7 @@ interrupted. Every error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -282,9 +283,26 @@ def _progress_bar(total, quiet, unit="img"):
     return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
 
 
+def _backend_and_mnist(args):
+    """The backend chosen at the edge, and the verified data: how every training command starts."""
+    backend = get_backend(args.backend, args.device, log=_log)
+    return backend, load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+
+
 def _wants_mlp(args) -> bool:
     return bool(args.hidden or args.bias or args.loss != "mse" or args.momentum
                 or args.weight_decay or args.schedule != "constant")
+
+
+@contextlib.contextmanager
+def _images_progress(total, quiet):
+    """A ``progress(images_seen)`` callback drawing a bar, or None when there is no bar."""
+    bar = _progress_bar(total, quiet)
+    try:
+        yield (lambda seen: bar.update(seen - bar.n)) if bar else None
+    finally:
+        if bar:
+            bar.close()
 
 
 def cmd_train(args) -> int:
@@ -296,8 +314,7 @@ def cmd_train(args) -> int:
             init, _ = load_weights(args.init, shape=(784, 10))
         except WeightsFileError as err:
             raise UsageError(f"--init {err}") from None
-    backend = get_backend(args.backend, args.device, log=_log)
-    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    backend, mnist = _backend_and_mnist(args)
     data = to_device_data(backend, mnist, args.dtype, limit=args.limit)
     config = TrainConfig(alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
                          seed=args.seed, shuffle=args.shuffle, checkpoints=args.checkpoints,
@@ -306,13 +323,8 @@ def cmd_train(args) -> int:
         config.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
-    bar = _progress_bar(data.n_train * args.epochs, args.quiet or args.json)
-    try:
-        result = train(data, config, init_weights=init,
-                       progress=(lambda seen: bar.update(seen - bar.n)) if bar else None)
-    finally:
-        if bar:
-            bar.close()
+    with _images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
+        result = train(data, config, init_weights=init, progress=progress)
     _finish(args, result, {}, result.weights)
     return 0
 
@@ -331,16 +343,10 @@ def cmd_train_mlp(args) -> int:
         config.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
-    backend = get_backend(args.backend, args.device, log=_log)
-    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    backend, mnist = _backend_and_mnist(args)
     data = to_device_data(backend, mnist, args.dtype, limit=args.limit)
-    bar = _progress_bar(data.n_train * args.epochs, args.quiet or args.json)
-    try:
-        result = train_mlp(data, config,
-                           progress=(lambda seen: bar.update(seen - bar.n)) if bar else None)
-    finally:
-        if bar:
-            bar.close()
+    with _images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
+        result = train_mlp(data, config, progress=progress)
     _finish(args, result, params_to_arrays(result.params), result.params[0][0])
     return 0
 
@@ -417,8 +423,7 @@ def cmd_curve(args) -> int:
 
     if args.plot:
         _require_plotting("--plot")
-    backend = get_backend(args.backend, args.device, log=_log)
-    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    backend, mnist = _backend_and_mnist(args)
     data = to_device_data(backend, mnist, args.dtype)
     runs = [("per-image", TrainConfig(alpha=args.alpha, checkpoints=args.checkpoints))]
     if args.compare_batch_size:
@@ -474,8 +479,7 @@ def cmd_eval(args) -> int:
     if args.plot or args.weight_map:
         _require_plotting("--plot" if args.plot else "--weight-map")
     arch, host_params = _load_model_or_usage_error(args.weights)
-    backend = get_backend(args.backend, args.device, log=_log)
-    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
+    backend, mnist = _backend_and_mnist(args)
     dtype = str(host_params[0][0].dtype) if str(host_params[0][0].dtype) in DTYPES else "float32"
     data = to_device_data(backend, mnist, dtype, limit=1)
     with backend.activate():

@@ -18,7 +18,9 @@ import numpy as np
 
 from . import linear
 from .backend import array_namespace
-from .trainer import Checkpoint, DeviceData, TrainingDiverged, device_memory_guard
+from .trainer import (
+    Checkpoint, DeviceData, TrainingDiverged, _ResultSummary, device_memory_guard,
+)
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("mse", "ce")
@@ -223,27 +225,14 @@ class MLPConfig:
 
 
 @dataclass
-class MLPResult:
+class MLPResult(_ResultSummary):
     config: dict
     backend: dict
     curve: list[Checkpoint]  # after each epoch; ``mse`` holds the mean test loss per image
     seconds: float
     images_trained: int
     params: list = field(repr=False)  # host (W, b) per layer
-
-    @property
-    def final_accuracy(self) -> float:
-        return self.curve[-1].accuracy
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images_trained / self.seconds if self.seconds > 0 else float("inf")
-
-    def to_json(self) -> dict:
-        return {"config": self.config, "backend": self.backend, "kernel": "array",
-                "curve": [asdict(c) for c in self.curve], "final_accuracy": self.final_accuracy,
-                "seconds": self.seconds, "images_trained": self.images_trained,
-                "images_per_second": self.images_per_second}
+    kernel: str = "array"  # mini-batches always run as array calls
 
 
 def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,

@@ -131,16 +131,8 @@ class Checkpoint:
     mse: float
 
 
-@dataclass
-class TrainResult:
-    config: dict
-    backend: dict
-    kernel: str
-    curve: list[Checkpoint]
-    seconds: float  # training only: evaluation at the checkpoints is not counted
-    prepare_seconds: float  # the fused kernel's one-off listing of lit pixels (0 without it)
-    images_trained: int
-    weights: np.ndarray = field(repr=False)
+class _ResultSummary:
+    """What every training result reports, derived from its curve, images and seconds."""
 
     @property
     def final_accuracy(self) -> float:
@@ -158,10 +150,24 @@ class TrainResult:
             "curve": [asdict(c) for c in self.curve],
             "final_accuracy": self.final_accuracy,
             "seconds": self.seconds,
-            "prepare_seconds": self.prepare_seconds,
             "images_trained": self.images_trained,
             "images_per_second": self.images_per_second,
         }
+
+
+@dataclass
+class TrainResult(_ResultSummary):
+    config: dict
+    backend: dict
+    kernel: str
+    curve: list[Checkpoint]
+    seconds: float  # training only: evaluation at the checkpoints is not counted
+    prepare_seconds: float  # the fused kernel's one-off listing of lit pixels (0 without it)
+    images_trained: int
+    weights: np.ndarray = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "prepare_seconds": self.prepare_seconds}
 
 
 def check_initial_weights(weights, dtype: str) -> np.ndarray:
