@@ -312,7 +312,6 @@ def measure_limit(backend: Backend, dtype: str, repeats: int, quick: bool) -> di
         copy = time_repeats(backend, lambda: xp.astype(src, src.dtype, copy=True), repeats)
         a = backend.to_device(np.random.default_rng(0).random((side, side), dtype=np.dtype(dtype)))
         gemm = time_repeats(backend, lambda: a @ a, repeats)
-        del src, a
     return {
         "copy_bytes": 2 * n_bytes,
         "copy_gbytes_per_s": 2 * n_bytes / statistics.median(copy) / 1e9,

@@ -9,7 +9,6 @@ spent training (evaluation excluded) and the final weights as a NumPy array.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
