@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .files import write_atomically
 
 DATA_DIR_VARIABLE = "MNIST_GPU_DATA"
 OFFLINE_VARIABLE = "MNIST_GPU_OFFLINE"
@@ -264,27 +265,6 @@ def _fetch(url: str, spec: FileSpec, timeout: float) -> bytes:
     return body
 
 
-def _write_atomically(target: Path, blob: bytes) -> None:
-    """Write to a unique ``.part`` file beside ``target``, flush it to disk, rename into place.
-
-    The ``.part`` name is unique per writer, so two processes filling one directory never write
-    into each other's file; the rename is atomic, so a reader sees the old file or the new one.
-    """
-    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(part, target)
-    except BaseException:
-        try:
-            os.unlink(part)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def download(
     spec: FileSpec, directory: Path, mirrors: Sequence[str], timeout: float = 30.0
 ) -> tuple[bytes, list[str]]:
@@ -306,7 +286,7 @@ def download(
             continue
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(directory / f"{spec.name}.gz", blob)
+            write_atomically(directory / f"{spec.name}.gz", blob)
         except OSError as err:
             raise DataError(
                 f"{directory}: cannot store {spec.name}.gz ({err.strerror or err}); "

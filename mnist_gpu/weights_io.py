@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .files import write_atomically
 
 METADATA_KEY = "metadata_json"
 # No weights file of this project comes near this; anything claiming more is refused before
@@ -37,20 +37,7 @@ def save_weights(path, weights: np.ndarray, metadata: dict | None = None, **arra
     np.savez(buffer, weights=np.asarray(weights),
              **{METADATA_KEY: np.array(json.dumps(metadata or {}, default=_jsonable))},
              **{k: np.asarray(v) for k, v in arrays.items()})
-    target_dir = path.parent if str(path.parent) else Path(".")
-    fd, part = tempfile.mkstemp(dir=target_dir, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(part, path)
-    except BaseException:
-        try:
-            os.unlink(part)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomically(path, buffer.getvalue())
     return path
 
 
