@@ -84,14 +84,18 @@ def minibatch_steps(W, X, Y, alpha: float, batch_size: int, start: int, stop: in
     """
     xp = xp or array_namespace(W, X)
     for s in range(start, stop, batch_size):
-        e = min(s + batch_size, stop)
-        if order is None:
-            Xb, Yb = X[s:e, :], Y[s:e, :]
-        else:
-            rows = order[s:e]
-            Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
-        minibatch_step(W, Xb, Yb, alpha)
+        minibatch_step(W, *batch(X, Y, s, min(s + batch_size, stop), order, xp), alpha)
     return W
+
+
+def batch(X, Y, start: int, stop: int, order=None, xp=None):
+    """The images and targets at positions ``start:stop``: slices in file order, else gathered
+    through ``order`` (a device integer array)."""
+    if order is None:
+        return X[start:stop, :], Y[start:stop, :]
+    xp = xp or array_namespace(X, Y)
+    rows = order[start:stop]
+    return xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
 
 
 def evaluate(W, X, labels, Y, xp=None, chunk: int = EVAL_CHUNK):

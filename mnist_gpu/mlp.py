@@ -261,12 +261,7 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
             with backend.stopwatch() as clock:
                 for s in range(0, n, b):
                     e = min(s + b, n)
-                    if order is None:
-                        Xb, Yb = data.train_x[s:e, :], data.train_y[s:e, :]
-                    else:
-                        rows = order[s:e]
-                        Xb = xp.take(data.train_x, rows, axis=0)
-                        Yb = xp.take(data.train_y, rows, axis=0)
+                    Xb, Yb = linear.batch(data.train_x, data.train_y, s, e, order, xp)
                     _, grads = gradients(params, Xb, Yb, arch, xp)
                     sgd_step(params, grads, velocity, config.lr_at(step, total_steps), e - s,
                              config.momentum, config.weight_decay)
