@@ -239,11 +239,11 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
     with backend.activate(), device_memory_guard(backend, "while training", config.batch_size,
                                                  data.resident_bytes):
         W = backend.to_device(host_w)
-        prepare_seconds = 0.0
+        prepared, prepare_seconds = None, 0.0
         if fused is not None:
             # Once per run, like the upload: the lit pixels of every training image.
             with backend.stopwatch() as clock:
-                fused = (fused, fused.prepare(data.train_x))
+                prepared = fused.prepare(data.train_x)
             prepare_seconds = clock["seconds"]
         curve: list[Checkpoint] = []
         seconds = 0.0
@@ -261,7 +261,7 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
             for stop in _segment_stops(n, epoch * n, checkpoints, unit):
                 segment = _Segment(epoch * n, start, stop, host_order, order)
                 with backend.stopwatch() as clock:
-                    _run_segment(W, data, config, fused, segment)
+                    _run_segment(W, data, config, segment, fused, prepared)
                 seconds += clock["seconds"]
                 since_good.append(segment)
                 seen = epoch * n + stop
@@ -301,15 +301,14 @@ class _Segment:
     order: object  # the same permutation on the device, or None for file order
 
 
-def _run_segment(W, data, config, fused, segment):
+def _run_segment(W, data, config, segment, fused=None, prepared=None):
     xp = data.backend.xp
     start, stop = segment.start, segment.stop
     if config.batch_size > 1:
         linear.minibatch_steps(W, data.train_x, data.train_y, config.alpha, config.batch_size,
                                start, stop, order=segment.order, xp=xp)
     elif fused is not None:
-        kernel, prepared = fused
-        kernel.run(W, prepared, data.train_labels, config.alpha, start, stop, segment.order)
+        fused.run(W, prepared, data.train_labels, config.alpha, start, stop, segment.order)
     else:
         rows = (range(start, stop) if segment.host_order is None
                 else segment.host_order[start:stop].tolist())
@@ -346,7 +345,7 @@ def _divergence_message(last_good, segments, data, config) -> str:
         for s in range(segment.start, segment.stop, config.batch_size):
             step = _Segment(segment.offset, s, min(s + config.batch_size, segment.stop),
                             segment.host_order, segment.order)
-            _run_segment(W, data, config, None, step)
+            _run_segment(W, data, config, step)
             if not bool(linear.all_finite(W, xp=xp)):
                 return (
                     f"the weights became NaN or infinite at step {step.offset + step.stop:,} "
