@@ -12,8 +12,8 @@ before every clock read; CUDA events on CuPy), median and min-max of:
   peak (a large GEMM), against which each configuration's flops and compulsory bytes per epoch
   (counted exactly from the shapes) give the fraction of the roofline reached.
 
-All data is on the device before the first clock read; each timed run starts from the same
-host-initialised weights.
+All data is on the device before the first clock read; each configuration starts from the same
+host-initialised weights, and its repeats go on training them (the work per run is the same).
 """
 
 from __future__ import annotations
@@ -112,12 +112,6 @@ def time_repeats(backend: Backend, run, repeats: int, warmup: int = 1) -> list[f
     return seconds
 
 
-def _with_pool_peak(backend: Backend, measure):
-    backend.reset_memory_pool()
-    seconds = measure()
-    return seconds, backend.memory_pool_peak()
-
-
 def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
                   per_image_images: int, log=None) -> list[Row]:
     """Training and inference rows for one backend and dtype."""
@@ -125,18 +119,17 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
     dtype = data.dtype
     itemsize = np.dtype(dtype).itemsize
     n = data.n_train
-    start = linear.init_weights(0, dtype)
     rows = []
     with backend.activate():
-        W0 = backend.to_device(start)
+        W0 = backend.to_device(linear.init_weights(0, dtype))
 
-        def fresh():
-            return xp.astype(W0, W0.dtype, copy=True)
-
-        def add(kind, name, batch, images, seconds_peak, work):
-            seconds, peak = seconds_peak
+        def measure(kind, name, batch, images, step, work):
+            """Time ``step(W)`` from fresh copies of the same weights; record the pool's peak."""
+            W = xp.astype(W0, W0.dtype, copy=True)
+            backend.reset_memory_pool()
+            seconds = time_repeats(backend, lambda: step(W), repeats)
             rows.append(Row(backend.name, dtype, kind, name, batch, images, seconds, *work,
-                            memory_pool_peak=peak))
+                            memory_pool_peak=backend.memory_pool_peak()))
             if log:
                 log(f"{backend.name} {dtype} {name}: {images / statistics.median(seconds):,.0f} "
                     "images/s")
@@ -149,34 +142,27 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
             fused = None
         if fused is not None:
             prepared = fused.prepare(data.train_x)
-            W = fresh()
-            add("per-image", "per-image fused", 1, m, _with_pool_peak(backend, lambda: time_repeats(
-                backend, lambda: fused.run(W, prepared, data.train_labels, 0.01, 0, m), repeats)),
-                train_work(m, 1, itemsize))
+            measure("per-image", "per-image fused", 1, m,
+                    lambda W: fused.run(W, prepared, data.train_labels, 0.01, 0, m),
+                    train_work(m, 1, itemsize))
             del prepared
-        W = fresh()
-        add("per-image", "per-image array", 1, m, _with_pool_peak(backend, lambda: time_repeats(
-            backend, lambda: linear.per_image_steps(W, data.train_x, data.train_y, 0.01,
-                                                    range(m), xp=xp), repeats)),
-            train_work(m, 1, itemsize))
+        measure("per-image", "per-image array", 1, m,
+                lambda W: linear.per_image_steps(W, data.train_x, data.train_y, 0.01, range(m),
+                                                 xp=xp),
+                train_work(m, 1, itemsize))
 
         # Mini-batches: one epoch each (B=1 over per_image_images, as it is as slow as per-image).
         for b in batch_sizes:
             images = m if b == 1 else n
-            W = fresh()
-            add("mini-batch", f"mini-batch {b}", b, images,
-                _with_pool_peak(backend, lambda: time_repeats(
-                    backend, lambda: linear.minibatch_steps(W, data.train_x, data.train_y,
-                                                            0.01, b, 0, images, xp=xp),
-                    repeats)),
-                train_work(images, b, itemsize))
+            measure("mini-batch", f"mini-batch {b}", b, images,
+                    lambda W: linear.minibatch_steps(W, data.train_x, data.train_y, 0.01, b, 0,
+                                                     images, xp=xp),
+                    train_work(images, b, itemsize))
 
         # Inference over the test set: the predicted class of every image.
-        W = fresh()
-        add("inference", "inference", None, data.n_test,
-            _with_pool_peak(backend, lambda: time_repeats(
-                backend, lambda: linear.classify(W, data.test_x, xp=xp), repeats)),
-            inference_work(data.n_test, itemsize))
+        measure("inference", "inference", None, data.n_test,
+                lambda W: linear.classify(W, data.test_x, xp=xp),
+                inference_work(data.n_test, itemsize))
     return rows
 
 
