@@ -433,10 +433,9 @@ def ratios(report: dict) -> list[str]:
 
 def plot(report: dict, path) -> None:
     """images/s against batch size, log-log, one line per backend and dtype, with the peers."""
-    import matplotlib
+    from .visual import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
     series = {}

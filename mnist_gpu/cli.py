@@ -518,9 +518,7 @@ def cmd_predict(args) -> int:
     arch, params = _load_model_or_usage_error(args.weights)
     try:
         image = visual.mnist_style(args.image)
-    except visual.MissingExtra as err:
-        raise UsageError(str(err)) from None
-    except ValueError as err:
+    except (visual.MissingExtra, ValueError) as err:  # no Pillow; not an image; blank
         raise UsageError(str(err)) from None
     x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
     scores = mlp.forward(params, x, arch, np)[-1][0]
@@ -534,10 +532,13 @@ def cmd_predict(args) -> int:
 
 
 def _require_plotting(flag):
+    """Fail before the work, not after it, when a picture is asked for and cannot be drawn."""
+    from .visual import MissingExtra, pyplot
+
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError(f"{flag} needs matplotlib: pip install 'mnist-gpu[plot]'") from None
+        pyplot()
+    except MissingExtra as err:
+        raise UsageError(f"{flag}: {err}") from None
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,8 @@ class MissingExtra(ImportError):
     """A picture needs matplotlib or Pillow: install mnist-gpu[plot]."""
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend, or ``MissingExtra`` saying what to install."""
     try:
         import matplotlib
     except ImportError:
@@ -40,7 +41,7 @@ def _image_module():
 
 def plot_curves(series: dict, path, title="Test accuracy as images stream in") -> None:
     """``series[label] = (images_seen, accuracies)`` with accuracies (seeds, checkpoints)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for label, (seen, accuracies) in series.items():
         acc = np.asarray(accuracies) * 100
@@ -69,7 +70,7 @@ def plot_weight_maps(W: np.ndarray, path, max_units: int = 64, mask=None) -> Non
     ``mask`` (784 booleans) marks the pixels worth showing: a pixel that is (almost) never lit
     keeps its random initial weight, which says nothing, so it is drawn in neutral gray.
     """
-    plt = _pyplot()
+    plt = pyplot()
     units = min(W.shape[1], max_units)
     columns = units if units <= 10 else int(np.ceil(np.sqrt(units)))
     rows = int(np.ceil(units / columns))
@@ -102,7 +103,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n: int = 10) -
 
 
 def plot_confusion(matrix: np.ndarray, path, title="Confusion matrix") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
     shown = ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -111,3 +112,12 @@ def test_predict_refuses_a_blank_image_and_bad_weights(small_mlp, tmp_path, caps
                      str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "shape" in err
+
+
+@pytest.mark.parametrize("argv", [["bench", "--plot", "b.png"], ["curve", "--plot", "c.png"],
+                                  ["eval", "--weights", "w.npz", "--plot", "m.png"]])
+def test_a_missing_plot_extra_is_named_before_any_work(argv, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert cli.main([*argv, "--offline", "--data-dir", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'mnist-gpu[plot]'" in err
