@@ -2,8 +2,8 @@
 
 A backend is a closed set of verbs: its array namespace (``xp``), ``to_device`` and ``to_host``,
 ``synchronize``, ``activate`` (make its device current), ``describe`` (library, device, versions),
-``stopwatch`` (a clock read after synchronising) and ``fused_per_image`` (the library-specific
-fast path, when one exists). Everything else in mnist-gpu is written once against ``xp``.
+``stopwatch`` (a clock read after synchronising), ``fused_per_image`` and ``fused_inference`` (the
+library-specific fast paths, where they exist). Everything else in mnist-gpu is written once against ``xp``.
 
 Three libraries, chosen at the edge (the CLI, or the caller of ``get_backend``) and passed down:
 
@@ -94,6 +94,15 @@ class Backend:
         """
         raise BackendUnavailable(f"no fused per-image kernel for the {self.name} backend")
 
+    def fused_inference(self):
+        """Compiled inference over the lit pixels for this library, or raise ``BackendUnavailable``.
+
+        It has ``prepare(X)``, once per image set, then ``classify(W, prepared)`` (the predicted
+        digits) and ``evaluate(W, prepared, labels)`` (as ``linear.evaluate``). Only where it
+        beats the dense product: on the CPU, which that product leaves bound by reading pixels.
+        """
+        raise BackendUnavailable(f"no fused inference for the {self.name} backend")
+
     @contextlib.contextmanager
     def stopwatch(self):
         """Time a region of device work: synchronise, read the clock, run, synchronise, read.
@@ -146,10 +155,17 @@ class NumpyBackend(Backend):
         return info
 
     def fused_per_image(self):
+        return self._fused_cpu()
+
+    def fused_inference(self):
+        return self._fused_cpu()
+
+    @staticmethod
+    def _fused_cpu():
         try:
             from . import fused_cpu
         except ImportError as err:  # numba is missing or broken
-            raise BackendUnavailable(f"the fused CPU loop needs Numba ({err})") from None
+            raise BackendUnavailable(f"the fused CPU loops need Numba ({err})") from None
         return fused_cpu.FusedCPU()
 
 

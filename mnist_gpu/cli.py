@@ -169,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
                         + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
     t.add_argument("--kernel", choices=KERNELS, default="auto",
-                   help="per-image training: fused (one compiled loop), array (one array call "
-                        "per operation, the reference) or auto [auto]")
+                   help="per-image training: fused (one compiled loop; the checkpoints' "
+                        "test-set evaluation too, where the backend has it), array (one array "
+                        "call per operation, the reference) or auto [auto]")
     t.add_argument("--init", default=None, metavar="FILE",
                    help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
     t.add_argument("--save", default=None, metavar="PATH",

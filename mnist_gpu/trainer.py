@@ -108,7 +108,9 @@ class TrainConfig:
     seed: int = 0
     shuffle: bool = False
     checkpoints: tuple[int, ...] | None = None  # None: the tutorial's, or every epoch's end
-    kernel: str = "auto"  # per-image training: "fused" (compiled), "array" (xp calls) or "auto"
+    # "fused": compiled per-image training (and its evaluation, where the backend has it);
+    # "array": xp calls throughout; "auto": fused where available. Mini-batches use xp calls.
+    kernel: str = "auto"
 
     def validate(self):
         if not (self.alpha > 0 and np.isfinite(self.alpha)):
@@ -161,12 +163,14 @@ class TrainResult(_ResultSummary):
     kernel: str
     curve: list[Checkpoint]
     seconds: float  # training only: evaluation at the checkpoints is not counted
-    prepare_seconds: float  # the fused kernel's one-off listing of lit pixels (0 without it)
+    prepare_seconds: float  # the fused kernels' one-off listing of lit pixels (0 without them)
     images_trained: int
     weights: np.ndarray = field(repr=False)
+    evaluation: str = "array"  # how the checkpoints' test-set figures were computed
 
     def to_json(self) -> dict:
-        return {**super().to_json(), "prepare_seconds": self.prepare_seconds}
+        return {**super().to_json(), "prepare_seconds": self.prepare_seconds,
+                "evaluation": self.evaluation}
 
 
 def check_initial_weights(weights, dtype: str) -> np.ndarray:
@@ -211,6 +215,21 @@ def _choose_kernel(backend: Backend, config: TrainConfig):
         return "array", None
 
 
+def _choose_evaluation(backend: Backend, kernel_name: str):
+    """(name, fused inference or None) for the test set at the checkpoints.
+
+    Fused only beside the fused per-image pass. After mini-batches, OpenBLAS's threads spin for
+    about 0.1 s waiting for more work, and take the cores from the fused pass's threads (measured
+    here: twice as slow, no faster than the dense product).
+    """
+    if kernel_name != "fused":
+        return "array", None
+    try:
+        return "fused", backend.fused_inference()
+    except BackendUnavailable:  # none on this backend: the dense product
+        return "array", None
+
+
 def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None,
           progress=None) -> TrainResult:
     """Train the tutorial's network on ``data`` (see the module docstring).
@@ -233,22 +252,22 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
              else default_checkpoints(n, config.epochs))
     checkpoints = sorted({c for c in asked if c <= total} | {total})  # always the final one
     kernel_name, fused = _choose_kernel(backend, config)
+    evaluation, inference = _choose_evaluation(backend, kernel_name)
     shuffle_rng = np.random.default_rng([config.seed, 1])  # a stream apart from the weights'
     unit = config.batch_size
 
     with backend.activate(), device_memory_guard(backend, "while training", config.batch_size,
                                                  data.resident_bytes):
         W = backend.to_device(host_w)
-        prepared, prepare_seconds = None, 0.0
-        if fused is not None:
-            # Once per run, like the upload: the lit pixels of every training image.
-            with backend.stopwatch() as clock:
-                prepared = fused.prepare(data.train_x)
-            prepare_seconds = clock["seconds"]
+        # Once per run, like the upload: the lit pixels of the training and test images.
+        with backend.stopwatch() as clock:
+            prepared = fused.prepare(data.train_x) if fused is not None else None
+            score = _scorer(data, inference)
+        prepare_seconds = clock["seconds"]
         curve: list[Checkpoint] = []
         seconds = 0.0
         if checkpoints[0] == 0:
-            curve.append(_measure(data, W, 0))
+            curve.append(_checkpoint(data, score(W), 0))
         # What a failed checkpoint replays, one step at a time, to name the step that diverged:
         # the weights at the last good checkpoint and the segments run since.
         last_good, since_good = _copy(xp, W), []
@@ -270,7 +289,7 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
                     if not bool(linear.all_finite(W, xp=xp)):
                         raise TrainingDiverged(
                             _divergence_message(last_good, since_good, data, config))
-                    curve.append(_measure(data, W, seen))
+                    curve.append(_checkpoint(data, score(W), seen))
                     last_good, since_good = _copy(xp, W), []
                 if progress:
                     progress(seen)
@@ -287,6 +306,7 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
         prepare_seconds=prepare_seconds,
         images_trained=total,
         weights=weights,
+        evaluation=evaluation,
     )
 
 
@@ -319,12 +339,24 @@ def evaluate_weights(data: DeviceData, weights) -> Checkpoint:
     """Test-set accuracy and MSE of host ``weights`` (784, 10), computed on ``data``'s device."""
     host_w = check_initial_weights(weights, data.dtype)
     with data.backend.activate():
-        return _measure(data, data.backend.to_device(host_w), 0)
+        return _checkpoint(data, _scorer(data)(data.backend.to_device(host_w)), 0)
 
 
-def _measure(data: DeviceData, W, seen: int) -> Checkpoint:
-    correct, sq_errors = linear.evaluate(W, data.test_x, data.test_labels, data.test_y,
+def _scorer(data: DeviceData, inference=None):
+    """``score(W)``: (number correct, sum of squared errors) on the test set, as device values.
+
+    With ``inference`` (a backend's fused inference) the test images' lit pixels are listed here,
+    once; otherwise the dense product of ``linear.evaluate``.
+    """
+    if inference is None:
+        return lambda W: linear.evaluate(W, data.test_x, data.test_labels, data.test_y,
                                          xp=data.backend.xp)
+    test_lit = inference.prepare(data.test_x)
+    return lambda W: inference.evaluate(W, test_lit, data.test_labels)
+
+
+def _checkpoint(data: DeviceData, scores, seen: int) -> Checkpoint:
+    correct, sq_errors = scores
     n = data.n_test
     return Checkpoint(seen, int(correct) / n, float(sq_errors) / (n * linear.N_OUTPUTS))
 
