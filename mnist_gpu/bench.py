@@ -5,7 +5,9 @@ before every clock read; CUDA events on CuPy), median and min-max of:
 
 * training images/s: per-image (the fused kernel and the array path), and mini-batches of each
   batch size over one epoch;
-* inference images/s over the 10,000 test images;
+* inference images/s over the 10,000 test images: the dense product and argmax, and the fused
+  pass over the lit pixels where the backend has one (its one-off listing of the lit pixels is a
+  row of its own, so that a single inference can be costed with it);
 * the peers, in the same run: the naive baseline (the same algorithm as a plain NumPy loop, as a
   user first writes it) and PyTorch running the same update when it is installed;
 * the machine's limit, measured the same way: memory bandwidth (a large copy) and matrix-multiply
@@ -42,7 +44,7 @@ class Row:
 
     backend: str
     dtype: str
-    kind: str  # "per-image", "mini-batch", "inference", "peer", "limit"
+    kind: str  # "per-image", "mini-batch", "inference", "listing", "peer", "limit"
     name: str
     batch_size: int | None
     images: int  # per timed run
@@ -92,18 +94,38 @@ def train_work(n: int, batch_size: int, itemsize: int, per_image_dense: bool = F
 
 
 def inference_work(n: int, itemsize: int):
-    """Predicted classes of n images: the product X @ W, then the argmax of each row."""
+    """Predicted classes of n images: the product X @ W, then the argmax of each row.
+
+    Counted dense for the fused pass too, which reads only the lit pixels (and their indices):
+    its fraction of the bandwidth may pass 100%, as it moves less than the dense product must.
+    """
     return 2.0 * n * N_PIX * N_OUT, (n * N_PIX + N_PIX * N_OUT) * itemsize
+
+
+def listing_work(n: int, itemsize: int):
+    """Listing the lit pixels of n images: one comparison per pixel, the images read once."""
+    return float(n * N_PIX), float(n * N_PIX * itemsize)
 
 
 # --------------------------------------------------------------------------- timing
 
 
+# The shortest warm-up. Besides compilation and caches, it outlasts what the previous row leaves
+# running: OpenBLAS's threads spin for a while after a call, waiting for more work, and take the
+# cores from the next row's threads (Numba's parallel inference ran at half speed for ~60 ms
+# after the mini-batch rows here).
+WARMUP_SECONDS = 0.2
+
+
 def time_repeats(backend: Backend, run, repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds of ``run()`` for each of ``repeats`` timed calls, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
+    """Seconds of ``run()`` for each of ``repeats`` timed calls, after at least ``warmup``
+    untimed ones and ``WARMUP_SECONDS``."""
+    began = time.perf_counter()
+    calls = 0
+    while calls < warmup or time.perf_counter() - began < WARMUP_SECONDS:
         run()
-    backend.synchronize()
+        backend.synchronize()
+        calls += 1
     seconds = []
     for _ in range(repeats):
         with backend.stopwatch() as clock:
@@ -159,8 +181,23 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
                                                      images, xp=xp),
                     train_work(images, b, itemsize))
 
-        # Inference over the test set: the predicted class of every image.
-        measure("inference", "inference", None, data.n_test,
+        # Inference over the test set: the predicted class of every image, by the fused pass
+        # when the backend has one (its listing of lit pixels, once per image set like the
+        # upload, is a row of its own) and by the dense product.
+        try:
+            inference = backend.fused_inference()
+        except BackendUnavailable:
+            inference = None
+        if inference is not None:
+            measure("listing", "lit-pixel listing", None, data.n_test,
+                    lambda W: inference.prepare(data.test_x),
+                    listing_work(data.n_test, itemsize))
+            test_lit = inference.prepare(data.test_x)
+            measure("inference", "inference fused", None, data.n_test,
+                    lambda W: inference.classify(W, test_lit),
+                    inference_work(data.n_test, itemsize))
+            del test_lit
+        measure("inference", "inference array", None, data.n_test,
                 lambda W: linear.classify(W, data.test_x, xp=xp),
                 inference_work(data.n_test, itemsize))
     return rows
@@ -421,13 +458,21 @@ def ratios(report: dict) -> list[str]:
                 ("per-image array", "naive numpy", "naive per-image loop"),
                 ("mini-batch 1024", "naive numpy", "naive mini-batch 1024"),
                 ("mini-batch 1024", "torch", "torch mini-batch 1024"),
-                ("inference", "naive numpy", "single numpy matmul"),
-                ("inference", "torch", "torch inference"),
+                ("inference fused", "naive numpy", "single numpy matmul"),
+                ("inference array", "naive numpy", "single numpy matmul"),
+                ("inference array", "torch", "torch inference"),
             ]
             for ours, peer_backend, peer in pairs:
                 a, b = find(backend, dtype, ours), find(peer_backend, dtype, peer)
                 if a and b:
                     out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
+            # A single inference on new images also pays for listing their lit pixels.
+            fused = find(backend, dtype, "inference fused")
+            listing = find(backend, dtype, "lit-pixel listing")
+            matmul = find("naive numpy", dtype, "single numpy matmul")
+            if fused and listing and matmul:
+                out.append(f"{backend} {dtype}: inference fused with its lit-pixel listing is "
+                           f"{matmul / (fused + listing):.2f}x the speed of single numpy matmul")
     return out
 
 

@@ -29,7 +29,8 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
     assert limit["copy_gbytes_per_s"] > 0 and limit["gemm_gflops"] > 0
     names = {r["name"] for r in report["rows"]}
     assert {"per-image fused", "per-image array", "mini-batch 1", "mini-batch 32",
-            "mini-batch 1024", "inference", "naive per-image loop",
+            "mini-batch 1024", "inference array", "inference fused", "lit-pixel listing",
+            "naive per-image loop",
             "single numpy matmul"} <= names
     for row in report["rows"]:
         assert ROW_KEYS <= set(row)
@@ -57,7 +58,7 @@ def test_bench_code_is_backend_agnostic(backend, mnist):
                         mnist.test_images[:200], mnist.test_labels[:200])
     data = to_device_data(backend, small, "float32")
     rows = bench.bench_backend(backend, data, (1, 64), repeats=1, per_image_images=50)
-    assert {r.name for r in rows} >= {"per-image array", "mini-batch 64", "inference"}
+    assert {r.name for r in rows} >= {"per-image array", "mini-batch 64", "inference array"}
     assert all(r.median > 0 for r in rows)
     limit = bench.measure_limit(backend, "float32", repeats=1, quick=True)
     assert limit["gemm_gflops"] > 0
