@@ -483,21 +483,24 @@ def plot(report: dict, path) -> None:
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
-    series = {}
+    series, fused = {}, {}
     for r in report["rows"]:
         if r["batch_size"] is None:
             continue
         label = f"{r['backend']} {r['dtype']}"
         if r["name"].endswith("fused"):
-            ax.scatter([1], [r["images_per_second"]], marker="*", s=140, zorder=3,
-                       label=f"{label} per-image fused")
+            fused[label] = r["images_per_second"]
         elif "per-image" not in r["name"]:
             series.setdefault(label, []).append((r["batch_size"], r["images_per_second"]))
+    colours = {}
     for label, points in sorted(series.items()):
         points.sort()
         xs, ys = zip(*points)
         style = "--" if label.startswith(("naive", "torch")) else "-"
-        ax.plot(xs, ys, style, marker="o", label=label)
+        colours[label] = ax.plot(xs, ys, style, marker="o", label=label)[0].get_color()
+    for label, images_per_second in fused.items():  # a star in its backend's colour, at B = 1
+        ax.scatter([1], [images_per_second], marker="*", s=140, zorder=3,
+                   color=colours.get(label), label=f"{label} per-image fused")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch size (images per update)")
