@@ -63,32 +63,42 @@ def _lit_pixels(X):  # pragma: no cover - compiled
     return indptr, indices, values
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scores(W, indices, values, first, last):  # pragma: no cover - compiled
+    """``x @ W`` over the lit pixels ``first:last``, in pixel order, as ten scalars.
+
+    Ten scalars rather than an array: held in registers, they let the compiler schedule the ten
+    independent sums freely, where a ten-element array would be reloaded after every store into
+    W (it cannot prove the two do not overlap). 20% faster here.
+    """
+    zero = W.dtype.type(0)
+    d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = d9 = zero
+    for t in range(first, last):
+        x = values[t]
+        w = W[indices[t]]
+        d0 += x * w[0]
+        d1 += x * w[1]
+        d2 += x * w[2]
+        d3 += x * w[3]
+        d4 += x * w[4]
+        d5 += x * w[5]
+        d6 += x * w[6]
+        d7 += x * w[7]
+        d8 += x * w[8]
+        d9 += x * w[9]
+    return d0, d1, d2, d3, d4, d5, d6, d7, d8, d9
+
+
 @numba.njit(cache=True, nogil=True)
 def _per_image_pass(W, indptr, indices, values, labels, alpha, start, stop, order,
                     use_order):  # pragma: no cover - compiled
-    # The ten outputs are spelled out as scalars: held in registers, they let the compiler
-    # schedule the ten independent sums freely, where a ten-element array would be reloaded
-    # after every store into W (it cannot prove the two do not overlap). 20% faster here.
-    zero = W.dtype.type(0)
+    # delta stays in ten scalars too (see _scores), updated in place below.
     onehot = np.eye(N_OUT, dtype=W.dtype)  # delta's subtraction in the weights' own dtype
     for position in range(start, stop):
         i = order[position] if use_order else position
         first, last = indptr[i], indptr[i + 1]
         # pred = x @ W, over the lit pixels
-        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = d9 = zero
-        for t in range(first, last):
-            x = values[t]
-            w = W[indices[t]]
-            d0 += x * w[0]
-            d1 += x * w[1]
-            d2 += x * w[2]
-            d3 += x * w[3]
-            d4 += x * w[4]
-            d5 += x * w[5]
-            d6 += x * w[6]
-            d7 += x * w[7]
-            d8 += x * w[8]
-            d9 += x * w[9]
+        d0, d1, d2, d3, d4, d5, d6, d7, d8, d9 = _scores(W, indices, values, first, last)
         # delta = pred - onehot(label)
         y = onehot[labels[i]]
         d0 -= y[0]
@@ -127,23 +137,9 @@ def _inference_pass(W, indptr, indices, values, labels, use_labels, classes,
     # results do not depend on the number of threads.
     zero = W.dtype.type(0)
     for i in numba.prange(indptr.shape[0] - 1):
-        d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = d8 = d9 = zero
-        for t in range(indptr[i], indptr[i + 1]):
-            x = values[t]
-            w = W[indices[t]]
-            d0 += x * w[0]
-            d1 += x * w[1]
-            d2 += x * w[2]
-            d3 += x * w[3]
-            d4 += x * w[4]
-            d5 += x * w[5]
-            d6 += x * w[6]
-            d7 += x * w[7]
-            d8 += x * w[8]
-            d9 += x * w[9]
-        pred = (d0, d1, d2, d3, d4, d5, d6, d7, d8, d9)
+        pred = _scores(W, indices, values, indptr[i], indptr[i + 1])
         # argmax as NumPy defines it: the first maximum, or the first NaN if there is one.
-        best, top = 0, d0
+        best, top = 0, pred[0]
         for j in range(1, N_OUT):
             if top == top and (pred[j] > top or pred[j] != pred[j]):
                 best, top = j, pred[j]
