@@ -3,7 +3,8 @@
 A backend is a closed set of verbs: its array namespace (``xp``), ``to_device`` and ``to_host``,
 ``synchronize``, ``activate`` (make its device current), ``describe`` (library, device, versions),
 ``stopwatch`` (a clock read after synchronising), ``fused_per_image`` and ``fused_inference`` (the
-library-specific fast paths, where they exist). Everything else in mnist-gpu is written once against ``xp``.
+library-specific fast paths, where they exist). Everything else in mnist-gpu is written once
+against ``xp``.
 
 Three libraries, chosen at the edge (the CLI, or the caller of ``get_backend``) and passed down:
 
@@ -65,7 +66,7 @@ class Backend:
     xp: ModuleType
 
     def to_device(self, host_array: np.ndarray):
-        """A copy of ``host_array`` on this backend's device (never a view of the caller's array)."""
+        """A copy of ``host_array`` on this backend's device, never a view of the caller's."""
         raise NotImplementedError
 
     def to_host(self, array) -> np.ndarray:

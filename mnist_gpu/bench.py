@@ -445,7 +445,8 @@ def ratios(report: dict) -> list[str]:
     """Side-by-side ratios (same run) for the targets in the README."""
     def find(backend_prefix, dtype, name):
         for r in report["rows"]:
-            if r["backend"].startswith(backend_prefix) and r["dtype"] == dtype and r["name"] == name:
+            if (r["backend"].startswith(backend_prefix) and r["dtype"] == dtype
+                    and r["name"] == name):
                 return r["median_s"] / r["images"]  # seconds per image
         return None
 

@@ -454,8 +454,9 @@ def cmd_curve(args) -> int:
                           "tutorial": TUTORIAL_POINTS}))
     else:
         for label, row in report.items():
-            print(f"{label} (alpha {runs[0][1].alpha if label == 'per-image' else args.compare_alpha}"
-                  f", {args.seeds} seeds): images seen -> test accuracy, median [min-max]")
+            alpha = runs[0][1].alpha if label == "per-image" else args.compare_alpha
+            print(f"{label} (alpha {alpha}, {args.seeds} seeds): images seen -> test accuracy, "
+                  "median [min-max]")
             for n, med, lo, hi in zip(row["images_seen"], row["median"], row["min"], row["max"]):
                 print(f"{n:>10,}  {med:7.2%}  [{lo:.2%} - {hi:.2%}]")
     if args.plot:

@@ -20,9 +20,9 @@ import os
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def _describe_start(head: bytes) -> str:
 
 
 def _gunzip(blob: bytes, source: str) -> bytes:
-    """Decompress a whole gzip stream, refusing cut streams and anything larger than any MNIST file."""
+    """Decompress a whole gzip stream; refuse a cut stream or one larger than any MNIST file."""
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(blob, MAX_DECOMPRESSED_BYTES + 1)
@@ -123,7 +123,8 @@ def _gunzip(blob: bytes, source: str) -> bytes:
             "larger than any MNIST file"
         )
     if not inflater.eof:
-        raise DataError(f"{source}: truncated gzip stream (it ends before the compressed data does)")
+        raise DataError(f"{source}: truncated gzip stream "
+                        "(it ends before the compressed data does)")
     if inflater.unused_data.strip(b"\0"):
         raise DataError(f"{source}: trailing bytes after the gzip stream")
     return out
@@ -159,7 +160,8 @@ def parse_idx(content: bytes, source: str, kind: str | None = None) -> np.ndarra
     ndim = content[3]
     header = 4 + 4 * ndim
     if len(content) < header:
-        raise DataError(f"{source}: truncated: expected {header} header bytes, found {len(content)}")
+        raise DataError(f"{source}: truncated: expected {header} header bytes, "
+                        f"found {len(content)}")
     dims = [int.from_bytes(content[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     if found_kind == "images" and dims[1:] != [IMAGE_SIDE, IMAGE_SIDE]:
         raise DataError(f"{source}: images are {dims[1:]} pixels, expected 28x28")
@@ -219,7 +221,7 @@ def mirrors_from_environment() -> tuple[str, ...]:
 
 
 def _verified_content(directory: Path, spec: FileSpec) -> tuple[bytes, Path] | None:
-    """The decompressed content of ``spec`` from ``directory`` if a stored copy has the right hash."""
+    """The decompressed content of ``spec`` from ``directory``, if a stored copy's hash is right."""
     for path in (directory / f"{spec.name}.gz", directory / spec.name):
         try:
             blob = path.read_bytes()

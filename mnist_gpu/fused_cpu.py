@@ -170,7 +170,7 @@ class FusedCPU:
         return lit
 
     def run(self, W, lit: LitPixels, labels, alpha, start, stop, order=None):
-        """Train ``W`` in place on the images at positions ``start:stop`` (of ``order`` if given)."""
+        """Train ``W`` in place on the images at positions ``start:stop`` (of ``order`` if any)."""
         _check_weights(W, lit)
         alpha = W.dtype.type(alpha)  # as in the array path: a Python float does not promote
         if order is None:

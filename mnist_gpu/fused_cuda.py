@@ -69,7 +69,8 @@ class FusedCUDA:
         """
         cp = self.cp
         if W.shape != (N_PIXELS, N_OUT) or W.dtype != lit.values.dtype or not W.flags.c_contiguous:
-            raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's dtype")
+            raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's "
+                             "dtype")
         if stop <= start:
             return W
         with self.device:

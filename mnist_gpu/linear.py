@@ -38,7 +38,7 @@ def scale_images(images_u8, dtype, xp=None):
 
 
 def one_hot(labels, classes, dtype, xp=None):
-    """Rows of ``dtype`` with a 1 at each label; ``classes`` is ``arange(10)`` on the same device."""
+    """Rows of ``dtype`` with a 1 at each label; ``classes``: ``arange(10)`` on the same device."""
     xp = xp or array_namespace(labels, classes)
     return xp.astype(labels[:, None] == classes[None, :], dtype)
 

@@ -42,7 +42,7 @@ def save_weights(path, weights: np.ndarray, metadata: dict | None = None, **arra
 
 
 def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
-    """All arrays of an ``.npz`` (or the one array of an ``.npy`` as ``weights``) and its metadata."""
+    """All arrays of an ``.npz`` (or an ``.npy``'s one array, as ``weights``) and its metadata."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:

@@ -120,7 +120,8 @@ def test_fused_segments_equal_one_pass(backend, mnist, host_start):
     """Checkpoints split a pass into launches; the split must not change the weights."""
     fused_or_skip(backend)
     data = to_device_data(backend, mnist, "float64", limit=2500)
-    one = train(data, TrainConfig(kernel="fused", checkpoints=()), init_weights=host_start["float64"])
+    one = train(data, TrainConfig(kernel="fused", checkpoints=()),
+                init_weights=host_start["float64"])
     split = train(data, TrainConfig(kernel="fused", checkpoints=(1, 100, 999, 2000)),
                   init_weights=host_start["float64"])
     np.testing.assert_array_equal(one.weights, split.weights)
