@@ -32,6 +32,7 @@ class LitPixels:
     indptr: np.ndarray  # int64 (n + 1,)
     indices: np.ndarray  # int32 pixel numbers
     values: np.ndarray  # the pixels' values, in the weights' dtype
+    n_pixels: int  # pixels per image: the rows the weights must have
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -162,11 +163,11 @@ class FusedCPU:
     name = "numba"
 
     def prepare(self, X) -> LitPixels:
-        lit = LitPixels(*_lit_pixels(X))
+        lit = LitPixels(*_lit_pixels(X), n_pixels=X.shape[1])
         # Compile (or load from Numba's cache) now, not inside the first timed segment.
         W = np.zeros((X.shape[1], N_OUT), dtype=X.dtype)
         self.run(W, lit, np.zeros(1, dtype=np.uint8), 0.0, 0, 0)
-        self.classify(W, LitPixels(lit.indptr[:1], lit.indices, lit.values))
+        self.classify(W, LitPixels(lit.indptr[:1], lit.indices, lit.values, lit.n_pixels))
         return lit
 
     def run(self, W, lit: LitPixels, labels, alpha, start, stop, order=None):
@@ -205,8 +206,11 @@ _NO_LABELS = np.zeros(0, dtype=np.uint8)
 
 
 def _check_weights(W, lit: LitPixels, finite=False):
-    if W.shape[1] != N_OUT or W.dtype != lit.values.dtype or not W.flags.c_contiguous:
-        raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's dtype")
+    # The compiled loops index W with the listed pixel numbers unchecked: the shape is checked here.
+    if (W.shape != (lit.n_pixels, N_OUT) or W.dtype != lit.values.dtype
+            or not W.flags.c_contiguous):
+        raise ValueError(f"the fused pass needs C-contiguous ({lit.n_pixels}, {N_OUT}) weights "
+                         "in the data's dtype")
     # The dense product turns a non-finite weight into NaN for every image (0 * inf is NaN);
     # skipping the unlit pixels would not, so inference refuses such weights instead of
     # quietly disagreeing with it.

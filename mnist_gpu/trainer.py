@@ -218,9 +218,10 @@ def _choose_kernel(backend: Backend, config: TrainConfig):
 def _choose_evaluation(backend: Backend, kernel_name: str):
     """(name, fused inference or None) for the test set at the checkpoints.
 
-    Fused only beside the fused per-image pass. After mini-batches, OpenBLAS's threads spin for
-    about 0.1 s waiting for more work, and take the cores from the fused pass's threads (measured
-    here: twice as slow, no faster than the dense product).
+    Fused only beside the fused per-image pass. After an epoch of mini-batches OpenBLAS's threads
+    still spin, waiting for more work, and take the cores from the fused pass's threads: measured
+    here, it then took 1.9 to 8.2 ms (median 3.4) against the dense product's steady 3.8 ms, no
+    gain to pay for listing the test set's lit pixels.
     """
     if kernel_name != "fused":
         return "array", None

@@ -109,6 +109,8 @@ def test_refuses_weights_it_would_disagree_on(fused, mnist):
             fused.classify(W, lit)
     with pytest.raises(ValueError, match="dtype"):
         fused.classify(linear.init_weights(0, "float64"), lit)
+    with pytest.raises(ValueError, match=r"\(784, 10\)"):  # rows the listed pixels would overrun
+        fused.classify(linear.init_weights(0, "float32", shape=(700, 10)), lit)
     with pytest.raises(ValueError, match="labels"):
         fused.evaluate(linear.init_weights(0, "float32"), lit, mnist.test_labels[:9])
 
