@@ -112,8 +112,8 @@ def listing_work(n: int, itemsize: int):
 
 # The shortest warm-up. Besides compilation and caches, it outlasts what the previous row leaves
 # running: OpenBLAS's threads spin for a while after a call, waiting for more work, and take the
-# cores from the next row's threads (Numba's parallel inference ran at half speed for ~60 ms
-# after the mini-batch rows here).
+# cores from the next row's threads (Numba's parallel listing of lit pixels ran at half speed
+# for ~60 ms after the mini-batch rows here).
 WARMUP_SECONDS = 0.2
 
 

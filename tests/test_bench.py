@@ -75,6 +75,22 @@ def test_ratios_pair_ours_with_the_peers():
     assert lines == ["numpy float32: mini-batch 1024 is 2.00x the speed of naive mini-batch 1024"]
 
 
+def test_ratios_cost_a_single_inference_with_its_listing():
+    def row(backend, kind, name, seconds):
+        return {"backend": backend, "dtype": "float32", "kind": kind, "name": name,
+                "images": 10, "median_s": seconds}
+
+    rows = [row("numpy", "inference", "inference fused", 1.0),
+            row("numpy", "listing", "lit-pixel listing", 3.0),
+            row("naive numpy", "peer", "single numpy matmul", 2.0)]
+    lines = bench.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
+    assert lines == [
+        "numpy float32: inference fused is 2.00x the speed of single numpy matmul",
+        "numpy float32: inference fused with its lit-pixel listing is 0.50x the speed of "
+        "single numpy matmul",
+    ]
+
+
 @pytest.mark.parametrize("args", [["--batch-sizes", "0"], ["--backend", "tpu"],
                                   ["--dtype", "float16"], ["--repeats", "0"]])
 def test_bad_bench_arguments(args, capsys):
