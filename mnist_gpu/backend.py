@@ -95,6 +95,16 @@ class Backend:
         """
         raise BackendUnavailable(f"no fused per-image kernel for the {self.name} backend")
 
+    def fused_minibatch(self):
+        """The compiled mini-batch pass for this library, or raise ``BackendUnavailable``.
+
+        It has ``prepare(X)`` as ``fused_per_image`` has, and ``run_minibatch(W, prepared,
+        labels, alpha, batch_size, start, stop, order)``, which trains ``W`` in place. Only where
+        it beats the array calls: on the CPU, where the skinny products ``X_b W`` and
+        ``X_b^T delta`` leave BLAS far from its peak and every zero pixel is still read twice.
+        """
+        raise BackendUnavailable(f"no fused mini-batch pass for the {self.name} backend")
+
     def fused_inference(self):
         """Compiled inference over the lit pixels for this library, or raise ``BackendUnavailable``.
 
@@ -156,6 +166,9 @@ class NumpyBackend(Backend):
         return info
 
     def fused_per_image(self):
+        return self._fused_cpu()
+
+    def fused_minibatch(self):
         return self._fused_cpu()
 
     def fused_inference(self):

@@ -169,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
                         + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
     t.add_argument("--kernel", choices=KERNELS, default="auto",
-                   help="per-image training: fused (one compiled loop; the checkpoints' "
-                        "test-set evaluation too, where the backend has it), array (one array "
-                        "call per operation, the reference) or auto [auto]")
+                   help="fused (compiled passes over the lit pixels: per image on the CPU "
+                        "and GPU, mini-batches on the CPU; the checkpoints' test-set evaluation "
+                        "too, where the backend has it), array (one array call per operation, "
+                        "the reference) or auto (fused where available) [auto]")
     t.add_argument("--init", default=None, metavar="FILE",
                    help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
     t.add_argument("--save", default=None, metavar="PATH",
@@ -377,8 +378,9 @@ def _print_table(result):
     info, cfg = result.backend, result.config
     where = info.get("gpu") or info.get("cpu") or info.get("device", "")
     deep = "architecture" in cfg
-    mode = (f"per-image ({result.kernel} kernel)" if cfg["batch_size"] == 1 and not deep
-            else f"mini-batches of {cfg['batch_size']}")
+    mode = ("per-image" if cfg["batch_size"] == 1 else f"mini-batches of {cfg['batch_size']}")
+    if not deep:
+        mode += f" ({result.kernel} kernel)"
     rate = f"lr {cfg['lr']}, momentum {cfg['momentum']}" if deep else f"alpha {cfg['alpha']}"
     print(f"{cfg.get('architecture', '784-10, the tutorial')}: backend {info['backend']} "
           f"({where}), {cfg['dtype']}, {mode}, {rate}, {cfg['epochs']} epoch(s), "

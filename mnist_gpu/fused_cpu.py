@@ -1,4 +1,5 @@
-"""The per-image pass and inference as compiled loops on the CPU (Numba), over the lit pixels.
+"""The per-image pass, mini-batches and inference as compiled loops on the CPU (Numba), over the
+lit pixels.
 
 Done as array calls, each of the 60,000 dependent rank-1 updates costs several library dispatches
 for very little arithmetic. Compiled, the loop costs what its arithmetic costs, and about 80% of
@@ -9,6 +10,12 @@ values); every pass then visits only those.
 Inference (``classify``, ``evaluate``) uses the same lists: the dense product ``X @ W`` is bound by
 reading every pixel of ``X``, where a loop over the lit ones reads a fifth of the data and takes
 the argmax on the way, split across the cores (images are independent at inference).
+
+Mini-batches (``run_minibatch``) work through each batch's images in chunks of ``CHUNK``, split
+across the cores, each chunk summing its images' share of the gradient ``X^T delta`` over their lit
+pixels; the chunks' sums are then added in order and the weights updated once, as the array path
+does. The chunks do not depend on the number of threads, so neither do the weights. Its rows of
+weights are padded to 16 lanes and handled as SIMD vectors (``simd_rows``).
 
 No fastmath: each weight's update is the array path's arithmetic, ``W -= alpha * (x * delta)`` in
 the weights' dtype, and only the order of the terms of the dot products differs, so results stay
@@ -22,7 +29,14 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .simd_rows import LANES, add_lit_outer, lit_scores, minus_onehot
+
 N_OUT = 10
+
+# Images per partial gradient in a mini-batch: the unit of work split across the cores. Large
+# enough that summing the partial gradients (784 x 16 each) costs ~1% of computing them; small
+# enough that a batch of 1,024 gives each of two cores two chunks.
+CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,58 @@ def _per_image_pass(W, indptr, indices, values, labels, alpha, start, stop, orde
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
+def _minibatch_pass(W16, indptr, indices, values, labels, alpha, batch_size, start, stop, order,
+                    use_order, partial):  # pragma: no cover - compiled
+    # W16: the weights padded to 16 lanes; partial: one (n_pixels, 16) gradient per chunk.
+    for first_image in range(start, stop, batch_size):
+        end = min(first_image + batch_size, stop)
+        chunks = (end - first_image + CHUNK - 1) // CHUNK
+        step = W16.dtype.type(alpha / (end - first_image))  # in the weights' dtype, as the
+        # array path rounds alpha / b
+        if chunks == 1:
+            # One chunk: no threads to start, no partial gradients to add.
+            _chunk_gradient(W16, indptr, indices, values, labels, first_image, end, order,
+                            use_order, partial[0])
+            _descend(W16, partial[0], step)
+            continue
+        # Every image of the batch sees the same weights: each chunk of images sums its share
+        # of the gradient X^T delta into its own partial gradient, the chunks split across
+        # the cores.
+        for c in numba.prange(chunks):
+            _chunk_gradient(W16, indptr, indices, values, labels, first_image + c * CHUNK,
+                            min(first_image + (c + 1) * CHUNK, end), order, use_order, partial[c])
+        # W -= (alpha / b) * X^T delta, the partial gradients added in chunk order whatever
+        # the threads that computed them, the rows of weights split across the cores.
+        for k in numba.prange(W16.shape[0]):
+            total = partial[0, k]
+            for c in range(1, chunks):
+                more = partial[c, k]
+                for j in range(LANES):
+                    total[j] += more[j]
+            for j in range(LANES):
+                W16[k, j] -= step * total[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _chunk_gradient(W16, indptr, indices, values, labels, begin, end, order, use_order,
+                    gradient):  # pragma: no cover - compiled
+    """``X^T (X W - Y)`` over the images at positions ``begin:end``, into ``gradient``."""
+    gradient[:] = 0
+    for position in range(begin, end):
+        i = order[position] if use_order else position
+        first, last = indptr[i], indptr[i + 1]
+        delta = minus_onehot(lit_scores(W16, indices, values, first, last), labels[i])
+        add_lit_outer(gradient, indices, values, first, last, delta)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _descend(W16, gradient, step):  # pragma: no cover - compiled
+    for k in range(W16.shape[0]):
+        for j in range(LANES):
+            W16[k, j] -= step * gradient[k, j]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _inference_pass(W, indptr, indices, values, labels, use_labels, classes,
                     sq_errors):  # pragma: no cover - compiled
     # pred = x @ W over each image's lit pixels, then its argmax, in one pass: the dense product
@@ -167,6 +233,9 @@ class FusedCPU:
         # Compile (or load from Numba's cache) now, not inside the first timed segment.
         W = np.zeros((X.shape[1], N_OUT), dtype=X.dtype)
         self.run(W, lit, np.zeros(1, dtype=np.uint8), 0.0, 0, 0)
+        _minibatch_pass(np.zeros((lit.n_pixels, LANES), W.dtype), lit.indptr, lit.indices,
+                        lit.values, np.zeros(1, dtype=np.uint8), 0.0, 1, 0, 0, _NO_ORDER, False,
+                        np.zeros((1, lit.n_pixels, LANES), W.dtype))
         self.classify(W, LitPixels(lit.indptr[:1], lit.indices, lit.values, lit.n_pixels))
         return lit
 
@@ -180,6 +249,30 @@ class FusedCPU:
             order, use_order = order.astype(np.int64, copy=False), True
         _per_image_pass(W, lit.indptr, lit.indices, lit.values, labels, alpha, start, stop,
                         order, use_order)
+        return W
+
+    def run_minibatch(self, W, lit: LitPixels, labels, alpha, batch_size, start, stop,
+                      order=None):
+        """Mini-batch steps over positions ``start:stop`` (of ``order`` if any), in place, as
+        ``linear.minibatch_steps`` takes them: ``W -= (alpha / b) * X_b^T (X_b W - Y_b)``."""
+        _check_weights(W, lit)
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {batch_size}")
+        if stop <= start:
+            return W
+        if order is None:
+            order, use_order = _NO_ORDER, False
+        else:
+            order, use_order = order.astype(np.int64, copy=False), True
+        # The weights padded to 16 lanes (zeros, which stay zero: their scores and deltas are
+        # zero), and the partial gradients, 64-byte aligned so that each row is one cache line.
+        W16 = _aligned_zeros((lit.n_pixels, LANES), W.dtype)
+        W16[:, :N_OUT] = W
+        chunks = -(-min(batch_size, stop - start) // CHUNK)
+        partial = _aligned_zeros((chunks, lit.n_pixels, LANES), W.dtype)
+        _minibatch_pass(W16, lit.indptr, lit.indices, lit.values, labels, float(alpha),
+                        batch_size, start, stop, order, use_order, partial)
+        W[...] = W16[:, :N_OUT]
         return W
 
     def classify(self, W, lit: LitPixels) -> np.ndarray:
@@ -203,6 +296,15 @@ class FusedCPU:
 
 
 _NO_LABELS = np.zeros(0, dtype=np.uint8)
+
+
+def _aligned_zeros(shape, dtype, alignment=64):
+    """Zeros whose first element sits on an ``alignment``-byte boundary."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    raw = np.zeros(count * dtype.itemsize + alignment, dtype=np.uint8)
+    offset = -raw.ctypes.data % alignment
+    return raw[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def _check_weights(W, lit: LitPixels, finite=False):

@@ -108,8 +108,8 @@ class TrainConfig:
     seed: int = 0
     shuffle: bool = False
     checkpoints: tuple[int, ...] | None = None  # None: the tutorial's, or every epoch's end
-    # "fused": compiled per-image training (and its evaluation, where the backend has it);
-    # "array": xp calls throughout; "auto": fused where available. Mini-batches use xp calls.
+    # "fused": compiled training, per image or by mini-batches (and the checkpoints' evaluation,
+    # where the backend has it); "array": xp calls throughout; "auto": fused where available.
     kernel: str = "auto"
 
     def validate(self):
@@ -204,11 +204,13 @@ def _segment_stops(n: int, offset: int, checkpoints, unit: int) -> list[int]:
 
 
 def _choose_kernel(backend: Backend, config: TrainConfig):
-    """(name, fused pass or None) for per-image training; mini-batches always use array calls."""
-    if config.batch_size != 1 or config.kernel == "array":
+    """(name, fused pass or None): the compiled pass for per-image or mini-batch training."""
+    if config.kernel == "array":
         return "array", None
     try:
-        return "fused", backend.fused_per_image()
+        if config.batch_size == 1:
+            return "fused", backend.fused_per_image()
+        return "fused", backend.fused_minibatch()
     except BackendUnavailable:
         if config.kernel == "fused":
             raise
@@ -218,10 +220,10 @@ def _choose_kernel(backend: Backend, config: TrainConfig):
 def _choose_evaluation(backend: Backend, kernel_name: str):
     """(name, fused inference or None) for the test set at the checkpoints.
 
-    Fused only beside the fused per-image pass. After an epoch of mini-batches OpenBLAS's threads
-    still spin, waiting for more work, and take the cores from the fused pass's threads: measured
-    here, it then took 1.9 to 8.2 ms (median 3.4) against the dense product's steady 3.8 ms, no
-    gain to pay for listing the test set's lit pixels.
+    Fused only beside a fused training pass. After an epoch of array mini-batches OpenBLAS's
+    threads still spin, waiting for more work, and take the cores from the fused pass's threads:
+    measured here, it then took 1.9 to 8.2 ms (median 3.4) against the dense product's steady
+    3.8 ms, no gain to pay for listing the test set's lit pixels.
     """
     if kernel_name != "fused":
         return "array", None
@@ -325,7 +327,10 @@ class _Segment:
 def _run_segment(W, data, config, segment, fused=None, prepared=None):
     xp = data.backend.xp
     start, stop = segment.start, segment.stop
-    if config.batch_size > 1:
+    if config.batch_size > 1 and fused is not None:
+        fused.run_minibatch(W, prepared, data.train_labels, config.alpha, config.batch_size,
+                            start, stop, segment.order)
+    elif config.batch_size > 1:
         linear.minibatch_steps(W, data.train_x, data.train_y, config.alpha, config.batch_size,
                                start, stop, order=segment.order, xp=xp)
     elif fused is not None:

@@ -116,15 +116,18 @@ def test_refuses_weights_it_would_disagree_on(fused, mnist):
 
 
 @pytest.mark.parametrize("config", [dict(kernel="fused"), dict(kernel="array"),
-                                    dict(batch_size=100)],
-                         ids=["per-image fused", "per-image array", "mini-batches"])
+                                    dict(kernel="fused", batch_size=100),
+                                    dict(kernel="array", batch_size=100)],
+                         ids=["per-image fused", "per-image array", "mini-batches fused",
+                              "mini-batches array"])
 def test_training_evaluates_with_the_fused_pass_only_beside_it(backend, mnist, config):
-    """Evaluation at the checkpoints is fused beside the fused per-image pass, where the backend
+    """Evaluation at the checkpoints is fused beside a fused training pass, where the backend
     has fused inference, and gives the dense product's curve either way."""
-    fused_training = config.get("kernel") == "fused"
+    fused_training = config["kernel"] == "fused"
     if fused_training:
         try:
-            backend.fused_per_image()
+            (backend.fused_per_image if config.get("batch_size", 1) == 1
+             else backend.fused_minibatch)()
         except BackendUnavailable as err:
             pytest.skip(str(err))
     try:

@@ -251,8 +251,8 @@ def test_out_of_memory_names_the_batch_size(mnist_dir_path, monkeypatch, capsys)
         raise MemoryError("Out of memory allocating 3,136,000 bytes")
 
     monkeypatch.setattr(linear, "minibatch_step", out_of_memory)
-    status = cli.main(["train", "--backend", "numpy", "--batch-size", "1000", "--data-dir",
-                       str(mnist_dir_path), "--offline", "--quiet"])
+    status = cli.main(["train", "--backend", "numpy", "--batch-size", "1000", "--kernel", "array",
+                       "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
     assert status == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1

@@ -49,9 +49,10 @@ def test_per_image_parity(backend, numpy_backend, mnist, host_start, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size", [32, 1000, 60000])
 def test_minibatch_parity(backend, numpy_backend, mnist, host_start, dtype, batch_size):
-    ours = trained(backend, mnist, dtype, host_start, batch_size=batch_size, alpha=0.05)
+    ours = trained(backend, mnist, dtype, host_start, batch_size=batch_size, alpha=0.05,
+                   kernel="array")
     reference = trained(numpy_backend, mnist, dtype, host_start, batch_size=batch_size,
-                        alpha=0.05)
+                        alpha=0.05, kernel="array")
     assert_same_weights(ours, reference, dtype)
     # The same test-set accuracy (a handful of borderline images may flip in float32).
     assert abs(ours.final_accuracy - reference.final_accuracy) <= (0 if dtype == "float64"
@@ -127,6 +128,38 @@ def test_fused_segments_equal_one_pass(backend, mnist, host_start):
     np.testing.assert_array_equal(one.weights, split.weights)
 
 
+def fused_minibatch_or_skip(backend):
+    from mnist_gpu.backend import BackendUnavailable
+
+    try:
+        backend.fused_minibatch()
+    except BackendUnavailable as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [7, 256, 1000, 3000])
+@pytest.mark.parametrize("shuffle", [False, True], ids=["file-order", "shuffled"])
+def test_fused_minibatches_match_the_array_path(backend, mnist, host_start, dtype, batch_size,
+                                                shuffle):
+    """Batches of one chunk, of exactly one, of several with a short last one, of every image."""
+    fused_minibatch_or_skip(backend)
+    runs = [trained(backend, mnist, dtype, host_start, limit=3000, kernel=kernel,
+                    batch_size=batch_size, shuffle=shuffle, epochs=2)
+            for kernel in ("fused", "array")]
+    assert [r.kernel for r in runs] == ["fused", "array"]
+    assert_same_weights(*runs, dtype)
+
+
+def test_fused_minibatch_segments_equal_one_pass(backend, mnist, host_start):
+    fused_minibatch_or_skip(backend)
+    data = to_device_data(backend, mnist, "float64", limit=2500)
+    one, split = (train(data, TrainConfig(kernel="fused", batch_size=300, checkpoints=c),
+                        init_weights=host_start["float64"])
+                  for c in ((), (1, 300, 999, 2000)))
+    np.testing.assert_array_equal(one.weights, split.weights)
+
+
 # --------------------------------------------------------------------------- invariants
 
 
@@ -161,11 +194,13 @@ def test_per_image_equals_minibatch_of_one(backend, mnist, host_start):
 
 
 @pytest.mark.parametrize("config", [dict(kernel="array"), dict(kernel="fused"),
-                                    dict(batch_size=50, shuffle=True, epochs=2)],
-                         ids=["per-image array", "per-image fused", "shuffled mini-batches"])
+                                    dict(batch_size=50, shuffle=True, epochs=2, kernel="array"),
+                                    dict(batch_size=50, shuffle=True, epochs=2, kernel="fused")],
+                         ids=["per-image array", "per-image fused", "shuffled mini-batches array",
+                              "shuffled mini-batches fused"])
 def test_same_seed_is_bit_identical(backend, mnist, config):
-    if config.get("kernel") == "fused":
-        fused_or_skip(backend)
+    if config["kernel"] == "fused":
+        (fused_or_skip if "batch_size" not in config else fused_minibatch_or_skip)(backend)
     data = to_device_data(backend, mnist, "float32", limit=1500)
     first = train(data, TrainConfig(seed=5, **config))
     second = train(data, TrainConfig(seed=5, **config))

@@ -1,0 +1,161 @@
+"""Sixteen-lane row operations over lit pixels, for the compiled CPU loops (Numba intrinsics).
+
+The mini-batch pass works on weights padded to 16 columns (the 10 outputs and 6 zeros), so that a
+row of weights is one SIMD vector: 64 bytes in float32, one AVX-512 register. Numba does not emit
+such vector code for a 16-element loop by itself: it unrolls the loop into scalars, and the pass
+that would pack them back (LLVM's SLP vectoriser) is off by default in Numba because of
+miscompilations (numba/numba#8852). These intrinsics therefore write the LLVM vector operations
+directly, for the three steps of a sparse forward and backward pass:
+
+* ``lit_scores(W, indices, values, first, last)``: ``x @ W`` over the lit pixels ``first:last``,
+  in pixel order, as a 16-tuple;
+* ``minus_onehot(scores, label)``: ``scores - onehot(label)``, the tutorial's delta;
+* ``add_lit_outer(G, indices, values, first, last, delta)``: ``G[k] += x[k] * delta`` for each
+  lit pixel ``k``, the image's share of the gradient ``X^T delta``.
+
+Each term is a separate multiply and add, as the array path rounds them (no fused multiply-add,
+no reassociation): results differ from the dense product only by the order of the sums.
+
+``W`` and ``G`` must be C-contiguous 2-D arrays of 16 columns and ``indices`` must be valid rows:
+the callers check shapes and the listing guarantees the indices, for nothing is checked here.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANES = 16
+
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+# --------------------------------------------------------------------------- IR helpers
+
+
+def _vector_type(context, dtype):
+    return ir.VectorType(context.get_value_type(dtype), LANES)
+
+
+def _as_i64(builder, value):
+    return builder.sext(value, _I64) if value.type.width < 64 else value
+
+
+def _splat(builder, scalar, vector_type):
+    """A vector with ``scalar`` in every lane."""
+    lane0 = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar,
+                                   ir.Constant(_I32, 0))
+    return builder.shuffle_vector(lane0, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _vector_of_tuple(builder, tup, vector_type):
+    vec = ir.Constant(vector_type, ir.Undefined)
+    for lane in range(LANES):
+        vec = builder.insert_element(vec, builder.extract_value(tup, lane),
+                                     ir.Constant(_I32, lane))
+    return vec
+
+
+def _tuple_of_vector(builder, vec, tuple_type):
+    tup = ir.Constant(tuple_type, ir.Undefined)
+    for lane in range(LANES):
+        tup = builder.insert_value(tup, builder.extract_element(vec, ir.Constant(_I32, lane)),
+                                   lane)
+    return tup
+
+
+class _LitPixelReader:
+    """Loads of the listing's entries and of the 16-lane rows they name, inside a codegen."""
+
+    def __init__(self, context, builder, rows_type, rows, indices_type, indices, values_type,
+                 values):
+        self.context, self.builder = context, builder
+        self.arrays = [(t, context.make_array(t)(context, builder, v))
+                       for t, v in ((rows_type, rows), (indices_type, indices),
+                                    (values_type, values))]
+        self.vector_type = _vector_type(context, rows_type.dtype)
+
+    def _pointer(self, which, indices):
+        array_type, array = self.arrays[which]
+        return cgutils.get_item_pointer2(
+            self.context, self.builder, data=array.data,
+            shape=cgutils.unpack_tuple(self.builder, array.shape),
+            strides=cgutils.unpack_tuple(self.builder, array.strides),
+            layout=array_type.layout, inds=indices, wraparound=False)
+
+    def entry(self, t):
+        """(pointer to the 16-lane row of lit pixel ``t``, its value splatted to all lanes)."""
+        builder = self.builder
+        pixel = _as_i64(builder, builder.load(self._pointer(1, [t])))
+        value = builder.load(self._pointer(2, [t]))
+        row = builder.bitcast(self._pointer(0, [pixel, ir.Constant(_I64, 0)]),
+                              self.vector_type.as_pointer())
+        return row, _splat(builder, value, self.vector_type)
+
+
+def _for_each_lit_pixel(builder, first, last):
+    return cgutils.for_range_slice(builder, _as_i64(builder, first), _as_i64(builder, last),
+                                   ir.Constant(_I64, 1), inc=True)
+
+
+# --------------------------------------------------------------------------- the intrinsics
+
+
+@intrinsic
+def lit_scores(typingctx, W, indices, values, first, last):
+    """``x @ W`` over the lit pixels ``first:last``, in pixel order: a 16-tuple of W's dtype."""
+    result_type = types.UniTuple(W.dtype, LANES)
+
+    def codegen(context, builder, signature, args):
+        W_, indices_, values_, first_, last_ = args
+        reader = _LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
+        vector_type = reader.vector_type
+        # The running sum lives in a stack slot that LLVM promotes to a register.
+        total = cgutils.alloca_once_value(builder, ir.Constant(vector_type, [0.0] * LANES))
+        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+            row, value = reader.entry(t)
+            product = builder.fmul(value, builder.load(row, align=4))
+            builder.store(builder.fadd(builder.load(total), product), total)
+        return _tuple_of_vector(builder, builder.load(total), context.get_value_type(result_type))
+
+    return result_type(W, indices, values, first, last), codegen
+
+
+@intrinsic
+def minus_onehot(typingctx, scores, label):
+    """``scores - onehot(label)``: one subtracted from lane ``label``, zero from the others."""
+
+    def codegen(context, builder, signature, args):
+        scores_, label_ = args
+        vector_type = _vector_type(context, scores.dtype)
+        lanes = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+        label64 = builder.zext(label_, _I64) if label_.type.width < 64 else label_
+        is_label = builder.icmp_unsigned("==", lanes,
+                                         _splat(builder, label64, ir.VectorType(_I64, LANES)))
+        onehot = builder.select(is_label, ir.Constant(vector_type, [1.0] * LANES),
+                                ir.Constant(vector_type, [0.0] * LANES))
+        delta = builder.fsub(_vector_of_tuple(builder, scores_, vector_type), onehot)
+        return _tuple_of_vector(builder, delta, context.get_value_type(scores))
+
+    return scores(scores, label), codegen
+
+
+@intrinsic
+def add_lit_outer(typingctx, G, indices, values, first, last, delta):
+    """``G[k] += x[k] * delta`` for every lit pixel ``k`` of ``first:last``."""
+
+    def codegen(context, builder, signature, args):
+        G_, indices_, values_, first_, last_, delta_ = args
+        reader = _LitPixelReader(context, builder, G, G_, indices, indices_, values, values_)
+        delta_vector = _vector_of_tuple(builder, delta_, reader.vector_type)
+        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+            row, value = reader.entry(t)
+            product = builder.fmul(value, delta_vector)
+            builder.store(builder.fadd(builder.load(row, align=4), product), row, align=4)
+        return context.get_dummy_value()
+
+    return types.void(G, indices, values, first, last, delta), codegen
