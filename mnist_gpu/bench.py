@@ -4,10 +4,11 @@ For each backend and dtype, after a warm-up, over ``repeats`` timed runs (the de
 before every clock read; CUDA events on CuPy), median and min-max of:
 
 * training images/s: per-image (the fused kernel and the array path), and mini-batches of each
-  batch size over one epoch;
+  batch size over one epoch (the array path, and the fused pass where the backend has one);
 * inference images/s over the 10,000 test images: the dense product and argmax, and the fused
-  pass over the lit pixels where the backend has one (its one-off listing of the lit pixels is a
-  row of its own, so that a single inference can be costed with it);
+  pass over the lit pixels where the backend has one;
+* the fused passes' one-off listing of the lit pixels, of the training and of the test images,
+  as rows of their own, so that a single run can be costed with it;
 * the peers, in the same run: the naive baseline (the same algorithm as a plain NumPy loop, as a
   user first writes it) and PyTorch running the same update when it is installed;
 * the machine's limit, measured the same way: memory bandwidth (a large copy) and matrix-multiply
@@ -82,9 +83,9 @@ def train_work(n: int, batch_size: int, itemsize: int, per_image_dense: bool = F
 
     Flops: forward 2*b*784*10, delta b*10, gradient 2*b*784*10, the scaled update 2*784*10 per
     step. Compulsory bytes: the images and targets read once, the weights (31 KB in float32)
-    read and written once, since they stay in cache between steps. The fused per-image kernel
-    does the same arithmetic on the lit pixels only; it is still counted dense, so that every
-    row is measured against the same work.
+    read and written once, since they stay in cache between steps. The fused passes do the same
+    arithmetic on the lit pixels only; they are still counted dense, so that every row is
+    measured against the same work.
     """
     steps = -(-n // batch_size)
     weights = N_PIX * N_OUT
@@ -156,42 +157,51 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
                 log(f"{backend.name} {dtype} {name}: {images / statistics.median(seconds):,.0f} "
                     "images/s")
 
-        # Per-image: the fused kernel (when the backend has one) and the array path.
+        fused = _optional(backend.fused_per_image)
+        fused_minibatch = _optional(backend.fused_minibatch)
+        inference = _optional(backend.fused_inference)
         m = min(per_image_images, n)
-        try:
-            fused = backend.fused_per_image()
-        except BackendUnavailable:
-            fused = None
+        # The lit pixels of the training images, listed once for the fused training passes.
+        lister = fused or fused_minibatch or inference
+        prepared = lister.prepare(data.train_x) if fused or fused_minibatch else None
+
+        # Per-image: the fused kernel (when the backend has one) and the array path.
         if fused is not None:
-            prepared = fused.prepare(data.train_x)
             measure("per-image", "per-image fused", 1, m,
                     lambda W: fused.run(W, prepared, data.train_labels, 0.01, 0, m),
                     train_work(m, 1, itemsize))
-            del prepared
         measure("per-image", "per-image array", 1, m,
                 lambda W: linear.per_image_steps(W, data.train_x, data.train_y, 0.01, range(m),
                                                  xp=xp),
                 train_work(m, 1, itemsize))
 
-        # Mini-batches: one epoch each (B=1 over per_image_images, as it is as slow as per-image).
+        # Mini-batches: one epoch each (B=1 over per_image_images, as it is as slow as per-image),
+        # by the array path, then by the fused pass where the backend has one. (Each path's rows
+        # together: the BLAS threads and the compiled loops' threads each spin a while after
+        # their last call, and the warm-up need only outlast the previous row's.)
         for b in batch_sizes:
             images = m if b == 1 else n
             measure("mini-batch", f"mini-batch {b}", b, images,
                     lambda W: linear.minibatch_steps(W, data.train_x, data.train_y, 0.01, b, 0,
                                                      images, xp=xp),
                     train_work(images, b, itemsize))
+        for b in batch_sizes if fused_minibatch is not None else ():
+            images = m if b == 1 else n
+            measure("mini-batch", f"mini-batch {b} fused", b, images,
+                    lambda W: fused_minibatch.run_minibatch(W, prepared, data.train_labels, 0.01,
+                                                            b, 0, images),
+                    train_work(images, b, itemsize))
+
+        # The fused passes' listing of the lit pixels, once per image set like the upload.
+        if lister is not None:
+            measure("listing", "lit-pixel listing (training set)", None, n,
+                    lambda W: lister.prepare(data.train_x), listing_work(n, itemsize))
+            measure("listing", "lit-pixel listing (test set)", None, data.n_test,
+                    lambda W: lister.prepare(data.test_x), listing_work(data.n_test, itemsize))
 
         # Inference over the test set: the predicted class of every image, by the fused pass
-        # when the backend has one (its listing of lit pixels, once per image set like the
-        # upload, is a row of its own) and by the dense product.
-        try:
-            inference = backend.fused_inference()
-        except BackendUnavailable:
-            inference = None
+        # when the backend has one and by the dense product.
         if inference is not None:
-            measure("listing", "lit-pixel listing", None, data.n_test,
-                    lambda W: inference.prepare(data.test_x),
-                    listing_work(data.n_test, itemsize))
             test_lit = inference.prepare(data.test_x)
             measure("inference", "inference fused", None, data.n_test,
                     lambda W: inference.classify(W, test_lit),
@@ -201,6 +211,14 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
                 lambda W: linear.classify(W, data.test_x, xp=xp),
                 inference_work(data.n_test, itemsize))
     return rows
+
+
+def _optional(verb):
+    """A backend's fused pass, or None where it has none."""
+    try:
+        return verb()
+    except BackendUnavailable:
+        return None
 
 
 # --------------------------------------------------------------------------- peers
@@ -459,6 +477,8 @@ def ratios(report: dict) -> list[str]:
                 ("per-image array", "naive numpy", "naive per-image loop"),
                 ("mini-batch 1024", "naive numpy", "naive mini-batch 1024"),
                 ("mini-batch 1024", "torch", "torch mini-batch 1024"),
+                ("mini-batch 1024 fused", "naive numpy", "naive mini-batch 1024"),
+                ("mini-batch 1024 fused", "torch", "torch mini-batch 1024"),
                 ("inference fused", "naive numpy", "single numpy matmul"),
                 ("inference array", "naive numpy", "single numpy matmul"),
                 ("inference array", "torch", "torch inference"),
@@ -467,13 +487,19 @@ def ratios(report: dict) -> list[str]:
                 a, b = find(backend, dtype, ours), find(peer_backend, dtype, peer)
                 if a and b:
                     out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
-            # A single inference on new images also pays for listing their lit pixels.
-            fused = find(backend, dtype, "inference fused")
-            listing = find(backend, dtype, "lit-pixel listing")
-            matmul = find("naive numpy", dtype, "single numpy matmul")
-            if fused and listing and matmul:
-                out.append(f"{backend} {dtype}: inference fused with its lit-pixel listing is "
-                           f"{matmul / (fused + listing):.2f}x the speed of single numpy matmul")
+            # A single run on new images also pays for listing their lit pixels.
+            for ours, listing, peer_backend, peer in (
+                    ("inference fused", "lit-pixel listing (test set)", "naive numpy",
+                     "single numpy matmul"),
+                    ("mini-batch 1024 fused", "lit-pixel listing (training set)", "naive numpy",
+                     "naive mini-batch 1024"),
+                    ("mini-batch 1024 fused", "lit-pixel listing (training set)", "torch",
+                     "torch mini-batch 1024")):
+                a, cost, b = (find(backend, dtype, ours), find(backend, dtype, listing),
+                              find(peer_backend, dtype, peer))
+                if a and cost and b:
+                    out.append(f"{backend} {dtype}: {ours} with its {listing} is "
+                               f"{b / (a + cost):.2f}x the speed of {peer}")
     return out
 
 
@@ -489,9 +515,11 @@ def plot(report: dict, path) -> None:
         if r["batch_size"] is None:
             continue
         label = f"{r['backend']} {r['dtype']}"
-        if r["name"].endswith("fused"):
+        if r["name"] == "per-image fused":
             fused[label] = r["images_per_second"]
         elif "per-image" not in r["name"]:
+            if r["name"].endswith(" fused"):
+                label += " fused"
             series.setdefault(label, []).append((r["batch_size"], r["images_per_second"]))
     colours = {}
     for label, points in sorted(series.items()):
@@ -499,9 +527,10 @@ def plot(report: dict, path) -> None:
         xs, ys = zip(*points)
         style = "--" if label.startswith(("naive", "torch")) else "-"
         colours[label] = ax.plot(xs, ys, style, marker="o", label=label)[0].get_color()
-    for label, images_per_second in fused.items():  # a star in its backend's colour, at B = 1
+    for label, images_per_second in fused.items():  # a star in its fused line's colour, at B = 1
         ax.scatter([1], [images_per_second], marker="*", s=140, zorder=3,
-                   color=colours.get(label), label=f"{label} per-image fused")
+                   color=colours.get(f"{label} fused", colours.get(label)),
+                   label=f"{label} per-image fused")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch size (images per update)")

@@ -29,7 +29,9 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
     assert limit["copy_gbytes_per_s"] > 0 and limit["gemm_gflops"] > 0
     names = {r["name"] for r in report["rows"]}
     assert {"per-image fused", "per-image array", "mini-batch 1", "mini-batch 32",
-            "mini-batch 1024", "inference array", "inference fused", "lit-pixel listing",
+            "mini-batch 1024", "mini-batch 1 fused", "mini-batch 32 fused",
+            "mini-batch 1024 fused", "inference array", "inference fused",
+            "lit-pixel listing (training set)", "lit-pixel listing (test set)",
             "naive per-image loop",
             "single numpy matmul"} <= names
     for row in report["rows"]:
@@ -75,19 +77,26 @@ def test_ratios_pair_ours_with_the_peers():
     assert lines == ["numpy float32: mini-batch 1024 is 2.00x the speed of naive mini-batch 1024"]
 
 
-def test_ratios_cost_a_single_inference_with_its_listing():
-    def row(backend, kind, name, seconds):
+def test_ratios_cost_a_single_run_with_its_listing():
+    def row(backend, kind, name, seconds, images=10):
         return {"backend": backend, "dtype": "float32", "kind": kind, "name": name,
-                "images": 10, "median_s": seconds}
+                "images": images, "median_s": seconds}
 
     rows = [row("numpy", "inference", "inference fused", 1.0),
-            row("numpy", "listing", "lit-pixel listing", 3.0),
-            row("naive numpy", "peer", "single numpy matmul", 2.0)]
+            row("numpy", "listing", "lit-pixel listing (test set)", 3.0),
+            row("naive numpy", "peer", "single numpy matmul", 2.0),
+            # per image: 0.01 s fused, 0.03 s listing, 0.08 s PyTorch
+            row("numpy", "mini-batch", "mini-batch 1024 fused", 1.0, images=100),
+            row("numpy", "listing", "lit-pixel listing (training set)", 6.0, images=200),
+            row("torch cpu", "peer", "torch mini-batch 1024", 8.0, images=100)]
     lines = bench.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
     assert lines == [
+        "numpy float32: mini-batch 1024 fused is 8.00x the speed of torch mini-batch 1024",
         "numpy float32: inference fused is 2.00x the speed of single numpy matmul",
-        "numpy float32: inference fused with its lit-pixel listing is 0.50x the speed of "
-        "single numpy matmul",
+        "numpy float32: inference fused with its lit-pixel listing (test set) is 0.50x the "
+        "speed of single numpy matmul",
+        "numpy float32: mini-batch 1024 fused with its lit-pixel listing (training set) is "
+        "2.00x the speed of torch mini-batch 1024",
     ]
 
 
