@@ -1,17 +1,19 @@
 """Sixteen-lane row operations over lit pixels, for the compiled CPU loops (Numba intrinsics).
 
-The mini-batch pass works on weights padded to 16 columns (the 10 outputs and 6 zeros), so that a
-row of weights is one SIMD vector: 64 bytes in float32, one AVX-512 register. Numba does not emit
-such vector code for a 16-element loop by itself: it unrolls the loop into scalars, and the pass
-that would pack them back (LLVM's SLP vectoriser) is off by default in Numba because of
-miscompilations (numba/numba#8852). These intrinsics therefore write the LLVM vector operations
-directly, for the three steps of a sparse forward and backward pass:
+The compiled passes of ``fused_cpu`` work on weights padded to 16 columns (the 10 outputs and 6
+zeros), so that a row of weights is one SIMD vector: 64 bytes in float32, one AVX-512 register.
+Numba does not emit such vector code for a 16-element loop by itself: it unrolls the loop into
+scalars, and the pass that would pack them back (LLVM's SLP vectoriser) is off by default in Numba
+because of miscompilations (numba/numba#8852). These intrinsics therefore write the LLVM vector
+operations directly, for the steps of a sparse forward and backward pass:
 
 * ``lit_scores(W, indices, values, first, last)``: ``x @ W`` over the lit pixels ``first:last``,
   in pixel order, as a 16-tuple;
 * ``minus_onehot(scores, label)``: ``scores - onehot(label)``, the tutorial's delta;
 * ``add_lit_outer(G, indices, values, first, last, delta)``: ``G[k] += x[k] * delta`` for each
-  lit pixel ``k``, the image's share of the gradient ``X^T delta``.
+  lit pixel ``k``, the image's share of the gradient ``X^T delta``;
+* ``sub_lit_outer(W, indices, values, first, last, delta, alpha)``: ``W[k] -= alpha * (x[k] *
+  delta)``, the tutorial's per-image update.
 
 Each term is a separate multiply and add, as the array path rounds them (no fused multiply-add,
 no reassociation): results differ from the dense product only by the order of the sums.
@@ -159,3 +161,22 @@ def add_lit_outer(typingctx, G, indices, values, first, last, delta):
         return context.get_dummy_value()
 
     return types.void(G, indices, values, first, last, delta), codegen
+
+
+@intrinsic
+def sub_lit_outer(typingctx, W, indices, values, first, last, delta, alpha):
+    """``W[k] -= alpha * (x[k] * delta)`` for every lit pixel ``k`` of ``first:last``: the
+    tutorial's per-image update, rounded as the array path rounds it."""
+
+    def codegen(context, builder, signature, args):
+        W_, indices_, values_, first_, last_, delta_, alpha_ = args
+        reader = _LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
+        delta_vector = _vector_of_tuple(builder, delta_, reader.vector_type)
+        alpha_vector = _splat(builder, alpha_, reader.vector_type)
+        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+            row, value = reader.entry(t)
+            step = builder.fmul(alpha_vector, builder.fmul(value, delta_vector))
+            builder.store(builder.fsub(builder.load(row, align=4), step), row, align=4)
+        return context.get_dummy_value()
+
+    return types.void(W, indices, values, first, last, delta, alpha), codegen

@@ -1,4 +1,4 @@
-"""The CPU's fused mini-batch pass: its 16-lane row operations, and the pass itself.
+"""The 16-lane row operations of every fused CPU pass, and the fused mini-batch pass itself.
 
 The row operations (``simd_rows``) keep the array path's rounding, one multiply and one add per
 term in pixel order, so they must equal a NumPy loop doing the same in the same dtype to the
@@ -30,7 +30,7 @@ def fused(numpy_backend):
 @pytest.fixture
 def rows(fused):
     """The row operations, compiled into small wrappers (after the fixture checked Numba)."""
-    from mnist_gpu.simd_rows import add_lit_outer, lit_scores, minus_onehot
+    from mnist_gpu.simd_rows import add_lit_outer, lit_scores, minus_onehot, sub_lit_outer
 
     @numba.njit
     def scores(W, indices, values, first, last):
@@ -45,7 +45,12 @@ def rows(fused):
         add_lit_outer(G, indices, values, first, last,
                       minus_onehot(lit_scores(W, indices, values, first, last), label))
 
-    return scores, delta, outer
+    @numba.njit
+    def update(W, indices, values, first, last, label, alpha):
+        sub_lit_outer(W, indices, values, first, last,
+                      minus_onehot(lit_scores(W, indices, values, first, last), label), alpha)
+
+    return scores, delta, outer, update
 
 
 def lit_list(rng, dtype, n=60):
@@ -57,7 +62,7 @@ def lit_list(rng, dtype, n=60):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_operations_round_as_a_numpy_loop(rows, dtype):
-    scores, delta, outer = rows
+    scores, delta, outer, update = rows
     rng = np.random.default_rng(7)
     W = rng.standard_normal((784, 16)).astype(dtype)
     indices, values = lit_list(rng, dtype)
@@ -84,6 +89,13 @@ def test_row_operations_round_as_a_numpy_loop(rows, dtype):
         want[k] = want[k] + x * d
     outer(G, indices, values, 0, len(indices), W, 4)
     np.testing.assert_array_equal(G, want)  # rows of unlit pixels untouched
+
+    alpha = np.dtype(dtype).type(0.01)
+    want = W.copy()
+    for k, x in zip(indices, values):  # the tutorial's update, rounded as the array path does
+        want[k] = want[k] - alpha * (x * d)
+    update(W, indices, values, 0, len(indices), 4, alpha)
+    np.testing.assert_array_equal(W, want)
 
 
 def small_set(mnist, dtype, n=2000):
