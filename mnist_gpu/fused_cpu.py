@@ -100,8 +100,8 @@ def _minibatch_pass(W16, indptr, indices, values, labels, alpha, batch_size, sta
     for first_image in range(start, stop, batch_size):
         end = min(first_image + batch_size, stop)
         chunks = (end - first_image + CHUNK - 1) // CHUNK
-        step = W16.dtype.type(alpha / (end - first_image))  # in the weights' dtype, as the
-        # array path rounds alpha / b
+        # The step alpha / b in the weights' dtype, as the array path rounds it.
+        step = W16.dtype.type(alpha / (end - first_image))
         if chunks == 1:
             # One chunk: no threads to start, no partial gradients to add.
             _chunk_gradient(W16, indptr, indices, values, labels, first_image, end, order,
@@ -140,6 +140,7 @@ def _chunk_gradient(W16, indptr, indices, values, labels, begin, end, order, use
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _descend(W16, gradient, step):  # pragma: no cover - compiled
+    """``W -= step * gradient``, lane by lane."""
     for k in range(W16.shape[0]):
         for j in range(LANES):
             W16[k, j] -= step * gradient[k, j]
@@ -175,7 +176,8 @@ _NO_ORDER = np.zeros(1, dtype=np.int64)
 
 
 class FusedCPU:
-    """The fused per-image pass, and inference over the same lit pixels, for NumPy arrays."""
+    """The fused per-image and mini-batch passes, and inference over the same lit pixels, for
+    NumPy arrays."""
 
     name = "numba"
 
