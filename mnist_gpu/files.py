@@ -1,11 +1,42 @@
-"""Writing a file so that no reader ever sees it half-written: the one helper for downloads and
-saved weights alike."""
+"""Where mnist-gpu writes: a file written so that no reader ever sees it half-written (the one
+helper for downloads, saved weights, reports and pictures), and the per-user cache directory.
+
+Nothing is ever written inside the installed package: it may be read-only (a system or shared
+environment), and a file left there outlives an uninstall (a ``site-packages/mnist_gpu/`` holding
+only a cache is imported as an empty namespace package, hiding a later editable install).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory for mnist-gpu (it may not exist yet).
+
+    ``$XDG_CACHE_HOME/mnist-gpu`` or ``~/.cache/mnist-gpu`` on Linux, ``~/Library/Caches/
+    mnist-gpu`` on macOS, ``%LOCALAPPDATA%\\mnist-gpu`` on Windows.
+    """
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnist-gpu"
+
+
+def writable_dir(path: Path) -> bool:
+    """Create ``path`` if needed and report whether a file can be written in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
 
 
 def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:

@@ -20,6 +20,11 @@ Every pass works on a copy of the weights padded to 16 lanes, each row one SIMD 
 the row operations of ``simd_rows`` (2.2-2.9x faster than the same loops as ten scalars, with the
 same rounding: the per-image weights are the same to the bit).
 
+The compiled loops are cached on disk (``cache_dir``), so that only the first run on a machine
+pays for compiling them: in ``$NUMBA_CACHE_DIR`` when the user set it, else in the per-user cache
+directory (``~/.cache/mnist-gpu/numba`` on Linux), never in the installed package. When neither
+can be written, the loops are compiled afresh in each process instead.
+
 No fastmath: each weight's update is the array path's arithmetic, ``W -= alpha * (x * delta)`` in
 the weights' dtype, and only the order of the terms of the dot products differs, so results stay
 within rounding of the array path.
@@ -27,11 +32,16 @@ within rounding of the array path.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
+import numba.core.config
 import numpy as np
 
+from .files import user_cache_dir, writable_dir
 from .simd_rows import LANES, add_lit_outer, lit_scores, minus_onehot, sub_lit_outer
 
 N_OUT = 10
@@ -40,6 +50,43 @@ N_OUT = 10
 # enough that summing the partial gradients (784 x 16 each) costs ~1% of computing them; small
 # enough that a batch of 1,024 gives each of two cores two chunks.
 CHUNK = 256
+
+
+def _cache_dir() -> Path | None:
+    """Where the compiled loops are cached: ``$NUMBA_CACHE_DIR``, else the per-user cache; None
+    when that cannot be written (then nothing is cached)."""
+    chosen = os.environ.get("NUMBA_CACHE_DIR") or numba.core.config.CACHE_DIR
+    path = Path(chosen) if chosen else user_cache_dir() / "numba"
+    return path if writable_dir(path) else None
+
+
+cache_dir = _cache_dir()
+
+
+def _compiled(**options):
+    """``numba.njit(nogil=True, **options)``, cached in ``cache_dir``.
+
+    Numba's own default is the ``__pycache__`` beside the source, that is inside the installed
+    package. Numba picks a function's cache directory once, when the decorator runs, from
+    ``numba.config.CACHE_DIR``: it is set to ours for that moment only, so the user's other
+    Numba code keeps the user's own setting.
+    """
+    def decorate(func):
+        if cache_dir is None:
+            return numba.njit(nogil=True, **options)(func)
+        with _numba_cache_dir(cache_dir):
+            return numba.njit(cache=True, nogil=True, **options)(func)
+    return decorate
+
+
+@contextlib.contextmanager
+def _numba_cache_dir(path: Path):
+    before = numba.core.config.CACHE_DIR
+    numba.core.config.CACHE_DIR = str(path)
+    try:
+        yield
+    finally:
+        numba.core.config.CACHE_DIR = before
 
 
 @dataclass(frozen=True)
@@ -52,7 +99,7 @@ class LitPixels:
     n_pixels: int  # pixels per image: the rows the weights must have
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_compiled(parallel=True)
 def _lit_pixels(X):  # pragma: no cover - compiled
     # Two passes over the images, each split across the cores: count every image's lit pixels,
     # then (once the counts say where each image's list starts) copy them out.
@@ -81,7 +128,7 @@ def _lit_pixels(X):  # pragma: no cover - compiled
     return indptr, indices, values
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _per_image_pass(W16, indptr, indices, values, labels, alpha, start, stop, order,
                     use_order):  # pragma: no cover - compiled
     for position in range(start, stop):
@@ -93,7 +140,7 @@ def _per_image_pass(W16, indptr, indices, values, labels, alpha, start, stop, or
         sub_lit_outer(W16, indices, values, first, last, delta, alpha)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_compiled(parallel=True)
 def _minibatch_pass(W16, indptr, indices, values, labels, alpha, batch_size, start, stop, order,
                     use_order, partial):  # pragma: no cover - compiled
     # W16: the weights padded to 16 lanes; partial: one (n_pixels, 16) gradient per chunk.
@@ -126,7 +173,7 @@ def _minibatch_pass(W16, indptr, indices, values, labels, alpha, batch_size, sta
                 W16[k, j] -= step * total[j]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _chunk_gradient(W16, indptr, indices, values, labels, begin, end, order, use_order,
                     gradient):  # pragma: no cover - compiled
     """``X^T (X W - Y)`` over the images at positions ``begin:end``, into ``gradient``."""
@@ -138,7 +185,7 @@ def _chunk_gradient(W16, indptr, indices, values, labels, begin, end, order, use
         add_lit_outer(gradient, indices, values, first, last, delta)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _descend(W16, gradient, step):  # pragma: no cover - compiled
     """``W -= step * gradient``, lane by lane."""
     for k in range(W16.shape[0]):
@@ -146,7 +193,7 @@ def _descend(W16, gradient, step):  # pragma: no cover - compiled
             W16[k, j] -= step * gradient[k, j]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@_compiled(parallel=True)
 def _inference_pass(W16, indptr, indices, values, labels, use_labels, classes,
                     sq_errors):  # pragma: no cover - compiled
     # pred = x @ W over each image's lit pixels, then its argmax, in one pass: the dense product
