@@ -131,12 +131,15 @@ class Backend:
         """The exception types this library raises when device memory runs out."""
         return (MemoryError,)
 
-    def memory_pool_peak(self) -> int | None:
-        """Bytes held by the device memory pool (its high-water mark), where the library has one."""
-        return None
-
     def reset_memory_pool(self) -> None:
-        """Release cached device memory so the next ``memory_pool_peak`` starts from zero."""
+        """Release cached device memory; what is still held is the resident set (the data,
+        the weights), from which ``memory_pool_rise`` counts."""
+
+    def memory_pool_rise(self) -> int | None:
+        """Bytes the device memory pool rose to above the resident set since the last
+        ``reset_memory_pool`` (the high-water mark of the work's own allocations), where the
+        library has a pool; None on the CPU."""
+        return None
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
@@ -190,6 +193,7 @@ class CupyBackend(Backend):
         self.xp = cupy
         self.device_id = device_id
         self._device = cupy.cuda.Device(device_id)
+        self._resident_bytes = 0  # set by reset_memory_pool
 
     def to_device(self, host_array):
         with self._device:
@@ -242,14 +246,17 @@ class CupyBackend(Backend):
     def out_of_memory_errors(self):
         return (MemoryError, self.xp.cuda.memory.OutOfMemoryError)
 
-    def memory_pool_peak(self):
-        # CuPy's pool keeps freed blocks until free_all_blocks(), so after a reset its total is
-        # the high-water mark of what the run allocated.
-        return int(self.xp.get_default_memory_pool().total_bytes())
-
     def reset_memory_pool(self):
         self.synchronize()
-        self.xp.get_default_memory_pool().free_all_blocks()
+        pool = self.xp.get_default_memory_pool()
+        pool.free_all_blocks()
+        self._resident_bytes = int(pool.total_bytes())  # only blocks in use remain
+
+    def memory_pool_rise(self):
+        # CuPy's pool keeps freed blocks until free_all_blocks() and reuses them, so what it
+        # holds now beyond the resident set is the high-water mark of the work's allocations.
+        held = int(self.xp.get_default_memory_pool().total_bytes())
+        return held - self._resident_bytes
 
 
 class StrictBackend(Backend):

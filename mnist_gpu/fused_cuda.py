@@ -71,9 +71,12 @@ class FusedCUDA:
         if W.shape != (N_PIXELS, N_OUT) or W.dtype != lit.values.dtype or not W.flags.c_contiguous:
             raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's "
                              "dtype")
-        if stop <= start:
-            return W
         with self.device:
+            # The kernel indexes the lists with these positions unchecked: an index out of range
+            # would read (and write) other memory, so they are checked here, on the host.
+            _check_positions(lit, labels, start, stop, order)
+            if stop <= start:
+                return W
             kernel, shared_bytes = self._kernel(W.dtype)
             use_order = order is not None
             order = order.astype(cp.int64, copy=False) if use_order else lit.indptr  # unread
@@ -83,3 +86,31 @@ class FusedCUDA:
                     W.dtype.type(alpha), np.int64(start), np.int64(stop)),
                    shared_mem=shared_bytes)
         return W
+
+
+def _check_positions(lit: LitPixels, labels, start, stop, order) -> None:
+    """Refuse positions, an order or labels that would send the kernel outside its arrays.
+
+    With an order, its entries in ``start:stop`` are checked on the device and their range read
+    back: two small reductions and synchronisations per launch, that is per checkpoint segment,
+    where the trainer synchronises anyway. Written against any array library (the tests run it
+    on NumPy arrays).
+    """
+    n_images = int(lit.indptr.shape[0]) - 1
+    if labels.ndim != 1 or labels.shape[0] != n_images:
+        raise ValueError(f"{labels.shape} labels for {n_images} images")
+    positions = n_images if order is None else None
+    if order is not None:
+        if order.ndim != 1 or order.dtype.kind not in "iu":
+            raise ValueError(f"the order must be a 1-d array of integers, not {order.dtype} "
+                             f"of shape {order.shape}")
+        positions = int(order.shape[0])
+    if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))
+            and 0 <= start <= positions and 0 <= stop <= positions):
+        raise ValueError(f"positions {start}:{stop} outside 0:{positions}")
+    if order is not None and stop > start:
+        segment = order[start:stop]
+        low, high = int(segment.min()), int(segment.max())
+        if low < 0 or high >= n_images:
+            raise ValueError(f"the order holds image {low if low < 0 else high}, outside "
+                             f"0:{n_images}")

@@ -67,29 +67,45 @@ def pytest_collection_modifyitems(config, items):
 
 
 def mnist_dir() -> Path | None:
-    """$MNIST_GPU_DATA, else the shared copy beside the repository."""
-    for candidate in (os.environ.get("MNIST_GPU_DATA"), REPO.parent / "shared" / "mnist"):
-        if candidate and (Path(candidate) / "t10k-labels-idx1-ubyte.gz").exists():
-            return Path(candidate)
+    """Where the loader looks: $MNIST_GPU_DATA, else ./data (where `mnist-gpu train` downloads
+    the files); None when the four files are not all there."""
+    from mnist_gpu.data import MNIST_FILES, resolve_data_dir
+
+    directory = resolve_data_dir()
+    if all(_present(directory, spec.name) for spec in MNIST_FILES):
+        return directory
     return None
 
 
+def _present(directory: Path, name: str) -> bool:
+    return (directory / f"{name}.gz").is_file() or (directory / name).is_file()
+
+
+def _data_or_skip(request) -> Path:
+    directory = mnist_dir()
+    if directory is not None:
+        return directory
+    from mnist_gpu.data import resolve_data_dir
+
+    reason = (f"real MNIST not found in {resolve_data_dir().resolve()} (set MNIST_GPU_DATA to "
+              "a folder holding the four files, or run `mnist-gpu train` once to download "
+              "them into ./data)")
+    if request.config.getoption("--require-gpu"):
+        # A GPU run that skipped the tests on real data would prove little: fail instead.
+        pytest.fail(f"--require-gpu: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def mnist():
+def mnist(request):
     from mnist_gpu.data import load_mnist
 
-    directory = mnist_dir()
-    if directory is None:
-        pytest.skip("real MNIST not found: set MNIST_GPU_DATA to a folder holding the four files")
-    return load_mnist(directory, offline=True)
+    return load_mnist(_data_or_skip(request), offline=True)
 
 
 @pytest.fixture(scope="session")
-def mnist_dir_path():
-    directory = mnist_dir()
-    if directory is None:
-        pytest.skip("real MNIST not found: set MNIST_GPU_DATA to a folder holding the four files")
-    return directory
+def mnist_dir_path(request):
+    return _data_or_skip(request)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

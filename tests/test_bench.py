@@ -38,6 +38,11 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
         assert ROW_KEYS <= set(row)
         assert len(row["seconds"]) == 2 and row["min_s"] <= row["median_s"] <= row["max_s"]
         assert 0 < row["fraction_of_gemm_peak"] and 0 < row["fraction_of_bandwidth"]
+        # Every row, peers included, is scored against the CPU it ran on (no GPU here).
+        assert row["limit"] == limit["device"] == "numpy on cpu"
+        if row["name"].endswith("fused") or "fused " in row["name"]:
+            # Counted as the work done on the lit pixels, with the dense figure beside it.
+            assert row["flops"] < row["dense_flops"]
     png = plot_path.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -52,6 +57,43 @@ def test_work_is_counted_exactly():
     assert flops == 4 * 100 * 7840 + 100 * 10 + 2 * 4 * 7840
     assert traffic == (100 * 794 + 2 * 7840) * 4
     assert bench.inference_work(10, 8) == (2 * 10 * 7840, (10 * 784 + 7840) * 8)
+
+
+def test_fused_work_is_counted_on_the_lit_pixels():
+    # 3 images with 10 lit pixels in all, per image: the arithmetic on the lit pixels only, and
+    # the bytes of their lists (value + int32 index each, an int64 pointer per image + 1, a uint8
+    # label per image) and of the weights, read and written once.
+    flops, traffic = bench.train_work(3, 1, 4, lit=10)
+    assert flops == 4 * 10 * 10 + 3 * 10 + 2 * 10 * 10
+    assert traffic == 10 * (4 + 4) + 4 * 8 + 3 + 2 * 7840 * 4
+    # Mini-batches: the update still covers every row of weights, once per step.
+    flops, _ = bench.train_work(100, 32, 4, lit=1000)
+    assert flops == 4 * 1000 * 10 + 100 * 10 + 2 * 4 * 7840
+    assert bench.inference_work(10, 8, lit=50) == (2 * 50 * 10, 50 * 12 + 11 * 8 + 7840 * 8)
+    assert bench.listing_work(10, 4, lit=50) == (7840, 10 * 784 * 4 + 50 * 8 + 11 * 8)
+    # Skipping the unlit pixels is never credited as work done.
+    assert bench.train_work(100, 1, 4, lit=100 * 150)[1] < bench.train_work(100, 1, 4)[1]
+
+
+def _report_with(row, limit):
+    return {"machine": {"cpu": "cpu", "cpu_threads": 2, "numpy": "2", "backends": [],
+                        "last_level_cache_bytes": 32 * 2**20},
+            "limits": {"numpy float32": limit}, "rows": [row], "peak_host_memory_bytes": 0}
+
+
+def test_a_row_above_a_measured_limit_is_marked_and_explained():
+    limit = {"device": "numpy on cpu", "copy_gbytes_per_s": 10.0, "gemm_gflops": 100.0}
+    fast = bench.Row("numpy", "float32", "inference", "inference fused", None, 10_000,
+                     [0.001], *bench.inference_work(10_000, 4, lit=1_500_000))
+    row = fast.to_json(limit)
+    assert row["fraction_of_bandwidth"] > 1 and row["limit"] == "numpy on cpu"
+    table = bench.format_table(_report_with(row, limit))
+    assert "%*" in table
+    assert "reads 11.6 MiB per run, within the 32 MiB last-level cache" in table
+    slow = bench.Row("numpy", "float32", "inference", "inference fused", None, 10_000,
+                     [1.0], *bench.inference_work(10_000, 4, lit=1_500_000)).to_json(limit)
+    assert slow["fraction_of_bandwidth"] < 1
+    assert "*" not in bench.format_table(_report_with(slow, limit))
 
 
 def test_bench_code_is_backend_agnostic(backend, mnist):

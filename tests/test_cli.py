@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -151,3 +152,13 @@ def test_readme_python_example_runs(mnist_dir_path, monkeypatch):
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)
     assert 0.6 < namespace["result"].final_accuracy < 0.75
+
+
+def test_help_describes_the_tool_for_its_users(capsys):
+    parser = cli.build_parser()
+    top = parser.format_help()
+    assert "``" not in top and "argument parsing" not in top  # not the module's docstring
+    assert "examples:" in top and "mnist-gpu train" in top
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert sub.description, f"{name} --help has no description"

@@ -28,3 +28,51 @@ def test_kernel_source_compiles_with_nvcc(tmp_path, arch):
     assert "0 bytes spill stores" in out.stderr and " bytes spill stores" in out.stderr
     assert all(line.strip().startswith("0 bytes stack frame, 0 bytes spill stores")
                for line in out.stderr.splitlines() if "spill stores" in line)
+
+
+def test_shared_buffer_is_16_byte_aligned():
+    source = KERNEL_SOURCE.read_text()
+    assert "extern __shared__ __align__(16) unsigned char shared_bytes[];" in source
+
+
+# The kernel indexes its lists unchecked: the host-side checks run on any array library, so they
+# are exercised here on NumPy arrays standing in for CuPy's.
+def _lists(n_images=4):
+    import numpy as np
+
+    from mnist_gpu.fused_cuda import LitPixels
+
+    indptr = np.arange(n_images + 1, dtype=np.int64)
+    return LitPixels(indptr, np.zeros(n_images, np.int32), np.ones(n_images, np.float32))
+
+
+@pytest.mark.parametrize("start, stop, order, message", [
+    (0, 5, None, r"positions 0:5 outside 0:4"),
+    (-1, 2, None, r"positions -1:2 outside 0:4"),
+    (0, 3, [0, 1], r"positions 0:3 outside 0:2"),
+    (0, 2, [0, 4], r"the order holds image 4, outside 0:4"),
+    (0, 2, [-1, 0], r"the order holds image -1, outside 0:4"),
+    (0, 2, [0.0, 1.0], r"1-d array of integers"),
+    (0, 2, [[0, 1]], r"1-d array of integers"),
+    (1.0, 2, None, r"positions 1.0:2 outside 0:4"),
+])
+def test_positions_and_order_are_checked_on_the_host(start, stop, order, message):
+    import numpy as np
+
+    from mnist_gpu.fused_cuda import _check_positions
+
+    order = None if order is None else np.asarray(order)
+    with pytest.raises(ValueError, match=message):
+        _check_positions(_lists(), np.zeros(4, np.uint8), start, stop, order)
+
+
+def test_good_positions_pass_and_labels_must_match():
+    import numpy as np
+
+    from mnist_gpu.fused_cuda import _check_positions
+
+    _check_positions(_lists(), np.zeros(4, np.uint8), 0, 4, None)
+    _check_positions(_lists(), np.zeros(4, np.uint8), 1, 3, np.array([3, 2, 1, 0]))
+    _check_positions(_lists(), np.zeros(4, np.uint8), 2, 2, np.array([9, 9]))  # nothing read
+    with pytest.raises(ValueError, match="labels for 4 images"):
+        _check_positions(_lists(), np.zeros(3, np.uint8), 0, 1, None)

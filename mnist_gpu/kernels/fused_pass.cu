@@ -29,7 +29,9 @@ __device__ void per_image_pass(T* __restrict__ weights,
                                const T alpha,
                                const long long start,
                                const long long stop) {
-    extern __shared__ unsigned char shared_bytes[];
+    // 16-byte aligned so that the weights may be read as float4/double2 without a misaligned
+    // access, whatever the compiler places first.
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
     T* W = reinterpret_cast<T*>(shared_bytes);
     const int lane = threadIdx.x;
 

@@ -1,0 +1,222 @@
+"""The GPU check: evidence that the CuPy paths work, within one short window of GPU time.
+
+Run through ``bench/gpu_check.sh OUTPUT_DIR [--full]`` from the repository root, on a machine with
+an NVIDIA GPU and CuPy. The machine this was written for (a lent H200) has Python 3.12,
+cupy-cuda13x 14.2, NumPy 2.5, Numba, PyTorch 2.11, pytest, hypothesis, matplotlib, Pillow, tqdm
+and threadpoolctl; no array-api-strict, no ruff and no network. The package runs from the
+checkout on ``PYTHONPATH``, not installed.
+
+Before anything runs, it checks that the four MNIST files are in ``$MNIST_GPU_DATA``, else
+``./data``, and that CuPy answers on a device; either missing stops it at once with one line and
+exit status 2. Then each stage runs in its own process under its own time limit, and under one
+overall deadline (``DEADLINE_S``, so the whole check ends in about 6 minutes on an H200):
+
+1. ``device``: the GPU, driver, CUDA and CuPy versions;
+2. ``gpu_tests``: ``pytest -m gpu --require-gpu`` (a GPU test cannot pass by skipping: a missing
+   device or missing data fails it), every skip listed with its reason;
+3. ``train_fused``, ``train_array``: the tutorial on CuPy, by the fused kernel and the array path;
+4. ``bench``: the quick benchmark on NumPy and CuPy side by side (``--full``: the full one, both
+   dtypes, which needs a longer window).
+
+The network is never touched (``MNIST_GPU_OFFLINE=1``). The report, ``gpu_check.json``, is
+rewritten after every stage, so what finished is kept if a later stage dies; its ``status`` is
+``passed`` only when every stage passed. Beside it: ``gpu_check.log`` (every stage's output),
+``gpu_tests.xml`` (JUnit) and ``bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 345  # the whole check, so that it ends within 6 minutes with its own start-up
+FULL_DEADLINE_S = 900
+STAGE_LIMITS_S = {"device": 60, "gpu_tests": 170, "train_fused": 40, "train_array": 60,
+                  "bench": 150}
+FULL_BENCH_LIMIT_S = 600
+
+
+class Check:
+    """The report, written after every change, and the stages run under their limits."""
+
+    def __init__(self, out: Path, deadline_s: float):
+        self.out = out
+        self.deadline = time.monotonic() + deadline_s
+        self.report = {"status": "running", "started": _now(), "stages": {}}
+        self.log = open(out / "gpu_check.log", "w")
+
+    def save(self):
+        path = self.out / "gpu_check.json"
+        part = path.with_suffix(".json.part")
+        part.write_text(json.dumps(self.report, indent=1))
+        os.replace(part, path)
+
+    def stage(self, name: str, command: list[str], limit_s: float) -> dict:
+        """Run ``command`` with a time limit (the stage's, cut to what the deadline leaves)."""
+        limit = max(1.0, min(limit_s, self.deadline - time.monotonic()))
+        print(f"== {name} (limit {limit:.0f} s)", flush=True)
+        self.log.write(f"\n== {name}: {' '.join(command)}\n")
+        self.log.flush()
+        began = time.monotonic()
+        # A session of its own, so that a timeout kills the stage's children too.
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=limit)
+            status = "passed" if process.returncode == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            status = "timeout"
+        self.log.write(output)
+        self.log.flush()
+        result = {"status": status, "exit_status": process.returncode,
+                  "seconds": round(time.monotonic() - began, 1), "limit_s": round(limit),
+                  "output_tail": output.strip().splitlines()[-15:]}
+        self.report["stages"][name] = result
+        self.save()
+        print(f"   {status} in {result['seconds']} s", flush=True)
+        return result
+
+    def finish(self, status: str, reason: str = "") -> int:
+        self.report.update(status=status, finished=_now())
+        if reason:
+            self.report["reason"] = reason
+        self.save()
+        self.log.close()
+        print(f"gpu_check: {status}{': ' + reason if reason else ''} "
+              f"(report: {self.out / 'gpu_check.json'})", flush=True)
+        return 0 if status == "passed" else (2 if status == "not started" else 1)
+
+
+def missing_data(directory: Path) -> list[str]:
+    from mnist_gpu.data import MNIST_FILES
+
+    return [spec.name for spec in MNIST_FILES
+            if not ((directory / f"{spec.name}.gz").is_file() or (directory / spec.name).is_file())]
+
+
+def junit_summary(path: Path) -> dict:
+    """Counts and every skip's reason from pytest's JUnit XML, or {} if there is none."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError):
+        return {}
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    skips, failures = [], []
+    for case in root.iter("testcase"):
+        test = f"{case.get('classname')}::{case.get('name')}"
+        skipped = case.find("skipped")
+        failed = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if skipped is not None:
+            counts["skipped"] += 1
+            skips.append({"test": test, "reason": skipped.get("message", "")})
+        elif failed is not None:
+            counts["failed"] += 1
+            failures.append({"test": test, "message": (failed.get("message") or "")[:300]})
+        else:
+            counts["passed"] += 1
+    return {**counts, "skips": skips, "failures": failures}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", default="bench/out", help="report folder [bench/out]")
+    parser.add_argument("--full", action="store_true",
+                        help="the full benchmark (both dtypes, every batch size): ~10 minutes")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["MNIST_GPU_OFFLINE"] = "1"
+    # Parity needs full-precision float32 products: TF32 off (the test suite sets these too).
+    os.environ["CUPY_TF32"] = os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    check = Check(out, FULL_DEADLINE_S if args.full else DEADLINE_S)
+    check.report["settings"] = {"full": args.full, "python": sys.version.split()[0]}
+
+    from mnist_gpu.data import resolve_data_dir
+
+    data = resolve_data_dir().resolve()
+    os.environ["MNIST_GPU_DATA"] = str(data)
+    check.report["data"] = str(data)
+    missing = missing_data(data)
+    if missing:
+        return check.finish("not started", f"MNIST not found in {data}: missing "
+                            f"{', '.join(missing)} (.gz or raw); copy the four files there or set "
+                            "MNIST_GPU_DATA")
+    from mnist_gpu.backend import probe_cupy
+
+    cupy, reason = probe_cupy(0)
+    if cupy is None:
+        return check.finish("not started", f"no usable GPU: {reason}")
+
+    python = sys.executable
+    device = check.stage("device", [python, "-c", (
+        "import json, subprocess; from mnist_gpu.backend import get_backend; "
+        "info = get_backend('cupy').describe(); "
+        "smi = subprocess.run(['nvidia-smi', '--query-gpu=driver_version,name,memory.total', "
+        "'--format=csv,noheader'], capture_output=True, text=True); "
+        "info['nvidia_smi'] = smi.stdout.strip() or smi.stderr.strip(); "
+        "print(json.dumps(info))")], STAGE_LIMITS_S["device"])
+    if device["status"] != "passed":
+        return check.finish("failed", "the device stage failed")
+    check.report["device"] = _last_json(device["output_tail"])
+    check.save()
+
+    xml = out / "gpu_tests.xml"
+    check.stage("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "--require-gpu", "-q",
+                              "-p", "no:cacheprovider", "-o", "addopts=-ra",
+                              f"--junitxml={xml}"], STAGE_LIMITS_S["gpu_tests"])
+    check.report["stages"]["gpu_tests"]["summary"] = junit_summary(xml)
+    check.save()
+
+    for kernel in ("fused", "array"):
+        name = f"train_{kernel}"
+        result = check.stage(name, [python, "-m", "mnist_gpu.cli", "train", "--backend", "cupy",
+                                    "--kernel", kernel, "--quiet", "--json"],
+                             STAGE_LIMITS_S[name])
+        if result["status"] == "passed":
+            trained = _last_json(result["output_tail"])
+            result["result"] = {k: trained.get(k) for k in (
+                "final_accuracy", "seconds", "images_per_second", "kernel", "curve")}
+            check.save()
+
+    bench = [python, "-m", "mnist_gpu.cli", "bench", "--backend", "numpy,cupy",
+             "--json", str(out / "bench.json")]
+    if args.full:
+        bench += ["--dtype", "float32,float64", "--repeats", "3"]
+    else:
+        bench += ["--quick", "--repeats", "3"]
+    check.stage("bench", bench, FULL_BENCH_LIMIT_S if args.full else STAGE_LIMITS_S["bench"])
+
+    failed = [name for name, stage in check.report["stages"].items()
+              if stage["status"] != "passed"]
+    return check.finish("failed" if failed else "passed",
+                        f"stages not passed: {', '.join(failed)}" if failed else "")
+
+
+def _last_json(lines: list[str]) -> dict:
+    """The last line of a stage's output that is a JSON object (its --json result)."""
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return {}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
