@@ -281,14 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(run=cmd_eval)
 
     p = commands.add_parser(
-        "predict", help="read your own digit from an image file",
-        description="Prepare any image Pillow reads the way MNIST was made (grayscale, inverted "
-                    "if the background is light, fitted into a 20x20 box, centred by its centre "
-                    "of mass in 28x28) and print the digit the network sees with its ten scores.")
-    p.add_argument("image", help="an image file (PNG, JPEG, ...)")
+        "predict", help="read your own digits from image files",
+        description="Prepare each picture the way MNIST was made (grayscale, inverted if the "
+                    "background is light, fitted into a 20x20 box, centred by its centre of mass "
+                    "in 28x28) and print the digit the network sees: with one file, its ten "
+                    "scores too; with several (or a folder), one line per file. A file that "
+                    "cannot be read is reported in one line and the others are still predicted "
+                    "(exit status 2 for a single file, 1 if any of several failed). Pictures of "
+                    "more than 64 megapixels are refused; large ones are reduced as they are "
+                    "decoded.")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG, GIF, TIFF, ...) or folders of them")
     p.add_argument("--weights", required=True, metavar="FILE", help="as for eval")
     p.add_argument("--show", default=None, metavar="PATH",
-                   help="write the 28x28 image the network actually saw (PNG)")
+                   help="write the 28x28 image the network actually saw (PNG; one image only)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=cmd_predict)
     return parser
 
@@ -543,20 +550,68 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     from . import mlp, visual
 
+    files = _image_files(args.images, visual.IMAGE_SUFFIXES)
+    if args.show and len(files) != 1:
+        raise UsageError(f"--show writes the image of one file, and {len(files)} were given")
     arch, params = _load_model_or_usage_error(args.weights)
-    try:
-        image = visual.mnist_style(args.image)
-    except (visual.MissingExtra, ValueError) as err:  # no Pillow; not an image; blank
-        raise UsageError(str(err)) from None
-    x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
-    scores = mlp.forward(params, x, arch, np)[-1][0]
-    digit = int(np.argmax(scores))
-    print(f"digit: {digit}")
-    print("scores: " + "  ".join(f"{d}: {s:.3f}" for d, s in enumerate(scores)))
-    if args.show:
-        visual.save_gray_png(image, args.show)
-        print(f"wrote {args.show} (the 28x28 image the network saw)")
-    return 0
+    results = []
+    for path in files:
+        try:
+            image = visual.mnist_style(path)
+        except visual.MissingExtra as err:
+            raise UsageError(str(err)) from None
+        except visual.ImageReadError as err:
+            results.append({"file": str(path), "error": str(err)})
+            continue
+        x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
+        scores = mlp.forward(params, x, arch, np)[-1][0]
+        results.append({"file": str(path), "digit": int(np.argmax(scores)),
+                        "scores": [float(v) for v in scores], "image": image})
+    failed = [r for r in results if "error" in r]
+    if args.json:
+        print(json.dumps({"weights": args.weights, "architecture": arch.describe(),
+                          "predictions": [{k: v for k, v in r.items() if k != "image"}
+                                          for r in results]}))
+    elif len(files) == 1:
+        if failed:
+            raise UsageError(failed[0]["error"])
+        result = results[0]
+        print(f"digit: {result['digit']}")
+        print("scores: " + "  ".join(f"{d}: {v:.3f}" for d, v in enumerate(result["scores"])))
+    else:
+        for r in results:
+            if "error" in r:
+                _log(f"error: {r['error']}")
+            else:
+                print(f"{r['file']}: {r['digit']}  (score {max(r['scores']):.3f})")
+    if len(files) == 1 and failed:
+        return 2  # one file, as any bad argument
+    if args.show and not failed:
+        visual.save_gray_png(results[0]["image"], args.show)
+        if not args.json:
+            print(f"wrote {args.show} (the 28x28 image the network saw)")
+    return 1 if failed else 0
+
+
+def _image_files(arguments, suffixes) -> list:
+    """The files named, each folder replaced by its pictures (sorted; a folder without any is an
+    error). A missing or unreadable name is kept, to be reported in its own line."""
+    from pathlib import Path
+
+    files = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            pictures = sorted(p for p in path.iterdir()
+                              if p.suffix.lower() in suffixes and p.is_file()
+                              and not p.name.startswith("."))
+            if not pictures:
+                raise UsageError(f"{path}: a folder with no pictures "
+                                 f"({', '.join(suffixes[:4])}, ...)")
+            files += pictures
+        else:
+            files.append(path)
+    return files
 
 
 def _require_plotting(flag):
