@@ -317,11 +317,16 @@ def probe_cupy(device_id: int = 0) -> tuple[ModuleType | None, str]:
     return cupy, ""
 
 
-def get_backend(name: str = "auto", device: int = 0, log=None) -> Backend:
+def _to_stderr(message: str) -> None:
+    print(f"mnist-gpu: {message}", file=sys.stderr)
+
+
+def get_backend(name: str = "auto", device: int = 0, log=_to_stderr) -> Backend:
     """The backend called ``name``: ``auto``, ``numpy``, ``cupy`` or ``array_api_strict``.
 
-    ``auto`` prefers CuPy and falls back to NumPy, passing one line saying why to ``log``.
-    An explicit ``cupy`` that cannot run raises ``BackendUnavailable``.
+    ``auto`` prefers CuPy and falls back to NumPy, passing one line saying why to ``log`` (by
+    default printed on stderr; ``log=None`` for silence). An explicit ``cupy`` that cannot run
+    raises ``BackendUnavailable``.
     """
     if name == "numpy":
         return NumpyBackend()

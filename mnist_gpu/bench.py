@@ -615,7 +615,7 @@ def ratios(report: dict) -> list[str]:
 
 def plot(report: dict, path) -> None:
     """images/s against batch size, log-log, one line per backend and dtype, with the peers."""
-    from .visual import pyplot
+    from .visual import pyplot, save_figure
 
     plt = pyplot()
 
@@ -649,5 +649,4 @@ def plot(report: dict, path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

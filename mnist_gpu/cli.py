@@ -11,18 +11,21 @@ import argparse
 import contextlib
 import json
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .backend import BACKEND_CHOICES, BackendUnavailable, get_backend
+from .files import output_problem, write_atomically
 from .bench import BATCH_SIZES
 from .data import DataError, load_mnist
 from .trainer import (
     DTYPES, KERNELS, DeviceOutOfMemory, TrainConfig, TrainingDiverged, TUTORIAL_CHECKPOINTS,
-    to_device_data, train,
+    kernel_name, to_device_data, train,
 )
-from .weights_io import WeightsFileError, load_weights, save_weights
+from .weights_io import WeightsFileError, load_weights, save_weights, weights_path
 
 
 class UsageError(Exception):
@@ -207,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(mnist_gpu/mlp.py); without them it is the tutorial's network")
     deep.add_argument("--hidden", type=lambda text: _int_list(text, minimum=1), default=(),
                       help="hidden layer sizes, e.g. 256,128 [none]")
-    deep.add_argument("--activation", choices=mlp_choices("ACTIVATIONS"), default="relu",
-                      help="of the hidden layers [relu]")
+    deep.add_argument("--activation", choices=mlp_choices("ACTIVATIONS"), default=None,
+                      help="of the hidden layers, so it needs --hidden [relu]")
     deep.add_argument("--bias", action="store_true", help="give every layer a bias")
     deep.add_argument("--loss", choices=mlp_choices("LOSSES"), default="mse",
                       help="mse: the tutorial's squared error; ce: softmax cross-entropy [mse]")
@@ -339,6 +342,10 @@ def _images_progress(total, quiet):
 
 
 def cmd_train(args) -> int:
+    _check_outputs(args, "save")
+    if args.activation and not args.hidden:
+        raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
+                         "are none: add --hidden N (e.g. --hidden 100)")
     if _wants_mlp(args):
         return cmd_train_mlp(args)
     init = None
@@ -347,8 +354,6 @@ def cmd_train(args) -> int:
             init, _ = load_weights(args.init, shape=(784, 10))
         except WeightsFileError as err:
             raise UsageError(f"--init {err}") from None
-    backend, mnist = _backend_and_mnist(args)
-    data = to_device_data(backend, mnist, args.dtype, limit=args.limit)
     config = TrainConfig(alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
                          seed=args.seed, shuffle=args.shuffle, checkpoints=args.checkpoints,
                          kernel=args.kernel)
@@ -356,9 +361,16 @@ def cmd_train(args) -> int:
         config.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    backend, mnist = _backend_and_mnist(args)
+    data = _training_data(args, backend, mnist)
+    _say_dropped_checkpoints(args.checkpoints, data.n_train * args.epochs)
+    table = _Table(args, {**asdict(config), "dtype": args.dtype},
+                   backend.describe(), kernel_name(backend, config))
     with _images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
-        result = train(data, config, init_weights=init, progress=progress)
-    _finish(args, result, {}, result.weights)
+        with table.interruptible():
+            result = train(data, config, init_weights=init, progress=progress,
+                           on_checkpoint=table.row)
+    table.finish(result, {}, result.weights)
     return 0
 
 
@@ -368,7 +380,7 @@ def cmd_train_mlp(args) -> int:
     if args.init or args.checkpoints or args.kernel == "fused":
         raise UsageError("--init, --checkpoints and --kernel fused apply to the tutorial's "
                          "network only (a deeper network is evaluated after every epoch)")
-    arch = Architecture(tuple(args.hidden), args.activation, args.bias, args.loss)
+    arch = Architecture(tuple(args.hidden), args.activation or "relu", args.bias, args.loss)
     config = MLPConfig(arch, lr=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
                        momentum=args.momentum, weight_decay=args.weight_decay,
                        schedule=args.schedule, seed=args.seed, shuffle=args.shuffle)
@@ -377,57 +389,123 @@ def cmd_train_mlp(args) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     backend, mnist = _backend_and_mnist(args)
-    data = to_device_data(backend, mnist, args.dtype, limit=args.limit)
+    data = _training_data(args, backend, mnist)
+    described = {"architecture": arch.describe(), "batch_size": config.batch_size,
+                 "lr": config.lr, "momentum": config.momentum, "epochs": config.epochs,
+                 "seed": config.seed, "shuffle": config.shuffle, "dtype": args.dtype}
+    table = _Table(args, described, backend.describe(), "array")
     with _images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
-        result = train_mlp(data, config, progress=progress)
-    _finish(args, result, params_to_arrays(result.params), result.params[0][0])
+        with table.interruptible():
+            result = train_mlp(data, config, progress=progress, on_checkpoint=table.row)
+    table.finish(result, params_to_arrays(result.params), result.params[0][0])
     return 0
 
 
-def _finish(args, result, arrays, weights):
-    """Save, print (table or JSON) and apply the accuracy gate: shared by both networks."""
-    if args.save:
+def _training_data(args, backend, mnist):
+    """The data on the device, limited to ``--limit`` images, saying so if fewer exist."""
+    available = len(mnist.train_labels)
+    if args.limit is not None and args.limit > available:
+        _log(f"--limit {args.limit:,}: the training set has {available:,} images; training on "
+             "all of them")
+    return to_device_data(backend, mnist, args.dtype, limit=args.limit)
+
+
+def _say_dropped_checkpoints(asked, total):
+    beyond = [c for c in asked or () if c > total]
+    if beyond:
+        _log(f"--checkpoints {','.join(f'{c:,}' for c in beyond)}: beyond the {total:,} images "
+             "this run trains on, so not evaluated (the final checkpoint always is)")
+
+
+class _Table:
+    """The accuracy table of a training run, printed (and flushed) a row at a time as each
+    checkpoint is evaluated, so that an interrupted run keeps what it printed; or, with
+    ``--json``, one object at the end (marked ``interrupted`` with what finished, on Ctrl-C)."""
+
+    def __init__(self, args, config: dict, backend: dict, kernel: str):
+        self.args, self.config, self.backend, self.kernel = args, config, backend, kernel
+        self.points = []
+
+    def row(self, point):
+        if not self.points and not self.args.json:
+            self._print(*self._header())
+        self.points.append(point)
+        if not self.args.json:
+            self._print(f"{point.images_seen:>12,}  {point.accuracy:>12.2%}  {point.mse:>10.4f}")
+
+    def _header(self):
+        cfg, info = self.config, self.backend
+        where = info.get("gpu") or info.get("cpu") or info.get("device", "")
+        deep = "architecture" in cfg
+        mode = ("per-image" if cfg["batch_size"] == 1
+                else f"mini-batches of {cfg['batch_size']}")
+        if not deep:
+            mode += f" ({self.kernel} kernel)"
+        rate = f"lr {cfg['lr']}, momentum {cfg['momentum']}" if deep else f"alpha {cfg['alpha']}"
+        loss = "test loss" if deep else "test MSE"
+        return (f"{cfg.get('architecture', '784-10, the tutorial')}: backend {info['backend']} "
+                f"({where}), {cfg['dtype']}, {mode}, {rate}, {cfg['epochs']} epoch(s), "
+                f"seed {cfg['seed']}{', shuffled' if cfg['shuffle'] else ''}",
+                f"{'images seen':>12}  {'test accuracy':>13}  {loss:>10}")
+
+    @staticmethod
+    def _print(*lines):
+        for line in lines:
+            print(line, flush=True)
+
+    @contextlib.contextmanager
+    def interruptible(self):
         try:
-            saved = save_weights(args.save, weights, result.to_json(),
-                                 **{k: v for k, v in arrays.items() if k != "weights"})
-        except OSError as err:
-            raise Failure(f"cannot write --save {args.save}: {err.strerror or err}") from None
-        if not args.json:
-            print(f"saved weights to {saved}")
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        _print_table(result)
-    if args.min_accuracy is not None and result.final_accuracy < args.min_accuracy:
-        raise Failure(
-            f"final accuracy {result.final_accuracy:.2%} is below --min-accuracy "
-            f"{args.min_accuracy:.2%}"
-        )
+            yield
+        except KeyboardInterrupt:
+            if self.args.json:
+                self._print(json.dumps({"interrupted": True, "config": self.config,
+                                        "backend": self.backend, "kernel": self.kernel,
+                                        "curve": [asdict(p) for p in self.points]}))
+            raise
+
+    def finish(self, result, arrays, weights):
+        """Save, print the summary (or the JSON) and apply the accuracy gate."""
+        args = self.args
+        if args.save:
+            try:
+                saved = save_weights(args.save, weights, result.to_json(),
+                                     **{k: v for k, v in arrays.items() if k != "weights"})
+            except OSError as err:
+                raise Failure(f"cannot write --save {args.save}: {err.strerror or err}") from None
+            if not args.json:
+                self._print(f"saved weights to {saved}")
+        if args.json:
+            self._print(json.dumps(result.to_json()))
+        else:
+            self._print(f"trained {result.images_trained:,} images in {result.seconds:.3f} s "
+                        f"({result.images_per_second:,.0f} images/s)",
+                        f"final test accuracy: {result.final_accuracy:.2%}")
+        if args.min_accuracy is not None and result.final_accuracy < args.min_accuracy:
+            raise Failure(
+                f"final accuracy {result.final_accuracy:.2%} is below --min-accuracy "
+                f"{args.min_accuracy:.2%}"
+            )
 
 
-def _print_table(result):
-    info, cfg = result.backend, result.config
-    where = info.get("gpu") or info.get("cpu") or info.get("device", "")
-    deep = "architecture" in cfg
-    mode = ("per-image" if cfg["batch_size"] == 1 else f"mini-batches of {cfg['batch_size']}")
-    if not deep:
-        mode += f" ({result.kernel} kernel)"
-    rate = f"lr {cfg['lr']}, momentum {cfg['momentum']}" if deep else f"alpha {cfg['alpha']}"
-    print(f"{cfg.get('architecture', '784-10, the tutorial')}: backend {info['backend']} "
-          f"({where}), {cfg['dtype']}, {mode}, {rate}, {cfg['epochs']} epoch(s), "
-          f"seed {cfg['seed']}{', shuffled' if cfg['shuffle'] else ''}")
-    loss = "test loss" if deep else "test MSE"
-    print(f"{'images seen':>12}  {'test accuracy':>13}  {loss:>10}")
-    for point in result.curve:
-        print(f"{point.images_seen:>12,}  {point.accuracy:>12.2%}  {point.mse:>10.4f}")
-    print(f"trained {result.images_trained:,} images in {result.seconds:.3f} s "
-          f"({result.images_per_second:,.0f} images/s)")
-    print(f"final test accuracy: {result.final_accuracy:.2%}")
+def _check_outputs(args, *flags):
+    """Refuse, before any work, an output path that could not be written (the work would be
+    lost after it was done)."""
+    for flag in flags:
+        value = getattr(args, flag.replace("-", "_"))
+        if not value:
+            continue
+        path = weights_path(value) if flag == "save" and not Path(value).is_dir() else value
+        problem = output_problem(path)
+        if problem:
+            shown = f"{value} (written as {path})" if str(path) != str(value) else value
+            raise UsageError(f"--{flag} {shown}: {problem}")
 
 
 def cmd_bench(args) -> int:
     from . import bench
 
+    _check_outputs(args, "json", "plot")
     if args.plot:
         _require_plotting("--plot")
     backends = []
@@ -443,8 +521,7 @@ def cmd_bench(args) -> int:
     for line in bench.ratios(report):
         print(line)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
+        write_atomically(args.json, json.dumps(report, indent=1).encode())
         print(f"wrote {args.json}")
     if args.plot:
         bench.plot(report, args.plot)
@@ -455,6 +532,7 @@ def cmd_bench(args) -> int:
 def cmd_curve(args) -> int:
     from .visual import TUTORIAL_POINTS, plot_curves
 
+    _check_outputs(args, "plot")
     if args.plot:
         _require_plotting("--plot")
     backend, mnist = _backend_and_mnist(args)
@@ -511,6 +589,7 @@ def _load_model_or_usage_error(path):
 def cmd_eval(args) -> int:
     from . import mlp, visual
 
+    _check_outputs(args, "plot", "weight-map")
     if args.plot or args.weight_map:
         _require_plotting("--plot" if args.plot else "--weight-map")
     arch, host_params = _load_model_or_usage_error(args.weights)
@@ -541,15 +620,15 @@ def cmd_eval(args) -> int:
     if args.plot:
         visual.plot_confusion(matrix, args.plot, title=f"{arch.describe()}: {accuracy:.2%}")
     if args.weight_map:
-        # Pixels lit in fewer than 1% of the training images carry little but their start.
-        lit_often = (mnist.train_images > 0).mean(axis=0) >= 0.01
-        visual.plot_weight_maps(host_params[0][0], args.weight_map, mask=lit_often)
+        visual.plot_weight_maps(host_params[0][0], args.weight_map,
+                                directions=visual.image_directions(mnist.train_images))
     return 0
 
 
 def cmd_predict(args) -> int:
     from . import mlp, visual
 
+    _check_outputs(args, "show")
     files = _image_files(args.images, visual.IMAGE_SUFFIXES)
     if args.show and len(files) != 1:
         raise UsageError(f"--show writes the image of one file, and {len(files)} were given")

@@ -220,22 +220,62 @@ def mirrors_from_environment() -> tuple[str, ...]:
     return mirrors or DEFAULT_MIRRORS
 
 
-def _verified_content(directory: Path, spec: FileSpec) -> tuple[bytes, Path] | None:
-    """The decompressed content of ``spec`` from ``directory``, if a stored copy's hash is right."""
+def _verified_content(directory: Path, spec: FileSpec):
+    """(content, path) of a stored copy of ``spec`` whose hash is right, or None; and the copies
+    present but refused, as (path, what is wrong with it)."""
+    refused = []
     for path in (directory / f"{spec.name}.gz", directory / spec.name):
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
             continue
+        except IsADirectoryError:
+            refused.append((path, "is a directory"))
+            continue
         except OSError as err:
             raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
         try:
             content = decompressed_bytes(blob, str(path))
-        except DataError:
-            continue  # a corrupt copy is ignored like a wrong one: it may be replaced by a download
-        if hashlib.sha256(content).hexdigest() == spec.raw_sha256:
-            return content, path
-    return None
+        except DataError as err:
+            refused.append((path, _reason(err, path) + _size_note(blob, path, spec)))
+            continue
+        digest = hashlib.sha256(content).hexdigest()
+        if digest == spec.raw_sha256:
+            return (content, path), refused
+        refused.append((path, _content_fault(content, path, spec, digest)))
+    return None, refused
+
+
+def _reason(err: DataError, path: Path) -> str:
+    """A DataError's message without the leading file name (the caller names the file)."""
+    return str(err).removeprefix(f"{path}: ")
+
+
+def _size_note(blob: bytes, path: Path, spec: FileSpec) -> str:
+    if path.suffix == ".gz" and len(blob) != spec.gz_size:
+        return f" ({len(blob):,} bytes; the published .gz has {spec.gz_size:,})"
+    return ""
+
+
+def _content_fault(content: bytes, path: Path, spec: FileSpec, digest: str) -> str:
+    """Why content whose hash is wrong is wrong: a malformed IDX file, else a different one."""
+    try:
+        parse_idx(content, str(path), spec.kind)
+    except DataError as err:
+        return _reason(err, path)
+    return (f"wrong SHA-256 of its content ({digest[:16]}..., expected {spec.raw_sha256[:16]}...): "
+            "not the published file")
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a refused copy to ``NAME.rejected`` (``.rejected-2``, ... if taken): kept for the
+    user to look at, and out of the loader's way."""
+    for n in range(1, 1000):
+        target = path.with_name(path.name + (".rejected" if n == 1 else f".rejected-{n}"))
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise DataError(f"{path}: too many rejected copies beside it; remove them")
 
 
 # --------------------------------------------------------------------------- downloading
@@ -329,15 +369,27 @@ def load_mnist(
     mirrors = mirrors_from_environment() if mirrors is None else tuple(mirrors)
     arrays = []
     for spec in files:
-        found = _verified_content(directory, spec)
+        found, refused = _verified_content(directory, spec)
+        faults = "; ".join(f"{path}: {reason}" for path, reason in refused)
         if found is not None:
             content, path = found
         elif offline:
+            if refused:
+                raise DataError(
+                    f"{faults}. Replace it with the published file (downloads are off: --offline "
+                    f"or {OFFLINE_VARIABLE}), or delete it and run online to download it.\n"
+                    + _placement_help(files, directory))
             raise DataError(
-                f"{spec.name}: no verified copy in {directory} and downloads are off "
-                f"(--offline or {OFFLINE_VARIABLE}).\n" + _placement_help(files, directory)
+                f"{spec.name}: not in {directory} (neither {spec.name}.gz nor {spec.name}) and "
+                f"downloads are off (--offline or {OFFLINE_VARIABLE}).\n"
+                + _placement_help(files, directory)
             )
         else:
+            for bad, reason in refused:  # kept aside, renamed, for the user to look at
+                kept = _set_aside(bad)
+                if log:
+                    log(f"{bad}: {reason}; set aside as {kept.name}, to be replaced by a fresh "
+                        "download")
             if log:
                 log(f"downloading {spec.name}.gz into {directory}")
             try:

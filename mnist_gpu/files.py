@@ -49,6 +49,10 @@ def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
     target = Path(target)
     fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
+        if hasattr(os, "fchmod"):
+            # mkstemp makes the file private (0600); the finished file gets the mode any new file
+            # of the user's would (0644 under the usual umask 022).
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(blob)
             handle.flush()
@@ -61,3 +65,24 @@ def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
             pass
         raise
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def output_problem(path: str | os.PathLike) -> str | None:
+    """Why a file could not be written at ``path``, found before any work is done, or None."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory (give a file name)"
+    parent = path.parent
+    if not parent.exists():
+        return f"the directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable"
+    return None

@@ -235,10 +235,22 @@ class MLPResult(_ResultSummary):
     kernel: str = "array"  # mini-batches always run as array calls
 
 
+# Training has diverged when the loss per image (of a batch, or of the test set) passes this many
+# times the test loss at the start (or 1, if that was smaller), even while the weights are still
+# finite: a healthy run stays far below, and a learning rate far too large blows it up by orders
+# of magnitude, then often leaves dead units and the accuracy at chance.
+DIVERGED_LOSS_FACTOR = 1e3
+
+
 def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
-              progress=None) -> MLPResult:
+              progress=None, on_checkpoint=None) -> MLPResult:
     """Mini-batch SGD over ``config.epochs``, shuffled per epoch from the seed, evaluated after
-    each epoch (the only host-device synchronisation)."""
+    each epoch (the only host-device synchronisation). ``on_checkpoint(point)`` is called with
+    each evaluation as soon as it is made.
+
+    Diverged training (weights no longer finite, or the test loss past ``DIVERGED_LOSS_FACTOR``
+    times its start) raises ``TrainingDiverged`` naming the epoch and the step.
+    """
     config.validate()
     backend, xp = data.backend, data.backend.xp
     arch = config.arch
@@ -256,24 +268,36 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
         velocity = [(xp.zeros_like(W), None if bias is None else xp.zeros_like(bias))
                     for W, bias in params]
         curve.append(_measure(data, params, arch, 0))
+        if on_checkpoint:
+            on_checkpoint(curve[-1])
+        loss_bound = DIVERGED_LOSS_FACTOR * max(curve[0].mse, 1.0)
         for epoch in range(config.epochs):
             order = (backend.to_device(shuffle_rng.permutation(n)) if config.shuffle else None)
+            # What a failed epoch replays, one step at a time, to name the step that diverged.
+            at_start = (_copies(xp, params), _copies(xp, velocity), step)
+            worst = None
             with backend.stopwatch() as clock:
                 for s in range(0, n, b):
                     e = min(s + b, n)
                     Xb, Yb = linear.batch(data.train_x, data.train_y, s, e, order, xp)
-                    _, grads = gradients(params, Xb, Yb, arch, xp)
+                    loss, grads = gradients(params, Xb, Yb, arch, xp)
+                    # The worst batch loss per image, kept on the device: a blow-up that the
+                    # network survives (its units dead, its loss back down) still counts.
+                    worst = loss / (e - s) if worst is None else xp.maximum(worst, loss / (e - s))
                     sgd_step(params, grads, velocity, config.lr_at(step, total_steps), e - s,
                              config.momentum, config.weight_decay)
                     step += 1
             seconds += clock["seconds"]
             # The end of an epoch: the checkpoint where values come back to the host.
-            if not all(bool(linear.all_finite(p, xp=xp)) for layer in params for p in layer
-                       if p is not None):
-                raise TrainingDiverged(
-                    f"the weights became NaN or infinite during epoch {epoch + 1} "
-                    f"(lr = {config.lr}); try a smaller --lr")
-            curve.append(_measure(data, params, arch, (epoch + 1) * n))
+            point = (_measure(data, params, arch, (epoch + 1) * n)
+                     if _all_finite(params, xp) else None)
+            if (point is None or not point.mse <= loss_bound  # a NaN loss fails these too
+                    or not float(worst) <= loss_bound):
+                raise TrainingDiverged(_divergence_message(
+                    data, config, epoch, order, at_start, loss_bound, total_steps, point))
+            curve.append(point)
+            if on_checkpoint:
+                on_checkpoint(point)
             if progress:
                 progress((epoch + 1) * n)
         host_params = [(backend.to_host(W), None if bias is None else backend.to_host(bias))
@@ -283,6 +307,51 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
     cfg["arch"] = asdict(arch)
     cfg.update(dtype=data.dtype, n_train=n, architecture=arch.describe())
     return MLPResult(cfg, backend.describe(), curve, seconds, n * config.epochs, host_params)
+
+
+def _copies(xp, layers):
+    return [tuple(None if p is None else xp.astype(p, p.dtype, copy=True) for p in layer)
+            for layer in layers]
+
+
+def _all_finite(params, xp) -> bool:
+    return all(bool(linear.all_finite(p, xp=xp)) for layer in params for p in layer
+               if p is not None)
+
+
+def _divergence_message(data, config, epoch, order, at_start, loss_bound, total_steps,
+                        point) -> str:
+    """Replay the failed epoch one step at a time from its start to name the step where the
+    weights stopped being finite or the batch's loss per image passed ``loss_bound``.
+
+    Only reached after a failure, so its per-step synchronisation costs a good run nothing.
+    """
+    xp, arch = data.backend.xp, config.arch
+    params, velocity, step = _copies(xp, at_start[0]), _copies(xp, at_start[1]), at_start[2]
+    n, b = data.n_train, config.batch_size
+    where = f"in epoch {epoch + 1}"
+    for number, s in enumerate(range(0, n, b), start=1):
+        e = min(s + b, n)
+        Xb, Yb = linear.batch(data.train_x, data.train_y, s, e, order, xp)
+        loss, grads = gradients(params, Xb, Yb, arch, xp)
+        per_image = float(loss) / (e - s)
+        if not per_image <= loss_bound:
+            what = (f"the loss per image on its batch reached {per_image:.4g}, over "
+                    f"{DIVERGED_LOSS_FACTOR:g} times its start")
+            break
+        sgd_step(params, grads, velocity, config.lr_at(step, total_steps), e - s,
+                 config.momentum, config.weight_decay)
+        step += 1
+        if not _all_finite(params, xp):
+            what = "the weights became NaN or infinite"
+            break
+    else:  # no single batch showed it: name the epoch, and what its evaluation found
+        what = ("the weights became NaN or infinite" if point is None else
+                f"the test loss per image reached {point.mse:.4g}, over "
+                f"{DIVERGED_LOSS_FACTOR:g} times its start")
+        return f"training diverged {where}: {what} (lr = {config.lr}); try a smaller --lr"
+    return (f"training diverged {where} at step {number:,} of {-(-n // b):,} (images {s + 1:,} "
+            f"to {e:,} of the epoch): {what} (lr = {config.lr}); try a smaller --lr")
 
 
 def _measure(data, params, arch, seen) -> Checkpoint:

@@ -217,7 +217,12 @@ def _choose_kernel(backend: Backend, config: TrainConfig):
         return "array", None
 
 
-def _choose_evaluation(backend: Backend, kernel_name: str):
+def kernel_name(backend: Backend, config: TrainConfig) -> str:
+    """The compute path ``train`` will take for ``config`` on ``backend``: fused or array."""
+    return _choose_kernel(backend, config)[0]
+
+
+def _choose_evaluation(backend: Backend, kernel: str):
     """(name, fused inference or None) for the test set at the checkpoints.
 
     Fused only beside a fused training pass. After an epoch of array mini-batches OpenBLAS's
@@ -225,7 +230,7 @@ def _choose_evaluation(backend: Backend, kernel_name: str):
     measured here, it then took 1.9 to 8.2 ms (median 3.4) against the dense product's steady
     3.8 ms, no gain to pay for listing the test set's lit pixels.
     """
-    if kernel_name != "fused":
+    if kernel != "fused":
         return "array", None
     try:
         return "fused", backend.fused_inference()
@@ -234,11 +239,12 @@ def _choose_evaluation(backend: Backend, kernel_name: str):
 
 
 def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None,
-          progress=None) -> TrainResult:
+          progress=None, on_checkpoint=None) -> TrainResult:
     """Train the tutorial's network on ``data`` (see the module docstring).
 
     ``init_weights`` (a host array) replaces the seeded uniform draw. ``progress(images_seen)``
-    is called after each segment.
+    is called after each segment, ``on_checkpoint(point)`` with each ``Checkpoint`` as soon as it
+    is evaluated (so that a caller can show it before the run ends).
     """
     config = config or TrainConfig()
     config.validate()
@@ -269,8 +275,13 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
         prepare_seconds = clock["seconds"]
         curve: list[Checkpoint] = []
         seconds = 0.0
+        def reached(point):
+            curve.append(point)
+            if on_checkpoint:
+                on_checkpoint(point)
+
         if checkpoints[0] == 0:
-            curve.append(_checkpoint(data, score(W), 0))
+            reached(_checkpoint(data, score(W), 0))
         # What a failed checkpoint replays, one step at a time, to name the step that diverged:
         # the weights at the last good checkpoint and the segments run since.
         last_good, since_good = _copy(xp, W), []
@@ -292,7 +303,7 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
                     if not bool(linear.all_finite(W, xp=xp)):
                         raise TrainingDiverged(
                             _divergence_message(last_good, since_good, data, config))
-                    curve.append(_checkpoint(data, score(W), seen))
+                    reached(_checkpoint(data, score(W), seen))
                     last_good, since_good = _copy(xp, W), []
                 if progress:
                     progress(seen)
@@ -301,7 +312,7 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
 
     return TrainResult(
         config={**asdict(config), "checkpoints": checkpoints, "dtype": data.dtype,
-                "n_train": n},
+                "n_train": n, "init": "seeded" if init_weights is None else "given"},
         backend=backend.describe(),
         kernel=kernel_name,
         curve=curve,
@@ -385,13 +396,23 @@ def _divergence_message(last_good, segments, data, config) -> str:
                             segment.host_order, segment.order)
             _run_segment(W, data, config, step)
             if not bool(linear.all_finite(W, xp=xp)):
-                return (
-                    f"the weights became NaN or infinite at step {step.offset + step.stop:,} "
-                    f"(images seen {step.offset + step.start:,} to {step.offset + step.stop:,}, "
-                    f"alpha = {config.alpha}); try a smaller --alpha"
-                )
+                return (f"the weights became NaN or infinite at {_step_name(step, data, config)} "
+                        f"(alpha = {config.alpha}); try a smaller --alpha")
     first, last = segments[0], segments[-1]
     return (
         f"the weights became NaN or infinite between images {first.offset + first.start:,} and "
         f"{last.offset + last.stop:,} (alpha = {config.alpha}); try a smaller --alpha"
     )
+
+
+def _step_name(step: _Segment, data: DeviceData, config: TrainConfig) -> str:
+    """"step 6 of epoch 1 (images 501 to 600 of the epoch; 600 seen)": a step is one update,
+    of one image or of one batch."""
+    n, b = data.n_train, config.batch_size
+    epoch = step.offset // n + 1
+    number = step.start // b + 1
+    where = (f"image {step.start + 1:,}" if b == 1
+             else f"images {step.start + 1:,} to {step.stop:,}")
+    of_epoch = f" of epoch {epoch}" if config.epochs > 1 else ""
+    return (f"step {number:,}{of_epoch} ({where} of the epoch; {step.offset + step.stop:,} "
+            "images seen)")

@@ -4,6 +4,7 @@ atomically and read back without pickle; plain ``.npy`` arrays accepted as initi
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import zipfile
@@ -30,9 +31,9 @@ def save_weights(path, weights: np.ndarray, metadata: dict | None = None, **arra
     The file is written beside its target under a temporary name and renamed over it only once it
     is complete and flushed, so ``path`` always holds either the previous file or the new one.
     """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
+    path = weights_path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory (give a file name)", str(path))
     buffer = io.BytesIO()
     np.savez(buffer, weights=np.asarray(weights),
              **{METADATA_KEY: np.array(json.dumps(metadata or {}, default=_jsonable))},
@@ -41,9 +42,21 @@ def save_weights(path, weights: np.ndarray, metadata: dict | None = None, **arra
     return path
 
 
-def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
-    """All arrays of an ``.npz`` (or an ``.npy``'s one array, as ``weights``) and its metadata."""
+def weights_path(path) -> Path:
+    """Where ``save_weights(path, ...)`` writes: ``path``, with ``.npz`` added if it has another
+    suffix or none (NumPy's own rule for ``savez``)."""
     path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
+    """All arrays of an ``.npz`` (or an ``.npy``'s one array, as ``weights``) and its metadata.
+
+    A name given to ``save_weights`` works here too: ``w`` finds ``w.npz`` when ``w`` is absent.
+    """
+    path = Path(path)
+    if not path.exists() and weights_path(path).is_file():
+        path = weights_path(path)
     try:
         with open(path, "rb") as handle:
             blob = handle.read()

@@ -84,7 +84,7 @@ def _present(directory: Path, name: str) -> bool:
 def _data_or_skip(request) -> Path:
     directory = mnist_dir()
     if directory is not None:
-        return directory
+        return directory.resolve()  # still right after a test changes directory
     from mnist_gpu.data import resolve_data_dir
 
     reason = (f"real MNIST not found in {resolve_data_dir().resolve()} (set MNIST_GPU_DATA to "

@@ -131,7 +131,7 @@ def test_bad_init_files_give_status_2(run, tmp_path, content):
 
 def test_missing_data_offline_is_status_1(tmp_path, capsys):
     assert cli.main(["train", "--backend", "numpy", "--data-dir", str(tmp_path), "--offline"]) == 1
-    assert "no verified copy" in capsys.readouterr().err
+    assert "train-images-idx3-ubyte: not in" in capsys.readouterr().err
 
 
 def test_console_script_runs_in_a_subprocess(mnist_dir_path):

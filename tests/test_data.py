@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 
 import numpy as np
@@ -110,7 +111,8 @@ def test_a_file_with_other_content_is_not_trusted(tmp_path, tiny_mnist_arrays):
     labels = tiny_mnist_arrays["t10k-labels-idx1-ubyte"].copy()
     labels[0] = (labels[0] + 1) % 10  # a valid IDX file, but not the published one
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gz(idx_bytes(labels)))
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: no verified copy"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: wrong SHA-256 of its "
+                                        r"content .*not the published file"):
         load_mnist(tmp_path, offline=True, files=specs)
 
 
@@ -149,3 +151,55 @@ def test_parse_idx_never_reshapes_a_lie():
     blob = _header(2051, 5, 28, 28) + bytes(784 * 4)
     with pytest.raises(DataError, match="truncated"):
         parse_idx(blob, "memory")
+
+
+def _real_copy(mnist_dir_path, tmp_path):
+    """The four real files in a folder of the test's own, as .gz."""
+    for spec in MNIST_FILES:
+        source = mnist_dir_path / f"{spec.name}.gz"
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    return tmp_path
+
+
+def _truncated_gz(path):
+    path.write_bytes(path.read_bytes()[:500_000])
+
+
+def _html_labels(path):
+    path.write_bytes(b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>")
+
+
+def _truncated_raw_labels(path):
+    raw = gzip.decompress(path.read_bytes())
+    path.unlink()
+    path.with_suffix("").write_bytes(raw[:-100])
+
+
+def _padded_gz(path):
+    path.write_bytes(path.read_bytes() + b"junk after the stream")
+
+
+@pytest.mark.parametrize("name, spoil, fault", [
+    ("train-images-idx3-ubyte.gz", _truncated_gz,
+     "train-images-idx3-ubyte.gz: truncated gzip stream (it ends before the compressed data "
+     "does) (500,000 bytes; the published .gz has 9,912,422)"),
+    ("train-labels-idx1-ubyte.gz", _html_labels,
+     "train-labels-idx1-ubyte.gz: not gzip: starts like an HTML page"),
+    ("t10k-labels-idx1-ubyte.gz", _truncated_raw_labels,
+     "t10k-labels-idx1-ubyte: truncated: expected 10008 bytes, found 9908"),
+    ("t10k-images-idx3-ubyte.gz", _padded_gz,
+     "t10k-images-idx3-ubyte.gz: trailing bytes after the gzip stream"),
+], ids=["truncated gz", "html page", "truncated raw", "padded gz"])
+def test_a_corrupt_file_is_named_with_its_fault_not_called_missing(
+        mnist_dir_path, tmp_path, capsys, name, spoil, fault):
+    from mnist_gpu import cli
+
+    directory = _real_copy(mnist_dir_path, tmp_path)
+    spoil(directory / name)
+    assert cli.main(["train", "--backend", "numpy", "--data-dir", str(directory),
+                     "--offline", "--limit", "10"]) == 1
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert fault in first, first
+    assert str(directory) in first and "downloads are off" in first
+    assert "no verified copy" not in err and "not in" not in first

@@ -165,3 +165,21 @@ def test_real_published_files_download_and_verify(tmp_path, server, mnist_dir_pa
     for spec in specs:
         content, failures = download(spec, tmp_path, [server.mirror("m")])
         assert failures == [] and hashlib.sha256(content).hexdigest() == spec.raw_sha256
+
+
+def test_a_corrupt_stored_copy_is_set_aside_and_replaced_online(server, published, tmp_path):
+    specs, blobs = published
+    serve_all(server, "m", blobs)
+    for name, blob in blobs.items():
+        (tmp_path / f"{name}.gz").write_bytes(blob)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(b"<!DOCTYPE html><html>Moved</html>")
+    said = []
+    load_mnist(tmp_path, offline=False, mirrors=[server.mirror("m")], files=specs,
+               log=said.append)
+    assert bad.read_bytes() == blobs["t10k-labels-idx1-ubyte"]  # the published file now
+    kept = tmp_path / "t10k-labels-idx1-ubyte.gz.rejected"
+    assert kept.read_bytes().startswith(b"<!DOCTYPE")  # the bad copy kept, not deleted
+    assert any("not gzip: starts like an HTML page" in line and "set aside as "
+               "t10k-labels-idx1-ubyte.gz.rejected" in line for line in said), said
+    assert server.requests == ["/m/t10k-labels-idx1-ubyte.gz"]

@@ -70,8 +70,33 @@ def test_eval_prints_and_draws(small_mlp, mnist_dir_path, tmp_path, capsys):
 
 def test_tutorial_weight_map(tmp_path):
     W = np.random.default_rng(0).random((784, 10))
-    visual.plot_weight_maps(W, tmp_path / "maps.png", mask=np.arange(784) % 3 > 0)
+    visual.plot_weight_maps(W, tmp_path / "maps.png")
     assert_png(tmp_path / "maps.png", (1400, 200))
+
+
+def test_weight_maps_are_drawn_as_the_images_see_them(mnist):
+    """The tutorial's trained weights keep much of their random start; drawn in the images' main
+    directions, each output's map looks like its digit: it correlates best with the mean image of
+    its own class (the raw weights do not, for most digits)."""
+    from mnist_gpu.backend import get_backend
+    from mnist_gpu.trainer import TrainConfig, to_device_data, train
+
+    W = train(to_device_data(get_backend("numpy"), mnist), TrainConfig()).weights
+    directions = visual.image_directions(mnist.train_images)
+    assert directions.shape == (784, visual.MAP_DIRECTIONS)
+    np.testing.assert_allclose(directions.T @ directions, np.eye(visual.MAP_DIRECTIONS),
+                               atol=1e-9)
+    images = mnist.train_images / 255
+    means = np.stack([images[mnist.train_labels == d].mean(axis=0) for d in range(10)])
+    centred = means - means.mean(axis=0)
+
+    def own_class_matches(maps):
+        corr = np.corrcoef(np.vstack([maps.T, centred]))[:10, 10:]
+        return int((corr.argmax(axis=1) == np.arange(10)).sum())
+
+    seen = directions @ (directions.T @ W)
+    assert own_class_matches(seen) >= 8
+    assert own_class_matches(seen) > own_class_matches(W)
 
 
 def test_confusion_matrix_counts():
