@@ -42,7 +42,9 @@ import numba.core.config
 import numpy as np
 
 from .files import user_cache_dir, writable_dir
-from .simd_rows import LANES, add_lit_outer, lit_scores, minus_onehot, sub_lit_outer
+from .simd_rows import (
+    LANES, add_lit_outer, lit_scores, minus_onehot, minus_onehot_at, sub_lit_outer,
+)
 
 N_OUT = 10
 
@@ -219,6 +221,59 @@ def _inference_pass(W16, indptr, indices, values, labels, use_labels, classes,
             sq_errors[i] = sq
 
 
+# --------------------------------------------------------------------------- models side by side
+# A sweep's M models, each with its own learning rate, see the same images in the same order. Their
+# 10 M columns of weights are packed 16 to a vector, (V, pixels, 16) with V = ceil(10 M / 16):
+# every lane does exactly what the one-model pass does for its column, so each model's weights
+# are those of its own run, bit for bit. The vectors are independent, so they are split across the
+# cores, each core walking every image for its vectors (the lists read by all).
+
+
+@_compiled(parallel=True)
+def _per_image_stack_pass(W16s, indptr, indices, values, labels, alphas16, columns, start, stop,
+                          order, use_order):  # pragma: no cover - compiled
+    for v in numba.prange(W16s.shape[0]):
+        W16 = W16s[v]
+        alpha = _lanes(alphas16[v])
+        for position in range(start, stop):
+            i = order[position] if use_order else position
+            first, last = indptr[i], indptr[i + 1]
+            delta = minus_onehot_at(lit_scores(W16, indices, values, first, last), labels[i],
+                                    v * LANES, columns)
+            sub_lit_outer(W16, indices, values, first, last, delta, alpha)
+
+
+@_compiled(parallel=True)
+def _minibatch_stack_pass(W16s, indptr, indices, values, labels, alphas, columns, batch_size,
+                          start, stop, order, use_order, gradients):  # pragma: no cover
+    # alphas: (V, 16) float64, each lane's learning rate; gradients: one (pixels, 16) per vector.
+    for v in numba.prange(W16s.shape[0]):
+        W16, G = W16s[v], gradients[v]
+        step = np.empty(LANES, dtype=W16.dtype)
+        for first_image in range(start, stop, batch_size):
+            end = min(first_image + batch_size, stop)
+            G[:] = 0
+            for position in range(first_image, end):
+                i = order[position] if use_order else position
+                first, last = indptr[i], indptr[i + 1]
+                delta = minus_onehot_at(lit_scores(W16, indices, values, first, last), labels[i],
+                                        v * LANES, columns)
+                add_lit_outer(G, indices, values, first, last, delta)
+            # The step alpha / b of each lane in the weights' dtype, as the array path rounds it.
+            for j in range(LANES):
+                step[j] = W16.dtype.type(alphas[v, j] / (end - first_image))
+            for k in range(W16.shape[0]):
+                for j in range(LANES):
+                    W16[k, j] -= step[j] * G[k, j]
+
+
+@_compiled(inline="always")
+def _lanes(a):  # pragma: no cover - compiled
+    """The 16 values of ``a`` as a tuple (what the row operations take as one vector)."""
+    return (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12],
+            a[13], a[14], a[15])
+
+
 _NO_ORDER = np.zeros(1, dtype=np.int64)
 
 
@@ -269,6 +324,40 @@ class FusedCPU:
         _minibatch_pass(W16, lit.indptr, lit.indices, lit.values, labels, float(alpha),
                         batch_size, start, stop, order, use_order, partial)
         W[...] = W16[:, :N_OUT]
+        return W
+
+    def run_models(self, W, lit: LitPixels, labels, alphas, batch_size, start, stop,
+                   order=None):
+        """Train models side by side, ``W`` (pixels, 10 M) in place, model m with learning rate
+        ``alphas[m]``, per image (``batch_size`` 1) or by mini-batches, over positions
+        ``start:stop`` (of ``order`` if any). Each model's weights are those its own run gives:
+        the per-image pass's bit for bit, the mini-batch pass's to the order of its sums."""
+        alphas = np.asarray(alphas, dtype=np.float64)
+        columns = alphas.size * N_OUT
+        if (W.shape != (lit.n_pixels, columns) or W.dtype != lit.values.dtype
+                or not W.flags.c_contiguous):
+            raise ValueError(f"the fused pass needs C-contiguous ({lit.n_pixels}, {columns}) "
+                             "weights in the data's dtype")
+        if stop <= start:
+            return W
+        order, use_order = _order(order)
+        vectors = -(-columns // LANES)
+        padded = np.zeros((lit.n_pixels, vectors * LANES), dtype=W.dtype)
+        padded[:, :columns] = W
+        W16s = _aligned_zeros((vectors, lit.n_pixels, LANES), W.dtype)
+        W16s[...] = padded.reshape(lit.n_pixels, vectors, LANES).transpose(1, 0, 2)
+        lane_alphas = np.zeros(vectors * LANES)
+        lane_alphas[:columns] = np.repeat(alphas, N_OUT)
+        lane_alphas = lane_alphas.reshape(vectors, LANES)
+        if batch_size == 1:
+            _per_image_stack_pass(W16s, lit.indptr, lit.indices, lit.values, labels,
+                                  lane_alphas.astype(W.dtype), columns, start, stop, order,
+                                  use_order)
+        else:
+            gradients = _aligned_zeros((vectors, lit.n_pixels, LANES), W.dtype)
+            _minibatch_stack_pass(W16s, lit.indptr, lit.indices, lit.values, labels, lane_alphas,
+                                  columns, batch_size, start, stop, order, use_order, gradients)
+        W[...] = W16s.transpose(1, 0, 2).reshape(lit.n_pixels, vectors * LANES)[:, :columns]
         return W
 
     def classify(self, W, lit: LitPixels) -> np.ndarray:

@@ -6,6 +6,12 @@ are already scaled and ``Y`` one-hot encoded, on the same device as ``W``.
 
 Nothing here reads a value back to the host: results that must be looked at (accuracy, error) come
 back as 0-d device arrays, so every host-device synchronisation stays visible in the caller.
+
+Several models side by side (a sweep): ``W`` (784, 10 M) holds M models' weights, model m in
+columns ``10 m : 10 m + 10``, each with its own learning rate (``alpha`` then a device vector of
+one value per column). Every model sees the same images, so the stack trains in the same few
+array calls per step as one model, each column computed exactly as the model's own run would
+compute it (a model's result never depends on its neighbours').
 """
 
 from __future__ import annotations
@@ -53,25 +59,38 @@ def classify(W, X, xp=None):
     return xp.argmax(predict(W, X), axis=1)
 
 
-def per_image_steps(W, X, Y, alpha: float, rows, xp=None):
+def per_image_steps(W, X, Y, alpha, rows, xp=None):
     """The tutorial's loop, one image at a time, over the row indices ``rows`` (host integers).
 
-    ``pred = x @ W``; ``delta = pred - y``; ``W -= alpha * outer(x, delta)``.
+    ``pred = x @ W``; ``delta = pred - y``; ``W -= alpha * outer(x, delta)``. ``W`` may hold
+    several models side by side (see the module docstring), ``alpha`` then one per column.
     """
+    xp = xp or array_namespace(W, X)
+    outputs = Y.shape[1]
+    stacked = W.shape[1] != outputs
     for i in rows:
         x = X[i, :]
-        delta = x @ W - Y[i, :]
+        pred = x @ W
+        delta = (xp.reshape(xp.reshape(pred, (-1, outputs)) - Y[i, :], (-1,)) if stacked
+                 else pred - Y[i, :])
         W -= alpha * (x[:, None] * delta[None, :])
     return W
 
 
-def minibatch_step(W, Xb, Yb, alpha: float):
+def minibatch_step(W, Xb, Yb, alpha, xp=None):
     """One mini-batch step: ``W -= (alpha / b) * Xb^T (Xb W - Yb)`` for the b rows of ``Xb``.
 
-    At b = 1 this is the per-image update; the 1/b keeps the step size independent of b.
+    At b = 1 this is the per-image update; the 1/b keeps the step size independent of b. ``W``
+    may hold several models side by side, ``alpha`` then one per column.
     """
     b = Xb.shape[0]
-    W -= (alpha / b) * (Xb.T @ (Xb @ W - Yb))
+    pred = Xb @ W
+    if W.shape[1] != Yb.shape[1]:  # several models side by side
+        xp = xp or array_namespace(W, Xb)
+        delta = xp.reshape(xp.reshape(pred, (b, -1, Yb.shape[1])) - Yb[:, None, :], (b, -1))
+    else:
+        delta = pred - Yb
+    W -= (alpha / b) * (Xb.T @ delta)
     return W
 
 
@@ -84,7 +103,7 @@ def minibatch_steps(W, X, Y, alpha: float, batch_size: int, start: int, stop: in
     """
     xp = xp or array_namespace(W, X)
     for s in range(start, stop, batch_size):
-        minibatch_step(W, *batch(X, Y, s, min(s + batch_size, stop), order, xp), alpha)
+        minibatch_step(W, *batch(X, Y, s, min(s + batch_size, stop), order, xp), alpha, xp=xp)
     return W
 
 
@@ -112,6 +131,30 @@ def evaluate(W, X, labels, Y, xp=None, chunk: int = EVAL_CHUNK):
         correct = hits if correct is None else correct + hits
         errors = sq if errors is None else errors + sq
     return correct, errors
+
+
+def evaluate_models(W, X, labels, Y, xp=None, chunk: int | None = None):
+    """``evaluate`` for models side by side: (number correct, sum of squared errors) per model,
+    as two (M,) device arrays. The chunk of rows shrinks as the stack widens, so that the
+    scores of a chunk stay near 2**22 values whatever the number of models."""
+    xp = xp or array_namespace(W, X)
+    models = W.shape[1] // N_OUTPUTS
+    chunk = chunk or max(1, min(EVAL_CHUNK, 2**22 // W.shape[1]))
+    correct = errors = None
+    for s in range(0, X.shape[0], chunk):
+        pred = xp.reshape(predict(W, X[s:s + chunk, :]), (-1, models, N_OUTPUTS))
+        hits = xp.sum(xp.astype(xp.argmax(pred, axis=2) == labels[s:s + chunk, None], xp.int64),
+                      axis=0)
+        sq = xp.sum((pred - Y[s:s + chunk, None, :]) ** 2, axis=(0, 2))
+        correct = hits if correct is None else correct + hits
+        errors = sq if errors is None else errors + sq
+    return correct, errors
+
+
+def models_finite(W, xp=None):
+    """A (M,) device boolean per model of a stack: no NaN or infinity in its weights."""
+    xp = xp or array_namespace(W)
+    return xp.all(xp.isfinite(xp.reshape(W, (W.shape[0], -1, N_OUTPUTS))), axis=(0, 2))
 
 
 def all_finite(W, xp=None):

@@ -10,10 +10,13 @@ operations directly, for the steps of a sparse forward and backward pass:
 * ``lit_scores(W, indices, values, first, last)``: ``x @ W`` over the lit pixels ``first:last``,
   in pixel order, as a 16-tuple;
 * ``minus_onehot(scores, label)``: ``scores - onehot(label)``, the tutorial's delta;
+* ``minus_onehot_at(scores, label, column0, columns)``: the same for a vector of several models'
+  outputs side by side (lane ``l`` is column ``column0 + l`` of ``columns``, output ``% 10``);
 * ``add_lit_outer(G, indices, values, first, last, delta)``: ``G[k] += x[k] * delta`` for each
   lit pixel ``k``, the image's share of the gradient ``X^T delta``;
 * ``sub_lit_outer(W, indices, values, first, last, delta, alpha)``: ``W[k] -= alpha * (x[k] *
-  delta)``, the tutorial's per-image update.
+  delta)``, the tutorial's per-image update; ``alpha`` is one number, or a 16-tuple of them (one
+  per lane: models side by side, each with its own learning rate).
 
 Each term is a separate multiply and add, as the array path rounds them (no fused multiply-add,
 no reassociation): results differ from the dense product only by the order of the sums.
@@ -147,6 +150,32 @@ def minus_onehot(typingctx, scores, label):
 
 
 @intrinsic
+def minus_onehot_at(typingctx, scores, label, column0, columns):
+    """``scores - onehot``, where lane ``l`` is column ``column0 + l`` of models side by side (ten
+    columns each): one is subtracted where that column's output (``% 10``) is ``label``, in the
+    ``columns`` real columns only (the padding lanes stay untouched)."""
+
+    def codegen(context, builder, signature, args):
+        scores_, label_, column0_, columns_ = args
+        vector_type = _vector_type(context, scores.dtype)
+        i64_vector = ir.VectorType(_I64, LANES)
+        column = builder.add(_splat(builder, _as_i64(builder, column0_), i64_vector),
+                             ir.Constant(i64_vector, list(range(LANES))))
+        output = builder.urem(column, ir.Constant(i64_vector, [10] * LANES))
+        label64 = builder.zext(label_, _I64) if label_.type.width < 64 else label_
+        is_label = builder.and_(
+            builder.icmp_unsigned("==", output, _splat(builder, label64, i64_vector)),
+            builder.icmp_signed("<", column,
+                                _splat(builder, _as_i64(builder, columns_), i64_vector)))
+        onehot = builder.select(is_label, ir.Constant(vector_type, [1.0] * LANES),
+                                ir.Constant(vector_type, [0.0] * LANES))
+        delta = builder.fsub(_vector_of_tuple(builder, scores_, vector_type), onehot)
+        return _tuple_of_vector(builder, delta, context.get_value_type(scores))
+
+    return scores(scores, label, column0, columns), codegen
+
+
+@intrinsic
 def add_lit_outer(typingctx, G, indices, values, first, last, delta):
     """``G[k] += x[k] * delta`` for every lit pixel ``k`` of ``first:last``."""
 
@@ -172,7 +201,9 @@ def sub_lit_outer(typingctx, W, indices, values, first, last, delta, alpha):
         W_, indices_, values_, first_, last_, delta_, alpha_ = args
         reader = _LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
         delta_vector = _vector_of_tuple(builder, delta_, reader.vector_type)
-        alpha_vector = _splat(builder, alpha_, reader.vector_type)
+        alpha_vector = (_vector_of_tuple(builder, alpha_, reader.vector_type)
+                        if isinstance(alpha, types.UniTuple)
+                        else _splat(builder, alpha_, reader.vector_type))
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
             step = builder.fmul(alpha_vector, builder.fmul(value, delta_vector))

@@ -108,6 +108,9 @@ class TrainConfig:
     seed: int = 0
     shuffle: bool = False
     checkpoints: tuple[int, ...] | None = None  # None: the tutorial's, or every epoch's end
+    # Seeds the shuffling apart from the weights (None: ``seed`` does both). A sweep gives all its
+    # models one, so that they see the same images in the same order.
+    data_seed: int | None = None
     # "fused": compiled training, per image or by mini-batches (and the checkpoints' evaluation,
     # where the backend has it); "array": xp calls throughout; "auto": fused where available.
     kernel: str = "auto"
@@ -244,26 +247,91 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
 
     ``init_weights`` (a host array) replaces the seeded uniform draw. ``progress(images_seen)``
     is called after each segment, ``on_checkpoint(point)`` with each ``Checkpoint`` as soon as it
-    is evaluated (so that a caller can show it before the run ends).
+    is evaluated (so that a caller can show it before the run ends). Weights that stop being
+    finite raise ``TrainingDiverged`` naming the step.
     """
     config = config or TrainConfig()
     config.validate()
-    backend, xp = data.backend, data.backend.xp
-    n = data.n_train
-    if n == 0:
-        raise ValueError("no training images (check --limit)")
     if init_weights is None:
         host_w = linear.init_weights(config.seed, data.dtype)
     else:
         host_w = check_initial_weights(init_weights, data.dtype)
+    run = train_models(data, config, [config.alpha], host_w, progress=progress,
+                       on_checkpoint=on_checkpoint and (lambda points: on_checkpoint(points[0])))
+    if run.diverged:
+        raise TrainingDiverged(run.diverged[0].message)
+    return TrainResult(
+        config={**asdict(config), "checkpoints": run.checkpoints, "dtype": data.dtype,
+                "n_train": data.n_train, "init": "seeded" if init_weights is None else "given"},
+        backend=data.backend.describe(),
+        kernel=run.kernel,
+        curve=run.curves[0],
+        seconds=run.seconds,
+        prepare_seconds=run.prepare_seconds,
+        images_trained=run.images_trained,
+        weights=run.weights,
+        evaluation=run.evaluation,
+    )
+
+
+@dataclass
+class Divergence:
+    """Where a model of a stack diverged: its weights are frozen at the last finite step."""
+
+    message: str  # "the weights became NaN or infinite at step ..."
+    images_seen: int  # when it was found: the checkpoint after the step
+
+
+@dataclass
+class ModelsRun:
+    """What ``train_models`` returns: per model its curve (it stops where the model diverged)
+    and its divergence (or none), and the stack's shared figures."""
+
+    curves: list[list[Checkpoint]]
+    diverged: dict[int, Divergence]
+    weights: np.ndarray = field(repr=False)  # host (784, 10 M), diverged models frozen
+    kernel: str = "array"
+    evaluation: str = "array"
+    checkpoints: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    prepare_seconds: float = 0.0
+    images_trained: int = 0
+
+
+def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress=None,
+                 on_checkpoint=None) -> ModelsRun:
+    """Train M models side by side (see ``linear``): model m from columns ``10 m : 10 m + 10`` of
+    ``host_w`` (784, 10 M), with learning rate ``alphas[m]``; every other setting of ``config``
+    (batch size, epochs, order, checkpoints, kernel) is shared, as are all reads of the data.
+
+    One model is the tutorial's run. With several, a model whose weights stop being finite is
+    marked diverged at its step (found by replaying it alone from the last checkpoint), its
+    weights frozen at the last finite step and taken out of the stack (zero weights, zero rate),
+    and the others go on exactly as they would have: no column of the stack depends on another.
+    ``on_checkpoint(points)`` gets each checkpoint's list of M points (None for diverged models).
+    """
+    backend, xp = data.backend, data.backend.xp
+    n = data.n_train
+    if n == 0:
+        raise ValueError("no training images (check --limit)")
+    alphas = [float(a) for a in alphas]
+    models = len(alphas)
+    if host_w.shape != (linear.N_INPUTS, linear.N_OUTPUTS * models):
+        raise ValueError(f"{models} models need weights of shape (784, {10 * models}), not "
+                         f"{host_w.shape}")
     total = n * config.epochs
     asked = (config.checkpoints if config.checkpoints is not None
              else default_checkpoints(n, config.epochs))
     checkpoints = sorted({c for c in asked if c <= total} | {total})  # always the final one
     kernel_name, fused = _choose_kernel(backend, config)
-    evaluation, inference = _choose_evaluation(backend, kernel_name)
-    shuffle_rng = np.random.default_rng([config.seed, 1])  # a stream apart from the weights'
+    evaluation, inference = _choose_evaluation(backend, kernel_name if models == 1 else "array")
+    data_seed = config.seed if config.data_seed is None else config.data_seed
+    shuffle_rng = np.random.default_rng([data_seed, 1])  # a stream apart from the weights'
     unit = config.batch_size
+    rates = _Rates(backend, alphas, data.dtype)
+    curves = [[] for _ in range(models)]
+    diverged: dict[int, Divergence] = {}
+    frozen: dict[int, np.ndarray] = {}
 
     with backend.activate(), device_memory_guard(backend, "while training", config.batch_size,
                                                  data.resident_bytes):
@@ -271,17 +339,21 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
         # Once per run, like the upload: the lit pixels of the training and test images.
         with backend.stopwatch() as clock:
             prepared = fused.prepare(data.train_x) if fused is not None else None
-            score = _scorer(data, inference)
+            score = _scorer(data, inference, models)
         prepare_seconds = clock["seconds"]
-        curve: list[Checkpoint] = []
         seconds = 0.0
-        def reached(point):
-            curve.append(point)
+
+        def reached(seen):
+            points = [None if m in diverged else point
+                      for m, point in enumerate(_checkpoints(data, score(W), seen, models))]
+            for curve, point in zip(curves, points):
+                if point is not None:
+                    curve.append(point)
             if on_checkpoint:
-                on_checkpoint(point)
+                on_checkpoint(points)
 
         if checkpoints[0] == 0:
-            reached(_checkpoint(data, score(W), 0))
+            reached(0)
         # What a failed checkpoint replays, one step at a time, to name the step that diverged:
         # the weights at the last good checkpoint and the segments run since.
         last_good, since_good = _copy(xp, W), []
@@ -294,34 +366,64 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
             for stop in _segment_stops(n, epoch * n, checkpoints, unit):
                 segment = _Segment(epoch * n, start, stop, host_order, order)
                 with backend.stopwatch() as clock:
-                    _run_segment(W, data, config, segment, fused, prepared)
+                    _run_segment(W, data, config, segment, rates, fused, prepared)
                 seconds += clock["seconds"]
                 since_good.append(segment)
                 seen = epoch * n + stop
                 if any(seen - (stop - start) < c <= seen for c in checkpoints):
                     # A checkpoint: the one place where values come back to the host.
-                    if not bool(linear.all_finite(W, xp=xp)):
-                        raise TrainingDiverged(
-                            _divergence_message(last_good, since_good, data, config))
-                    reached(_checkpoint(data, score(W), seen))
+                    finite = _finite_models(W, models, backend)
+                    for m in np.flatnonzero(~finite):
+                        if m in diverged:
+                            continue
+                        frozen[m], message = _replay_model(last_good, since_good, data, config,
+                                                           m, alphas[m])
+                        diverged[m] = Divergence(message, seen)
+                        # Out of the stack: zero weights and a zero rate keep its columns
+                        # finite, so nothing it computes from here on can overflow.
+                        W[:, 10 * m:10 * m + 10] = 0
+                        rates.stop(m)
+                    if models == 1 and diverged:
+                        break
+                    reached(seen)
                     last_good, since_good = _copy(xp, W), []
                 if progress:
                     progress(seen)
                 start = stop
+            if models == 1 and diverged:
+                break
         weights = backend.to_host(W)
+    for m, kept in frozen.items():
+        weights[:, 10 * m:10 * m + 10] = kept
+    return ModelsRun(curves, diverged, weights, kernel_name, evaluation, checkpoints, seconds,
+                     prepare_seconds, total)
 
-    return TrainResult(
-        config={**asdict(config), "checkpoints": checkpoints, "dtype": data.dtype,
-                "n_train": n, "init": "seeded" if init_weights is None else "given"},
-        backend=backend.describe(),
-        kernel=kernel_name,
-        curve=curve,
-        seconds=seconds,
-        prepare_seconds=prepare_seconds,
-        images_trained=total,
-        weights=weights,
-        evaluation=evaluation,
-    )
+
+class _Rates:
+    """The models' learning rates in the forms the compute paths take: a number for one model (as
+    the tutorial's code has it), per column on the device for several (the array path), per
+    model on the host (the fused passes). A diverged model's rate becomes zero."""
+
+    def __init__(self, backend: Backend, alphas, dtype):
+        self.backend, self.alphas, self.dtype = backend, list(alphas), dtype
+        self._columns = None
+
+    def stop(self, model: int):
+        self.alphas[model] = 0.0
+        self._columns = None
+
+    @property
+    def single(self) -> bool:
+        return len(self.alphas) == 1
+
+    def columns(self):
+        """One model: its rate; several: a device vector of one rate per column."""
+        if self.single:
+            return self.alphas[0]
+        if self._columns is None:
+            self._columns = self.backend.to_device(
+                np.repeat(np.asarray(self.alphas), linear.N_OUTPUTS).astype(self.dtype))
+        return self._columns
 
 
 @dataclass(frozen=True)
@@ -335,21 +437,24 @@ class _Segment:
     order: object  # the same permutation on the device, or None for file order
 
 
-def _run_segment(W, data, config, segment, fused=None, prepared=None):
+def _run_segment(W, data, config, segment, rates: _Rates, fused=None, prepared=None):
     xp = data.backend.xp
     start, stop = segment.start, segment.stop
-    if config.batch_size > 1 and fused is not None:
-        fused.run_minibatch(W, prepared, data.train_labels, config.alpha, config.batch_size,
+    if fused is not None and not rates.single:
+        fused.run_models(W, prepared, data.train_labels, rates.alphas, config.batch_size,
+                         start, stop, segment.order)
+    elif config.batch_size > 1 and fused is not None:
+        fused.run_minibatch(W, prepared, data.train_labels, rates.alphas[0], config.batch_size,
                             start, stop, segment.order)
     elif config.batch_size > 1:
-        linear.minibatch_steps(W, data.train_x, data.train_y, config.alpha, config.batch_size,
+        linear.minibatch_steps(W, data.train_x, data.train_y, rates.columns(), config.batch_size,
                                start, stop, order=segment.order, xp=xp)
     elif fused is not None:
-        fused.run(W, prepared, data.train_labels, config.alpha, start, stop, segment.order)
+        fused.run(W, prepared, data.train_labels, rates.alphas[0], start, stop, segment.order)
     else:
         rows = (range(start, stop) if segment.host_order is None
                 else segment.host_order[start:stop].tolist())
-        linear.per_image_steps(W, data.train_x, data.train_y, config.alpha, rows, xp=xp)
+        linear.per_image_steps(W, data.train_x, data.train_y, rates.columns(), rows, xp=xp)
 
 
 def evaluate_weights(data: DeviceData, weights) -> Checkpoint:
@@ -359,15 +464,19 @@ def evaluate_weights(data: DeviceData, weights) -> Checkpoint:
         return _checkpoint(data, _scorer(data)(data.backend.to_device(host_w)), 0)
 
 
-def _scorer(data: DeviceData, inference=None):
-    """``score(W)``: (number correct, sum of squared errors) on the test set, as device values.
+def _scorer(data: DeviceData, inference=None, models: int = 1):
+    """``score(W)``: (number correct, sum of squared errors) on the test set, as device values,
+    per model for a stack.
 
-    With ``inference`` (a backend's fused inference) the test images' lit pixels are listed here,
-    once; otherwise the dense product of ``linear.evaluate``.
+    With ``inference`` (a backend's fused inference, for one model) the test images' lit pixels
+    are listed here, once; otherwise the dense product of ``linear.evaluate``.
     """
+    xp = data.backend.xp
+    if models > 1:
+        return lambda W: linear.evaluate_models(W, data.test_x, data.test_labels, data.test_y,
+                                                xp=xp)
     if inference is None:
-        return lambda W: linear.evaluate(W, data.test_x, data.test_labels, data.test_y,
-                                         xp=data.backend.xp)
+        return lambda W: linear.evaluate(W, data.test_x, data.test_labels, data.test_y, xp=xp)
     test_lit = inference.prepare(data.test_x)
     return lambda W: inference.evaluate(W, test_lit, data.test_labels)
 
@@ -378,31 +487,51 @@ def _checkpoint(data: DeviceData, scores, seen: int) -> Checkpoint:
     return Checkpoint(seen, int(correct) / n, float(sq_errors) / (n * linear.N_OUTPUTS))
 
 
+def _checkpoints(data: DeviceData, scores, seen: int, models: int) -> list[Checkpoint]:
+    """One checkpoint per model, from one transfer of each score to the host."""
+    if models == 1:
+        return [_checkpoint(data, scores, seen)]
+    correct, sq_errors = (data.backend.to_host(v) for v in scores)
+    return [_checkpoint(data, (c, e), seen) for c, e in zip(correct, sq_errors)]
+
+
+def _finite_models(W, models: int, backend: Backend) -> np.ndarray:
+    """Per model, whether its weights are all finite (brought back to the host)."""
+    xp = backend.xp
+    if models == 1:
+        return np.array([bool(linear.all_finite(W, xp=xp))])
+    return backend.to_host(linear.models_finite(W, xp=xp)).astype(bool)
+
+
 def _copy(xp, W):
     return xp.astype(W, W.dtype, copy=True)
 
 
-def _divergence_message(last_good, segments, data, config) -> str:
-    """Replay ``segments`` one step at a time from the last good weights to name the step.
+def _replay_model(last_good, segments, data, config, model: int, alpha: float):
+    """Replay ``segments`` for one model alone, one step at a time, from the last good weights:
+    (its weights before the step that made them non-finite, the message naming that step).
 
     Only reached after a failure, so its per-step synchronisation costs a good run nothing. The
     replay uses the array path, which follows the fused kernels to within rounding.
     """
     xp = data.backend.xp
-    W = _copy(xp, last_good)
+    W = _copy(xp, last_good[:, 10 * model:10 * model + 10])
+    rates = _Rates(data.backend, [alpha], data.dtype)
+    before = W
     for segment in segments:
         for s in range(segment.start, segment.stop, config.batch_size):
             step = _Segment(segment.offset, s, min(s + config.batch_size, segment.stop),
                             segment.host_order, segment.order)
-            _run_segment(W, data, config, step)
+            before = _copy(xp, W)
+            _run_segment(W, data, config, step, rates)
             if not bool(linear.all_finite(W, xp=xp)):
-                return (f"the weights became NaN or infinite at {_step_name(step, data, config)} "
-                        f"(alpha = {config.alpha}); try a smaller --alpha")
+                return data.backend.to_host(before), (
+                    f"the weights became NaN or infinite at {_step_name(step, data, config)} "
+                    f"(alpha = {alpha}); try a smaller --alpha")
     first, last = segments[0], segments[-1]
-    return (
+    return data.backend.to_host(before), (
         f"the weights became NaN or infinite between images {first.offset + first.start:,} and "
-        f"{last.offset + last.stop:,} (alpha = {config.alpha}); try a smaller --alpha"
-    )
+        f"{last.offset + last.stop:,} (alpha = {alpha}); try a smaller --alpha")
 
 
 def _step_name(step: _Segment, data: DeviceData, config: TrainConfig) -> str:
