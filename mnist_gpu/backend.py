@@ -131,6 +131,18 @@ class Backend:
         """The exception types this library raises when device memory runs out."""
         return (MemoryError,)
 
+    def memory_available(self) -> int | None:
+        """Bytes the device can still give (what a run may plan for), or None if unknown. On
+        the CPU: the host's available memory (Linux's MemAvailable)."""
+        try:
+            with open("/proc/meminfo") as handle:
+                for line in handle:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
     def reset_memory_pool(self) -> None:
         """Release cached device memory; what is still held is the resident set (the data,
         the weights), from which ``memory_pool_rise`` counts."""
@@ -251,6 +263,12 @@ class CupyBackend(Backend):
         pool = self.xp.get_default_memory_pool()
         pool.free_all_blocks()
         self._resident_bytes = int(pool.total_bytes())  # only blocks in use remain
+
+    def memory_available(self):
+        # Free device memory, plus what CuPy's pool holds unused (it hands that out first).
+        with self._device:
+            free, _ = self.xp.cuda.runtime.memGetInfo()
+            return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
     def memory_pool_rise(self):
         # CuPy's pool keeps freed blocks until free_all_blocks() and reuses them, so what it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -164,48 +165,68 @@ own terms (data unavailable, training diverged, accuracy below --min-accuracy), 
 or an unusable backend, 130 interrupted."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mnist-gpu", description=DESCRIPTION, epilog=EXAMPLES,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"mnist-gpu {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_training_args(parser, sweep: bool):
+    """The flags of `train`, and of `sweep` (where --alpha and --seed take lists, and the
+    outputs are files)."""
+    from .sweep import parse_alphas, parse_seeds
 
-    t = commands.add_parser(
-        "train", help="train the tutorial's network and print its accuracy table",
-        description="Train the tutorial's 784->10 network. The defaults reproduce the tutorial: "
-                    "one image at a time, one pass in file order, alpha 0.01, float32.")
-    _add_backend_args(t)
-    _add_data_args(t)
-    t.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
-    t.add_argument("--batch-size", type=_int_at_least(1), default=1,
+    _add_backend_args(parser)
+    _add_data_args(parser)
+    p = parser
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1,
                    help="1: the tutorial's per-image update; B: mini-batches of B images [1]")
-    t.add_argument("--epochs", type=_int_at_least(1), default=1, help="passes over the data [1]")
-    t.add_argument("--alpha", "--lr", type=_positive_float, default=0.01,
-                   help="learning rate [0.01]")
-    t.add_argument("--seed", type=_int_at_least(0), default=0,
-                   help="seeds the initial weights and the shuffling [0]")
-    t.add_argument("--shuffle", action="store_true",
+    p.add_argument("--epochs", type=_int_at_least(1), default=1, help="passes over the data [1]")
+    if sweep:
+        p.add_argument("--alpha", "--lr", type=_parsed(parse_alphas), default=(0.01,),
+                       metavar="A,A,...", help="learning rates, e.g. 0.001,0.003,0.01 [0.01]")
+        p.add_argument("--seed", type=_parsed(parse_seeds), default=(0,), metavar="S-S,S",
+                       help="seeds of the initial weights, e.g. 0-9 or 0,3,7 [0]")
+        p.add_argument("--data-seed", type=_int_at_least(0), default=None,
+                       help="seeds the shuffled order, the same for every model [the first seed]")
+    else:
+        p.add_argument("--alpha", "--lr", type=_positive_float, default=0.01,
+                       help="learning rate [0.01]")
+        p.add_argument("--seed", type=_int_at_least(0), default=0,
+                       help="seeds the initial weights (and the shuffling, unless --data-seed) "
+                            "[0]")
+        p.add_argument("--data-seed", type=_int_at_least(0), default=None,
+                       help="seeds the shuffling apart from the weights [--seed]")
+    p.add_argument("--shuffle", action="store_true",
                    help="visit the images in a seeded random order each epoch")
-    t.add_argument("--limit", type=_int_at_least(1), default=None,
+    p.add_argument("--limit", type=_int_at_least(1), default=None,
                    help="train on the first N images only")
-    t.add_argument("--checkpoints", type=_int_list, default=None,
+    p.add_argument("--checkpoints", type=_int_list, default=None,
                    help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
                         + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
-    t.add_argument("--kernel", choices=KERNELS, default="auto",
+    p.add_argument("--kernel", choices=KERNELS, default="auto",
                    help="fused (compiled passes over the lit pixels: per image on the CPU "
                         "and GPU, mini-batches on the CPU; the checkpoints' test-set evaluation "
                         "too, where the backend has it), array (one array call per operation, "
                         "the reference) or auto (fused where available) [auto]")
-    t.add_argument("--init", default=None, metavar="FILE",
-                   help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
-    t.add_argument("--save", default=None, metavar="PATH",
-                   help="write the weights, configuration and accuracy to PATH (.npz)")
-    t.add_argument("--json", action="store_true",
-                   help="print one JSON object on stdout instead of the table")
-    t.add_argument("--min-accuracy", type=_fraction, default=None, metavar="X",
-                   help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    deep = t.add_argument_group(
+    if sweep:
+        p.add_argument("--json", default=None, metavar="PATH",
+                       help="write every model's settings, curve and accuracy, and the sweep's "
+                            "timing, as JSON")
+        p.add_argument("--save", default=None, metavar="PATH",
+                       help="write every model's weights (.npz, key 'weights', shape (M, 784, "
+                            "10)) with each model's settings; eval/predict --model K use one")
+        p.add_argument("--plot", default=None, metavar="PATH",
+                       help="accuracy against learning rate (median and band over seeds) and "
+                            "the curves, as a PNG (needs mnist-gpu[plot])")
+        p.add_argument("--chunk-models", type=_int_at_least(1), default=None, metavar="N",
+                       help="train at most N models at once [as many as the device holds]")
+    else:
+        p.add_argument("--init", default=None, metavar="FILE",
+                       help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
+        p.add_argument("--save", default=None, metavar="PATH",
+                       help="write the weights, configuration and accuracy to PATH (.npz)")
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON object on stdout instead of the table")
+        p.add_argument("--min-accuracy", type=_fraction, default=None, metavar="X",
+                       help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    deep = p.add_argument_group(
         "beyond the tutorial", "any of these trains a stack of dense layers by mini-batch SGD "
         "(mnist_gpu/mlp.py); without them it is the tutorial's network")
     deep.add_argument("--hidden", type=lambda text: _int_list(text, minimum=1), default=(),
@@ -220,7 +241,43 @@ def build_parser() -> argparse.ArgumentParser:
     deep.add_argument("--schedule", choices=mlp_choices("SCHEDULES"), default="constant",
                       help="learning rate: constant; step (x0.1 at 50%% and 75%% of the steps); "
                            "cosine (to zero) [constant]")
+
+
+def _parsed(parse):
+    """An argparse type from a parser that raises ValueError with a one-line reason."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mnist-gpu", description=DESCRIPTION, epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mnist-gpu {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = commands.add_parser(
+        "train", help="train the tutorial's network and print its accuracy table",
+        description="Train the tutorial's 784->10 network. The defaults reproduce the tutorial: "
+                    "one image at a time, one pass in file order, alpha 0.01, float32.")
+    _add_training_args(t, sweep=False)
     t.set_defaults(run=cmd_train)
+
+    w = commands.add_parser(
+        "sweep", help="train a grid of learning rates x seeds together, one stack on one device",
+        description="Train every configuration of a grid (the product of --alpha and --seed) "
+                    "together, as one stack of models on one device: the models see the same "
+                    "images in the same order and share every read of them. Each model ends "
+                    "with the weights and the accuracy table its own `mnist-gpu train` run "
+                    "gives; a model that diverges is marked at its step and frozen, and the "
+                    "others are unaffected. Prints one row per model and one summary per "
+                    "learning rate.")
+    _add_training_args(w, sweep=True)
+    w.set_defaults(run=cmd_sweep)
 
     b = commands.add_parser(
         "bench", help="measure training and inference throughput",
@@ -277,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file written by mnist-gpu train --save (or a (784, 10) .npy)")
     _add_backend_args(e)
     _add_data_args(e)
+    e.add_argument("--model", type=_int_at_least(0), default=None, metavar="K",
+                   help="which model of a file written by `mnist-gpu sweep --save`")
     e.add_argument("--plot", default=None, metavar="PATH", help="the confusion matrix as a PNG")
     e.add_argument("--weight-map", default=None, metavar="PATH",
                    help="the weights as 28x28 maps (first-layer units for a deeper network)")
@@ -296,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (PNG, JPEG, GIF, TIFF, ...) or folders of them")
     p.add_argument("--weights", required=True, metavar="FILE", help="as for eval")
+    p.add_argument("--model", type=_int_at_least(0), default=None, metavar="K",
+                   help="which model of a file written by `mnist-gpu sweep --save`")
     p.add_argument("--show", default=None, metavar="PATH",
                    help="write the 28x28 image the network actually saw (PNG; one image only)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -356,7 +417,7 @@ def cmd_train(args) -> int:
             raise UsageError(f"--init {err}") from None
     config = TrainConfig(alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
                          seed=args.seed, shuffle=args.shuffle, checkpoints=args.checkpoints,
-                         kernel=args.kernel)
+                         kernel=args.kernel, data_seed=args.data_seed)
     try:
         config.validate()
     except ValueError as err:
@@ -383,7 +444,8 @@ def cmd_train_mlp(args) -> int:
     arch = Architecture(tuple(args.hidden), args.activation or "relu", args.bias, args.loss)
     config = MLPConfig(arch, lr=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
                        momentum=args.momentum, weight_decay=args.weight_decay,
-                       schedule=args.schedule, seed=args.seed, shuffle=args.shuffle)
+                       schedule=args.schedule, seed=args.seed, shuffle=args.shuffle,
+                       data_seed=args.data_seed)
     try:
         config.validate()
     except ValueError as err:
@@ -502,6 +564,130 @@ def _check_outputs(args, *flags):
             raise UsageError(f"--{flag} {shown}: {problem}")
 
 
+def cmd_sweep(args) -> int:
+    from . import sweep
+
+    _check_outputs(args, "json", "save", "plot")
+    if args.plot:
+        _require_plotting("--plot")
+    if args.activation and not args.hidden:
+        raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
+                         "are none: add --hidden N (e.g. --hidden 100)")
+    members = sweep.grid(args.alpha, args.seed)
+    data_seed = members[0].seed if args.data_seed is None else args.data_seed
+    deep = _wants_mlp(args)
+    if deep:
+        from .mlp import Architecture, MLPConfig
+
+        if args.checkpoints or args.kernel == "fused":
+            raise UsageError("--checkpoints and --kernel fused apply to the tutorial's network "
+                             "only (a deeper network is evaluated after every epoch)")
+        arch = Architecture(tuple(args.hidden), args.activation or "relu", args.bias, args.loss)
+        config = MLPConfig(arch, lr=members[0].alpha, batch_size=args.batch_size,
+                           epochs=args.epochs, momentum=args.momentum,
+                           weight_decay=args.weight_decay, schedule=args.schedule,
+                           seed=members[0].seed, shuffle=args.shuffle, data_seed=data_seed)
+    else:
+        config = TrainConfig(alpha=members[0].alpha, batch_size=args.batch_size,
+                             epochs=args.epochs, seed=members[0].seed, shuffle=args.shuffle,
+                             checkpoints=args.checkpoints, kernel=args.kernel,
+                             data_seed=data_seed)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    backend, mnist = _backend_and_mnist(args)
+    data = _training_data(args, backend, mnist)
+    if not deep:
+        _say_dropped_checkpoints(args.checkpoints, data.n_train * args.epochs)
+    bar = _progress_bar(len(members), args.quiet, unit="model")
+    advance = bar.update if bar else None
+    try:
+        if deep:
+            result = sweep.run_mlp_sweep(data, members, config, log=_log, on_chunk=advance)
+        else:
+            try:
+                result = sweep.run_sweep(data, members, config, args.chunk_models, log=_log,
+                                         on_chunk=advance)
+            except ValueError as err:  # not even one model fits the device
+                raise Failure(str(err)) from None
+    finally:
+        if bar:
+            bar.close()
+    _print_sweep(result, len(args.alpha), len(args.seed))
+    if args.json:
+        write_atomically(args.json, json.dumps(result.to_json(), indent=1).encode())
+        print(f"wrote {args.json}")
+    if args.save:
+        saved = _save_sweep(args.save, result, deep)
+        print(f"saved {len(result.models)} models' weights to {saved}")
+    if args.plot:
+        from .visual import plot_sweep
+
+        plot_sweep(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _print_sweep(result, n_alphas, n_seeds):
+    settings, info = result.settings, result.backend
+    where = info.get("gpu") or info.get("cpu") or info.get("device", "")
+    mode = ("per-image" if settings["batch_size"] == 1
+            else f"mini-batches of {settings['batch_size']}")
+    what = settings.get("architecture", "784-10, the tutorial")
+    order = (f"shuffled (data seed {settings['data_seed']})" if settings["shuffle"]
+             else "file order")
+    print(f"sweep of {len(result.models)} models ({n_alphas} learning rate(s) x {n_seeds} "
+          f"seed(s)): {what}, backend {info['backend']} ({where}), {settings['dtype']}, {mode} "
+          f"({result.kernel} kernel), {settings['epochs']} epoch(s), images in {order}",
+          flush=True)
+    print(f"{'alpha':>10}  {'seed':>5}  {'final':>7}  {'best (images seen)':>24}  status")
+    for m in result.models:
+        best = m.best
+        best_text = f"{best.accuracy:.2%} ({best.images_seen:,})" if best else "-"
+        final = "-" if m.final_accuracy is None else f"{m.final_accuracy:.2%}"
+        status = f"diverged {m.diverged}" if m.diverged else "ok"
+        print(f"{m.alpha:>10g}  {m.seed:>5}  {final:>7}  {best_text:>24}  {status}")
+    print("per learning rate, over its seeds: final accuracy, mean [min - max]")
+    for row in result.summaries():
+        if row["mean"] is None:
+            print(f"{row['alpha']:>10g}  all {row['diverged']} diverged")
+            continue
+        diverged = f"; {row['diverged']} diverged" if row["diverged"] else ""
+        print(f"{row['alpha']:>10g}  {row['mean']:.2%} [{row['min']:.2%} - {row['max']:.2%}]  "
+              f"({row['models']} models{diverged})")
+    chunks = f", in {result.chunks} chunks" if result.chunks > 1 else ""
+    print(f"trained {len(result.models)} models x {result.images_per_model:,} images in "
+          f"{result.seconds:.3f} s ({result.model_images_per_second:,.0f} model-images/s{chunks})",
+          flush=True)
+
+
+def _save_sweep(path, result, deep):
+    """Every model's weights in one .npz, a leading model axis on every array, with each model's
+    settings in the metadata (eval and predict take one with --model K)."""
+    models = [{"alpha": m.alpha, "seed": m.seed, "final_accuracy": m.final_accuracy,
+               "diverged": m.diverged} for m in result.models]
+    metadata = {"sweep": result.settings, "models": models}
+    if not deep:
+        return save_weights(path, result.weights, metadata)
+    from .mlp import init_params, params_to_arrays
+
+    arch = result.settings["arch"]
+    metadata["config"] = {"arch": arch}
+    shapes = params_to_arrays(init_params(_architecture(arch), 0, result.settings["dtype"]))
+    stacked = {key: np.stack([params_to_arrays(p)[key] if p is not None else np.zeros_like(z)
+                              for p in result.weights]) for key, z in shapes.items()}
+    weights = stacked.pop("W0")
+    return save_weights(path, weights, metadata, **stacked)
+
+
+def _architecture(described: dict):
+    from .mlp import Architecture
+
+    return Architecture(tuple(described["hidden"]), described["activation"],
+                        bool(described["bias"]), described["loss"])
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -530,6 +716,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_curve(args) -> int:
+    from .sweep import grid, run_sweep
     from .visual import TUTORIAL_POINTS, plot_curves
 
     _check_outputs(args, "plot")
@@ -545,14 +732,17 @@ def cmd_curve(args) -> int:
     bar = _progress_bar(len(runs) * args.seeds, args.quiet or args.json, unit="run")
     series, report = {}, {}
     for label, config in runs:
-        accuracies, seen = [], None
-        for seed in range(args.seeds):
-            config.seed = seed
-            result = train(data, config)
-            seen = [c.images_seen for c in result.curve]
-            accuracies.append([c.accuracy for c in result.curve])
-            if bar:
-                bar.update()
+        # The seeds of one configuration are one sweep: trained side by side, each model as its
+        # own run would be.
+        result = run_sweep(data, grid([config.alpha], range(args.seeds)), config, log=_log,
+                           on_chunk=bar.update if bar else None)
+        failed = next((m for m in result.models if m.diverged), None)
+        if failed:
+            raise TrainingDiverged(f"seed {failed.seed}: the weights became NaN or infinite "
+                                   f"{failed.diverged} (alpha = {failed.alpha}); try a smaller "
+                                   "--alpha")
+        accuracies = [[c.accuracy for c in m.curve] for m in result.models]
+        seen = [c.images_seen for c in result.models[0].curve]
         series[label] = (seen, accuracies)
         acc = np.asarray(accuracies)
         report[label] = {"images_seen": seen, "median": np.median(acc, axis=0).tolist(),
@@ -577,11 +767,11 @@ def cmd_curve(args) -> int:
     return 0
 
 
-def _load_model_or_usage_error(path):
+def _load_model_or_usage_error(path, model=None):
     from .mlp import load_model
 
     try:
-        return load_model(path)
+        return load_model(path, model)
     except WeightsFileError as err:
         raise UsageError(f"--weights {err}") from None
 
@@ -592,7 +782,7 @@ def cmd_eval(args) -> int:
     _check_outputs(args, "plot", "weight-map")
     if args.plot or args.weight_map:
         _require_plotting("--plot" if args.plot else "--weight-map")
-    arch, host_params = _load_model_or_usage_error(args.weights)
+    arch, host_params = _load_model_or_usage_error(args.weights, args.model)
     backend, mnist = _backend_and_mnist(args)
     dtype = str(host_params[0][0].dtype) if str(host_params[0][0].dtype) in DTYPES else "float32"
     data = to_device_data(backend, mnist, dtype, limit=1)
@@ -632,7 +822,7 @@ def cmd_predict(args) -> int:
     files = _image_files(args.images, visual.IMAGE_SUFFIXES)
     if args.show and len(files) != 1:
         raise UsageError(f"--show writes the image of one file, and {len(files)} were given")
-    arch, params = _load_model_or_usage_error(args.weights)
+    arch, params = _load_model_or_usage_error(args.weights, args.model)
     results = []
     for path in files:
         try:
@@ -717,6 +907,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _log("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`mnist-gpu ... | head`): stop quietly, as `cat` does,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

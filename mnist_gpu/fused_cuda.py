@@ -67,10 +67,21 @@ class FusedCUDA:
 
         One launch; nothing is read back, so the call returns as soon as the launch is queued.
         """
+        return self.run_models(W, lit, labels, [alpha], 1, start, stop, order)
+
+    def run_models(self, W, lit: LitPixels, labels, alphas, batch_size, start, stop,
+                   order=None):
+        """Train models side by side, ``W`` (784, 10 M) in place, model m with ``alphas[m]``: one
+        launch of M blocks, one model each. Per image only (``batch_size`` 1): the GPU's
+        mini-batches are cuBLAS products."""
         cp = self.cp
-        if W.shape != (N_PIXELS, N_OUT) or W.dtype != lit.values.dtype or not W.flags.c_contiguous:
-            raise ValueError("the fused pass needs C-contiguous (784, 10) weights in the data's "
-                             "dtype")
+        models = len(alphas)
+        if batch_size != 1:
+            raise ValueError("the fused CUDA pass trains per image only")
+        if (W.shape != (N_PIXELS, N_OUT * models) or W.dtype != lit.values.dtype
+                or not W.flags.c_contiguous):
+            raise ValueError(f"the fused pass needs C-contiguous (784, {N_OUT * models}) weights "
+                             "in the data's dtype")
         with self.device:
             # The kernel indexes the lists with these positions unchecked: an index out of range
             # would read (and write) other memory, so they are checked here, on the host.
@@ -81,9 +92,10 @@ class FusedCUDA:
             use_order = order is not None
             order = order.astype(cp.int64, copy=False) if use_order else lit.indptr  # unread
             labels = labels.astype(cp.uint8, copy=False)
-            kernel((1,), (WARP,),
-                   (W, lit.indptr, lit.indices, lit.values, labels, order, np.int32(use_order),
-                    W.dtype.type(alpha), np.int64(start), np.int64(stop)),
+            rates = cp.asarray(np.asarray(alphas, dtype=np.float64).astype(W.dtype))
+            kernel((models,), (WARP,),
+                   (W, np.int64(N_OUT * models), rates, lit.indptr, lit.indices, lit.values,
+                    labels, order, np.int32(use_order), np.int64(start), np.int64(stop)),
                    shared_mem=shared_bytes)
         return W
 

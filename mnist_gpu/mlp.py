@@ -202,6 +202,7 @@ class MLPConfig:
     schedule: str = "constant"  # "step": x0.1 at 50% and 75% of the steps; "cosine": to zero
     seed: int = 0
     shuffle: bool = True
+    data_seed: int | None = None  # seeds the shuffling apart from the weights (None: seed)
 
     def validate(self):
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -258,7 +259,8 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
     n, b = data.n_train, config.batch_size
     steps_per_epoch = -(-n // b)
     total_steps = steps_per_epoch * config.epochs
-    shuffle_rng = np.random.default_rng([config.seed, 1])
+    shuffle_rng = np.random.default_rng(
+        [config.seed if config.data_seed is None else config.data_seed, 1])
     curve, seconds, step = [], 0.0, 0
 
     with backend.activate(), device_memory_guard(backend, "while training", b,
@@ -393,12 +395,27 @@ def params_from_arrays(arrays: dict, arch: Architecture, source="weights file") 
     return params
 
 
-def load_model(path) -> tuple[Architecture, list]:
+def load_model(path, model: int | None = None) -> tuple[Architecture, list]:
     """The architecture (from the file's metadata; none means the tutorial's) and parameters of a
-    file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``."""
+    file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``; of a
+    file written by ``mnist-gpu sweep --save``, those of its model number ``model``."""
     from .weights_io import WeightsFileError, load_arrays
 
     arrays, metadata = load_arrays(path)
+    sweep_models = metadata.get("models") if "sweep" in metadata else None
+    if sweep_models is not None:
+        count = len(sweep_models)
+        if model is None:
+            raise WeightsFileError(f"{path}: holds the {count} models of a sweep: choose one "
+                                   f"with --model K (0 to {count - 1})")
+        if not 0 <= model < count:
+            raise WeightsFileError(f"{path}: --model {model} is not one of its {count} models "
+                                   f"(0 to {count - 1})")
+        if any(a.ndim == 0 or a.shape[0] != count for a in arrays.values()):
+            raise WeightsFileError(f"{path}: its arrays do not hold {count} models")
+        arrays = {key: a[model] for key, a in arrays.items()}
+    elif model not in (None, 0):
+        raise WeightsFileError(f"{path}: --model {model}, but it holds one model (0)")
     described = (metadata.get("config") or {}).get("arch")
     try:
         arch = (Architecture(tuple(described["hidden"]), described["activation"],

@@ -278,8 +278,14 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
 class Divergence:
     """Where a model of a stack diverged: its weights are frozen at the last finite step."""
 
-    message: str  # "the weights became NaN or infinite at step ..."
+    where: str  # "at step 6 (images 501 to 600 of the epoch; 600 images seen)"
     images_seen: int  # when it was found: the checkpoint after the step
+    alpha: float
+
+    @property
+    def message(self) -> str:
+        return (f"the weights became NaN or infinite {self.where} (alpha = {self.alpha}); "
+                "try a smaller --alpha")
 
 
 @dataclass
@@ -376,9 +382,9 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
                     for m in np.flatnonzero(~finite):
                         if m in diverged:
                             continue
-                        frozen[m], message = _replay_model(last_good, since_good, data, config,
-                                                           m, alphas[m])
-                        diverged[m] = Divergence(message, seen)
+                        frozen[m], where = _replay_model(last_good, since_good, data, config,
+                                                         m, alphas[m])
+                        diverged[m] = Divergence(where, seen, alphas[m])
                         # Out of the stack: zero weights and a zero rate keep its columns
                         # finite, so nothing it computes from here on can overflow.
                         W[:, 10 * m:10 * m + 10] = 0
@@ -509,7 +515,7 @@ def _copy(xp, W):
 
 def _replay_model(last_good, segments, data, config, model: int, alpha: float):
     """Replay ``segments`` for one model alone, one step at a time, from the last good weights:
-    (its weights before the step that made them non-finite, the message naming that step).
+    (its weights before the step that made them non-finite, where that step was).
 
     Only reached after a failure, so its per-step synchronisation costs a good run nothing. The
     replay uses the array path, which follows the fused kernels to within rounding.
@@ -525,13 +531,10 @@ def _replay_model(last_good, segments, data, config, model: int, alpha: float):
             before = _copy(xp, W)
             _run_segment(W, data, config, step, rates)
             if not bool(linear.all_finite(W, xp=xp)):
-                return data.backend.to_host(before), (
-                    f"the weights became NaN or infinite at {_step_name(step, data, config)} "
-                    f"(alpha = {alpha}); try a smaller --alpha")
+                return data.backend.to_host(before), f"at {_step_name(step, data, config)}"
     first, last = segments[0], segments[-1]
-    return data.backend.to_host(before), (
-        f"the weights became NaN or infinite between images {first.offset + first.start:,} and "
-        f"{last.offset + last.stop:,} (alpha = {alpha}); try a smaller --alpha")
+    return data.backend.to_host(before), (f"between images {first.offset + first.start:,} and "
+                                          f"{last.offset + last.stop:,}")
 
 
 def _step_name(step: _Segment, data: DeviceData, config: TrainConfig) -> str:

@@ -95,6 +95,55 @@ def image_directions(images: np.ndarray, k: int = MAP_DIRECTIONS) -> np.ndarray:
     return vectors[:, np.argsort(values)[::-1][:k]]
 
 
+def plot_sweep(result, path) -> None:
+    """A sweep at a glance: the final accuracy against the learning rate (log scale; median over
+    the seeds, their min-max band, each model a dot, diverged models a cross at the bottom), and
+    each learning rate's median curve over its seeds."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=100)
+    alphas = list(dict.fromkeys(m.alpha for m in result.models))
+    finals = {a: [100 * m.final_accuracy for m in result.models
+                  if m.alpha == a and m.final_accuracy is not None] for a in alphas}
+    kept = [a for a in alphas if finals[a]]
+    if kept:
+        left.plot(kept, [np.median(finals[a]) for a in kept], marker="o", color="C0",
+                  label="median over seeds")
+        left.fill_between(kept, [min(finals[a]) for a in kept], [max(finals[a]) for a in kept],
+                          alpha=0.2, color="C0", label="min-max over seeds")
+        for a in kept:
+            left.scatter([a] * len(finals[a]), finals[a], s=8, color="C0", alpha=0.6)
+    diverged = [m.alpha for m in result.models if m.diverged]
+    if diverged:
+        left.scatter(diverged, [1] * len(diverged), marker="x", s=50, color="C3",
+                     label=f"diverged ({len(diverged)})")
+    left.set_xscale("log")
+    left.set_ylim(0, 100)
+    left.set_xlabel("learning rate (alpha)")
+    left.set_ylabel("final test accuracy (%)")
+    left.set_title("final accuracy by learning rate")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8, loc="upper left")
+    for index, alpha in enumerate(alphas):
+        curves = [m.curve for m in result.models if m.alpha == alpha and not m.diverged]
+        if not curves:
+            continue
+        seen = [c.images_seen for c in curves[0]]
+        accuracy = np.median([[100 * c.accuracy for c in curve] for curve in curves], axis=0)
+        right.plot(seen, accuracy, marker=".", color=f"C{index % 10}",
+                   label=f"alpha {alpha:g} ({len(curves)} seeds)")
+    right.set_xscale("symlog", linthresh=100)
+    right.set_xlim(left=0)
+    right.set_ylim(0, 100)
+    right.set_xlabel("training images seen")
+    right.set_ylabel("test accuracy (%), median over seeds")
+    right.set_title("learning curves")
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"sweep of {len(result.models)} models, trained side by side")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_weight_maps(W: np.ndarray, path, max_units: int = 64, directions=None) -> None:
     """Each column of ``W`` (784, k) as a 28x28 map; the ten outputs in a row, else a grid.
 

@@ -8,6 +8,12 @@
 // and writes the weights back once at the end. The images arrive as CSR lists of lit pixels
 // (indptr, indices, values), since a zero pixel neither contributes nor changes its row.
 //
+// Several models side by side (a sweep): the weights are a (784, 10 M) matrix, model m in columns
+// 10 m to 10 m + 9, each with its own rate alphas[m]. Block m (one warp) trains model m: it copies
+// its columns into shared memory, walks the same images, and copies them back, so the blocks of
+// a grid of hundreds of models spread over the GPU's multiprocessors and run at once. One model
+// is the grid of one block.
+//
 // One warp rather than a larger block: the 60,000 steps are strictly sequential and carry
 // about 150 lit pixels each, so a warp-synchronous step (no __syncthreads, no shared-memory
 // reduction) is the shortest critical path. Compiled by CuPy (NVRTC) at run time; the test
@@ -19,14 +25,15 @@
 #define FULL_MASK 0xffffffffu
 
 template <typename T>
-__device__ void per_image_pass(T* __restrict__ weights,
+__device__ void per_image_pass(T* __restrict__ all_weights,
+                               const long long row_stride,
+                               const T* __restrict__ alphas,
                                const long long* __restrict__ indptr,
                                const int* __restrict__ indices,
                                const T* __restrict__ values,
                                const unsigned char* __restrict__ labels,
                                const long long* __restrict__ order,
                                const int use_order,
-                               const T alpha,
                                const long long start,
                                const long long stop) {
     // 16-byte aligned so that the weights may be read as float4/double2 without a misaligned
@@ -34,8 +41,12 @@ __device__ void per_image_pass(T* __restrict__ weights,
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     T* W = reinterpret_cast<T*>(shared_bytes);
     const int lane = threadIdx.x;
+    // This block's model: its ten columns, each row of the stack row_stride values apart.
+    T* weights = all_weights + static_cast<long long>(blockIdx.x) * N_OUT;
+    const T alpha = alphas[blockIdx.x];
 
-    for (int e = lane; e < N_PIXELS * N_OUT; e += WARP) W[e] = weights[e];
+    for (int e = lane; e < N_PIXELS * N_OUT; e += WARP)
+        W[e] = weights[(e / N_OUT) * row_stride + e % N_OUT];
     __syncwarp();
 
     for (long long position = start; position < stop; ++position) {
@@ -71,21 +82,22 @@ __device__ void per_image_pass(T* __restrict__ weights,
         __syncwarp();
     }
 
-    for (int e = lane; e < N_PIXELS * N_OUT; e += WARP) weights[e] = W[e];
+    for (int e = lane; e < N_PIXELS * N_OUT; e += WARP)
+        weights[(e / N_OUT) * row_stride + e % N_OUT] = W[e];
 }
 
 extern "C" __global__ void per_image_pass_float32(
-        float* weights, const long long* indptr, const int* indices, const float* values,
-        const unsigned char* labels, const long long* order, int use_order, float alpha,
-        long long start, long long stop) {
-    per_image_pass<float>(weights, indptr, indices, values, labels, order, use_order, alpha,
-                          start, stop);
+        float* weights, long long row_stride, const float* alphas, const long long* indptr,
+        const int* indices, const float* values, const unsigned char* labels,
+        const long long* order, int use_order, long long start, long long stop) {
+    per_image_pass<float>(weights, row_stride, alphas, indptr, indices, values, labels, order,
+                          use_order, start, stop);
 }
 
 extern "C" __global__ void per_image_pass_float64(
-        double* weights, const long long* indptr, const int* indices, const double* values,
-        const unsigned char* labels, const long long* order, int use_order, double alpha,
-        long long start, long long stop) {
-    per_image_pass<double>(weights, indptr, indices, values, labels, order, use_order, alpha,
-                           start, stop);
+        double* weights, long long row_stride, const double* alphas, const long long* indptr,
+        const int* indices, const double* values, const unsigned char* labels,
+        const long long* order, int use_order, long long start, long long stop) {
+    per_image_pass<double>(weights, row_stride, alphas, indptr, indices, values, labels, order,
+                           use_order, start, stop);
 }

@@ -1,0 +1,259 @@
+"""Sweeps: a grid of configurations (learning rates x seeds) trained together, as one stack of
+models on one device.
+
+A single tutorial model cannot fill a GPU (one warp of thousands) and barely uses a CPU's vector
+units between its reads of an image; many models that see the same images in the same order
+share every read of an image and fill both. ``run_sweep`` builds the grid's initial weights on
+the host (each model exactly as ``train --seed`` draws it), trains them side by side through
+``trainer.train_models`` (the tutorial's loop, one stack), and reports every model as its own run
+would: the same weights, the same accuracy table. A model that diverges is marked at its step
+and frozen there; the others are unaffected.
+
+When the grid does not fit the device, it is split into chunks that do, trained one after
+another (``plan_chunks``). Deeper networks (``--hidden`` ...) sweep model after model, with the
+data uploaded once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from . import linear
+from .trainer import Checkpoint, DeviceData, TrainConfig, TrainingDiverged, train_models
+
+# --------------------------------------------------------------------------- the grid
+
+
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """``0.001,0.003,0.01``: positive, finite, distinct learning rates, in the order given."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"not a number: {part!r} in {text!r}") from None
+        if not (value > 0 and np.isfinite(value)):
+            raise ValueError(f"learning rates must be positive numbers, not {part}")
+        values.append(value)
+    return _distinct(values, "learning rate")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0-9`` or ``0,3,7`` or ``0-4,10``: non-negative, distinct seeds, in the order given."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise ValueError(f"not a seed or a range of seeds: {part!r} in {text!r}") from None
+        if first < 0:
+            raise ValueError(f"seeds must be non-negative, not {first}")
+        if last < first:
+            raise ValueError(f"the range {part} is empty: write it from low to high")
+        values.extend(range(first, last + 1))
+    return _distinct(values, "seed")
+
+
+def _distinct(values, what):
+    if not values:
+        raise ValueError(f"no {what} given")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{what} {repeated[0]} is listed twice")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One configuration of the grid."""
+
+    alpha: float
+    seed: int
+
+
+def grid(alphas, seeds) -> list[Member]:
+    """Every (alpha, seed) pair, learning rate first: the models of a sweep, in order."""
+    return [Member(a, s) for a, s in itertools.product(alphas, seeds)]
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def bytes_per_model(batch_size: int, itemsize: int, fused: bool) -> int:
+    """Device memory one model of a stack needs while training, beyond the shared data: its
+    weights, their copy at the last good checkpoint, the gradient and predictions of a batch
+    (array path), its padded copies (fused passes), and its share of the evaluation's scores."""
+    weights = linear.N_INPUTS * linear.N_OUTPUTS
+    words = 2 * weights  # the weights and the last good copy
+    words += 2 * weights * 16 // 10 if fused else weights + 2 * batch_size * linear.N_OUTPUTS
+    words += 2 * linear.N_OUTPUTS * 400  # evaluation: about 2**22 scores per chunk, shared
+    return words * itemsize
+
+
+def plan_chunks(models: int, per_model: int, available: int | None,
+                chunk_models: int | None = None) -> list[range]:
+    """The grid's models in chunks that fit: ``chunk_models`` each if given, else as many as
+    ``available`` bytes hold (all of them when the memory is unknown). ValueError if not even
+    one model fits."""
+    if chunk_models is None:
+        if available is None:
+            chunk_models = models
+        else:
+            chunk_models = available // per_model
+            if chunk_models < 1:
+                raise ValueError(f"one model needs about {per_model / 2**20:.1f} MiB and the "
+                                 f"device has {available / 2**20:.1f} MiB free")
+    chunk_models = max(1, min(chunk_models, models))
+    return [range(s, min(s + chunk_models, models)) for s in range(0, models, chunk_models)]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ModelResult:
+    """One model of a sweep, as its own run reports it."""
+
+    alpha: float
+    seed: int
+    curve: list[Checkpoint]
+    diverged: str | None = None  # where it diverged ("at step 6 (...)"), or None
+    diverged_at: int | None = None  # the images seen at the checkpoint that found it
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return None if self.diverged else self.curve[-1].accuracy
+
+    @property
+    def best(self) -> Checkpoint | None:
+        return max(self.curve, key=lambda c: c.accuracy) if self.curve else None
+
+    def to_json(self) -> dict:
+        best = self.best
+        return {"alpha": self.alpha, "seed": self.seed, "final_accuracy": self.final_accuracy,
+                "best": asdict(best) if best else None, "diverged": self.diverged,
+                "diverged_at": self.diverged_at, "curve": [asdict(c) for c in self.curve]}
+
+
+@dataclass
+class SweepResult:
+    settings: dict
+    backend: dict
+    kernel: str
+    models: list[ModelResult]
+    weights: np.ndarray | list = field(repr=False)  # (M, 784, 10); deeper: per layer (W, b)
+    seconds: float  # training only, all chunks
+    images_per_model: int
+    chunks: int = 1
+
+    @property
+    def model_images_per_second(self) -> float:
+        images = self.images_per_model * len(self.models)
+        return images / self.seconds if self.seconds > 0 else float("inf")
+
+    def summaries(self) -> list[dict]:
+        """Per learning rate, over its seeds: mean, min and max of the final accuracy of the
+        models that did not diverge, and how many did."""
+        out = []
+        for alpha in dict.fromkeys(m.alpha for m in self.models):
+            finals = [m.final_accuracy for m in self.models
+                      if m.alpha == alpha and m.final_accuracy is not None]
+            diverged = sum(1 for m in self.models if m.alpha == alpha and m.diverged)
+            out.append({"alpha": alpha, "models": len(finals) + diverged, "diverged": diverged,
+                        "mean": statistics.fmean(finals) if finals else None,
+                        "min": min(finals) if finals else None,
+                        "max": max(finals) if finals else None})
+        return out
+
+    def to_json(self) -> dict:
+        return {"settings": self.settings, "backend": self.backend, "kernel": self.kernel,
+                "models": [m.to_json() for m in self.models], "summaries": self.summaries(),
+                "seconds": self.seconds, "chunks": self.chunks,
+                "model_images_per_second": self.model_images_per_second}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
+              chunk_models: int | None = None, log=None, on_chunk=None) -> SweepResult:
+    """Train the tutorial's network for every member of the grid, side by side (see the module
+    docstring). ``config`` holds the shared settings (its alpha and seed are the members'); its
+    ``data_seed`` orders the images for all (the first member's seed if None)."""
+    config = replace(config, data_seed=(members[0].seed if config.data_seed is None
+                                        else config.data_seed))
+    config.validate()
+    backend = data.backend
+    from .trainer import kernel_name
+
+    kernel = kernel_name(backend, config)
+    per_model = bytes_per_model(config.batch_size, np.dtype(data.dtype).itemsize,
+                                kernel == "fused")
+    chunks = plan_chunks(len(members), per_model, backend.memory_available(), chunk_models)
+    if len(chunks) > 1 and log:
+        log(f"the grid's {len(members)} models do not fit the device together (about "
+            f"{per_model / 2**20:.1f} MiB each): training them in {len(chunks)} chunks of up to "
+            f"{len(chunks[0])}, one after another")
+    results, weights, seconds, images = [], [], 0.0, 0
+    for chunk in chunks:
+        chunk_members = [members[i] for i in chunk]
+        host_w = np.concatenate([linear.init_weights(m.seed, data.dtype) for m in chunk_members],
+                                axis=1)
+        run = train_models(data, config, [m.alpha for m in chunk_members], host_w)
+        for index, member in enumerate(chunk_members):
+            divergence = run.diverged.get(index)
+            results.append(ModelResult(member.alpha, member.seed, run.curves[index],
+                                       divergence.where if divergence else None,
+                                       divergence.images_seen if divergence else None))
+        weights.append(np.moveaxis(run.weights.reshape(linear.N_INPUTS, len(chunk),
+                                                       linear.N_OUTPUTS), 1, 0))
+        seconds += run.seconds
+        images = run.images_trained
+        kernel = run.kernel
+        if on_chunk:
+            on_chunk(len(chunk))
+    settings = {**asdict(config), "alphas": list(dict.fromkeys(m.alpha for m in members)),
+                "seeds": list(dict.fromkeys(m.seed for m in members)), "dtype": data.dtype,
+                "n_train": data.n_train, "checkpoints": run.checkpoints}
+    del settings["alpha"], settings["seed"]
+    return SweepResult(settings, backend.describe(), kernel, results,
+                       np.concatenate(weights, axis=0), seconds, images, len(chunks))
+
+
+def run_mlp_sweep(data: DeviceData, members: list[Member], config, log=None,
+                  on_chunk=None) -> SweepResult:
+    """Deeper networks, model after model on the device (the data uploaded once): ``config``
+    is an ``mlp.MLPConfig`` whose ``lr`` and ``seed`` are the members'."""
+    from .mlp import train_mlp
+
+    results, params, seconds, images = [], [], 0.0, 0
+    for member in members:
+        model_config = replace(config, lr=member.alpha, seed=member.seed)
+        try:
+            run = train_mlp(data, model_config)
+        except TrainingDiverged as err:
+            results.append(ModelResult(member.alpha, member.seed, [],
+                                       str(err).removeprefix("training diverged ")))
+            params.append(None)
+        else:
+            results.append(ModelResult(member.alpha, member.seed, run.curve))
+            params.append(run.params)
+            seconds += run.seconds
+            images = run.images_trained
+        if on_chunk:
+            on_chunk(1)
+    settings = {**asdict(config), "alphas": list(dict.fromkeys(m.alpha for m in members)),
+                "seeds": list(dict.fromkeys(m.seed for m in members)), "dtype": data.dtype,
+                "n_train": data.n_train, "architecture": config.arch.describe()}
+    settings["arch"] = asdict(config.arch)
+    del settings["lr"], settings["seed"]
+    return SweepResult(settings, data.backend.describe(), "array", results, params, seconds,
+                       images or data.n_train * config.epochs)
