@@ -125,9 +125,10 @@ def evaluate(W, X, labels, Y, xp=None, chunk: int = EVAL_CHUNK):
     xp = xp or array_namespace(W, X)
     correct = errors = None
     for s in range(0, X.shape[0], chunk):
-        pred = predict(W, X[s:s + chunk, :])
-        hits = xp.sum(xp.astype(xp.argmax(pred, axis=1) == labels[s:s + chunk], xp.int64))
-        sq = xp.sum((pred - Y[s:s + chunk, :]) ** 2)
+        e = min(s + chunk, X.shape[0])  # the array API leaves slices past the end unspecified
+        pred = predict(W, X[s:e, :])
+        hits = xp.sum(xp.astype(xp.argmax(pred, axis=1) == labels[s:e], xp.int64))
+        sq = xp.sum((pred - Y[s:e, :]) ** 2)
         correct = hits if correct is None else correct + hits
         errors = sq if errors is None else errors + sq
     return correct, errors
@@ -142,10 +143,10 @@ def evaluate_models(W, X, labels, Y, xp=None, chunk: int | None = None):
     chunk = chunk or max(1, min(EVAL_CHUNK, 2**22 // W.shape[1]))
     correct = errors = None
     for s in range(0, X.shape[0], chunk):
-        pred = xp.reshape(predict(W, X[s:s + chunk, :]), (-1, models, N_OUTPUTS))
-        hits = xp.sum(xp.astype(xp.argmax(pred, axis=2) == labels[s:s + chunk, None], xp.int64),
-                      axis=0)
-        sq = xp.sum((pred - Y[s:s + chunk, None, :]) ** 2, axis=(0, 2))
+        e = min(s + chunk, X.shape[0])
+        pred = xp.reshape(predict(W, X[s:e, :]), (-1, models, N_OUTPUTS))
+        hits = xp.sum(xp.astype(xp.argmax(pred, axis=2) == labels[s:e, None], xp.int64), axis=0)
+        sq = xp.sum((pred - Y[s:e, None, :]) ** 2, axis=(0, 2))
         correct = hits if correct is None else correct + hits
         errors = sq if errors is None else errors + sq
     return correct, errors

@@ -170,8 +170,9 @@ def sgd_step(params, grads, velocity, lr: float, batch: int, momentum: float,
 
 def classify(params, X, arch: Architecture, xp=None, chunk: int = linear.EVAL_CHUNK):
     xp = xp or array_namespace(X)
-    parts = [xp.argmax(forward(params, X[s:s + chunk, :], arch, xp)[-1], axis=1)
-             for s in range(0, X.shape[0], chunk)]
+    n = X.shape[0]
+    parts = [xp.argmax(forward(params, X[s:min(s + chunk, n), :], arch, xp)[-1], axis=1)
+             for s in range(0, n, chunk)]
     return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 
@@ -180,9 +181,10 @@ def evaluate(params, X, labels, Y, arch: Architecture, xp=None, chunk: int = lin
     xp = xp or array_namespace(X)
     correct = total = None
     for s in range(0, X.shape[0], chunk):
-        out = forward(params, X[s:s + chunk, :], arch, xp)[-1]
-        hits = xp.sum(xp.astype(xp.argmax(out, axis=1) == labels[s:s + chunk], xp.int64))
-        loss, _ = loss_and_delta(out, Y[s:s + chunk, :], arch.loss, xp)
+        e = min(s + chunk, X.shape[0])  # the array API leaves slices past the end unspecified
+        out = forward(params, X[s:e, :], arch, xp)[-1]
+        hits = xp.sum(xp.astype(xp.argmax(out, axis=1) == labels[s:e], xp.int64))
+        loss, _ = loss_and_delta(out, Y[s:e, :], arch.loss, xp)
         correct = hits if correct is None else correct + hits
         total = loss if total is None else total + loss
     return correct, total

@@ -1,0 +1,214 @@
+"""Sweeps: every model of a stack is its own `train` run, on every backend and compute path; a
+model's neighbours never change it; a diverging model is isolated; chunks change nothing; bad
+grids are one line and status 2."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mnist_gpu import cli, linear
+from mnist_gpu.sweep import (
+    Member, bytes_per_model, grid, parse_alphas, parse_seeds, plan_chunks, run_sweep,
+)
+from mnist_gpu.trainer import TrainConfig, to_device_data, train, train_models
+
+ALPHAS, SEEDS = (0.003, 0.01), (0, 5)
+CHECKPOINTS = (0, 100, 400)
+
+
+def _small(mnist):
+    return type(mnist)(mnist.train_images[:400], mnist.train_labels[:400],
+                       mnist.test_images[:300], mnist.test_labels[:300])
+
+
+def _tolerance(dtype):
+    # float64: the issue's 1e-9; float32: the parity suite's relative 1e-5 (tests/test_parity.py).
+    return {"float64": dict(rtol=0, atol=1e-9), "float32": dict(rtol=1e-5, atol=1e-6)}[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 32])
+@pytest.mark.parametrize("kernel", ["array", "fused"])
+def test_each_model_equals_its_own_train_run(backend, mnist, dtype, batch_size, kernel):
+    config = TrainConfig(batch_size=batch_size, epochs=2, shuffle=True, data_seed=3,
+                         checkpoints=CHECKPOINTS + (800,), kernel=kernel)
+    if kernel == "fused":
+        from mnist_gpu.trainer import BackendUnavailable, _choose_kernel
+
+        try:
+            _choose_kernel(backend, config)
+        except BackendUnavailable as err:
+            pytest.skip(str(err))
+    data = to_device_data(backend, _small(mnist), dtype)
+    result = run_sweep(data, grid(ALPHAS, SEEDS), config)
+    assert result.kernel == kernel and len(result.models) == 4
+    for index, model in enumerate(result.models):
+        alone = train(data, replace(config, alpha=model.alpha, seed=model.seed))
+        np.testing.assert_allclose(result.weights[index], alone.weights, **_tolerance(dtype))
+        assert [c.images_seen for c in model.curve] == [c.images_seen for c in alone.curve]
+        np.testing.assert_allclose([c.accuracy for c in model.curve],
+                                   [c.accuracy for c in alone.curve], atol=2 / 300)
+
+
+def test_fused_per_image_models_are_their_own_runs_bit_for_bit(numpy_backend, mnist):
+    data = to_device_data(numpy_backend, _small(mnist), "float32")
+    config = TrainConfig(checkpoints=CHECKPOINTS, kernel="fused")
+    result = run_sweep(data, grid((0.001, 0.003, 0.01), (0, 1, 2)), config)
+    for index, model in enumerate(result.models):
+        alone = train(data, replace(config, alpha=model.alpha, seed=model.seed))
+        assert np.array_equal(result.weights[index], alone.weights)
+        assert [c.accuracy for c in model.curve] == [c.accuracy for c in alone.curve]
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+@pytest.mark.parametrize("kernel", ["array", "fused"])
+def test_a_models_neighbours_never_change_it(backend, mnist, batch_size, kernel):
+    if kernel == "fused" and backend.name != "numpy":
+        pytest.skip("the fused stack passes run on the CPU (and CUDA, in the GPU tests)")
+    data = to_device_data(backend, _small(mnist), "float32")
+    config = TrainConfig(batch_size=batch_size, checkpoints=CHECKPOINTS, kernel=kernel)
+    first = run_sweep(data, [Member(0.01, 0), Member(0.003, 1), Member(0.001, 2)], config)
+    second = run_sweep(data, [Member(0.01, 0), Member(0.02, 1), Member(0.001, 2)], config)
+    for index in (0, 2):
+        assert np.array_equal(first.weights[index], second.weights[index])
+    assert not np.array_equal(first.weights[1], second.weights[1])
+
+
+@pytest.mark.parametrize("kernel", ["array", "fused"])
+def test_a_diverging_model_is_isolated(backend, mnist, kernel):
+    if kernel == "fused" and backend.name != "numpy":
+        pytest.skip("the fused stack passes run on the CPU (and CUDA, in the GPU tests)")
+    data = to_device_data(backend, _small(mnist), "float32")
+    config = TrainConfig(checkpoints=CHECKPOINTS, kernel=kernel)
+    sane = run_sweep(data, [Member(0.01, 0), Member(0.003, 1), Member(0.001, 2)], config)
+    wild = run_sweep(data, [Member(0.01, 0), Member(5.0, 1), Member(0.001, 2)], config)
+    bad = wild.models[1]
+    assert bad.diverged and bad.diverged.startswith("at step ") and bad.final_accuracy is None
+    step = int(bad.diverged.split()[2].replace(",", ""))
+    assert 0 < step <= 400
+    # Frozen at its last finite step; the others exactly as without it, curves included.
+    assert np.all(np.isfinite(wild.weights[1]))
+    for index in (0, 2):
+        assert np.array_equal(sane.weights[index], wild.weights[index])
+        assert sane.models[index].curve == wild.models[index].curve
+    # The same model alone is a diverged `train` run.
+    from mnist_gpu.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=f"at step {step:,} "):
+        train(data, replace(config, alpha=5.0, seed=1))
+
+
+def test_the_fused_stack_follows_the_array_path(numpy_backend, mnist):
+    data = to_device_data(numpy_backend, _small(mnist), "float64")
+    members = grid(ALPHAS, SEEDS)
+    for batch_size in (1, 32):
+        config = TrainConfig(batch_size=batch_size, checkpoints=CHECKPOINTS)
+        fused = run_sweep(data, members, replace(config, kernel="fused"))
+        array = run_sweep(data, members, replace(config, kernel="array"))
+        np.testing.assert_allclose(fused.weights, array.weights, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["array", "fused"])
+def test_chunked_sweeps_equal_unchunked_ones(numpy_backend, mnist, kernel):
+    data = to_device_data(numpy_backend, _small(mnist), "float64")
+    members = grid((0.001, 0.003, 0.01), (0, 1))
+    config = TrainConfig(checkpoints=CHECKPOINTS, kernel=kernel)
+    whole = run_sweep(data, members, config)
+    chunked = run_sweep(data, members, config, chunk_models=4)
+    assert chunked.chunks == 2 and whole.chunks == 1
+    np.testing.assert_allclose(chunked.weights, whole.weights, rtol=0, atol=1e-12)
+    if kernel == "fused":  # the per-image pass: each model's arithmetic, whatever its company
+        assert np.array_equal(chunked.weights, whole.weights)
+        assert [m.curve for m in chunked.models] == [m.curve for m in whole.models]
+
+
+def test_chunks_are_planned_from_the_memory():
+    assert plan_chunks(10, 100, None) == [range(0, 10)]
+    assert plan_chunks(10, 100, 450) == [range(0, 4), range(4, 8), range(8, 10)]
+    assert plan_chunks(3, 100, 10**9, chunk_models=2) == [range(0, 2), range(2, 3)]
+    with pytest.raises(ValueError, match="one model needs about"):
+        plan_chunks(3, 2**20, 2**19)
+    assert bytes_per_model(1024, 4, fused=False) > bytes_per_model(1, 4, fused=False)
+
+
+def test_models_of_a_stack_start_from_their_own_seeds(numpy_backend, mnist):
+    data = to_device_data(numpy_backend, _small(mnist), "float32")
+    host_w = np.concatenate([linear.init_weights(s, "float32") for s in (4, 9)], axis=1)
+    run = train_models(data, TrainConfig(checkpoints=(0,)), [0.0001, 0.0001], host_w)
+    assert len(run.curves) == 2 and run.curves[0][0].images_seen == 0
+    assert run.curves[0][0].accuracy != run.curves[1][0].accuracy
+
+
+@pytest.mark.parametrize("text, parsed", [("0-3", (0, 1, 2, 3)), ("0,3,7", (0, 3, 7)),
+                                          ("0-1,10", (0, 1, 10))])
+def test_seed_lists(text, parsed):
+    assert parse_seeds(text) == parsed
+
+
+def test_alpha_lists():
+    assert parse_alphas("0.001, 0.01,1e-1") == (0.001, 0.01, 0.1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--alpha", ""], "not a number"),
+    (["--alpha", "0.01,-0.1"], "positive"),
+    (["--alpha", "0.01,nan"], "positive"),
+    (["--alpha", "0.01,0.01"], "listed twice"),
+    (["--seed", "5-2"], "the range 5-2 is empty"),
+    (["--seed", ""], "not a seed"),
+    (["--seed", "-1"], "not a seed"),
+    (["--seed", "a-b"], "not a seed"),
+])
+def test_bad_grids_are_one_line_and_status_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["sweep", *argv, "--offline"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_sweep_command_writes_table_json_weights_and_plot(mnist_dir_path, tmp_path, capsys):
+    paths = {k: tmp_path / f"sweep.{k}" for k in ("json", "npz", "png")}
+    status = cli.main(["sweep", "--alpha", "0.003,0.01,5", "--seed", "0-1", "--limit", "1000",
+                       "--backend", "numpy", "--data-dir", str(mnist_dir_path), "--offline",
+                       "--quiet", "--json", str(paths["json"]), "--save", str(paths["npz"]),
+                       "--plot", str(paths["png"])])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "sweep of 6 models (3 learning rate(s) x 2 seed(s))" in out
+    assert "all 2 diverged" in out and "model-images/s" in out
+    report = json.loads(paths["json"].read_text())
+    assert [(m["alpha"], m["seed"]) for m in report["models"]] == [
+        (0.003, 0), (0.003, 1), (0.01, 0), (0.01, 1), (5.0, 0), (5.0, 1)]
+    assert report["models"][4]["diverged"].startswith("at step")
+    assert report["summaries"][1]["alpha"] == 0.01 and report["seconds"] > 0
+    from mnist_gpu.weights_io import load_arrays
+
+    arrays, metadata = load_arrays(paths["npz"])
+    assert arrays["weights"].shape == (6, 784, 10) and len(metadata["models"]) == 6
+    # One model of the file is what `train` with its settings saves.
+    assert cli.main(["eval", "--weights", str(paths["npz"]), "--model", "2", "--backend",
+                     "numpy", "--data-dir", str(mnist_dir_path), "--offline", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == report["models"][2]["final_accuracy"]
+    assert cli.main(["eval", "--weights", str(paths["npz"]), "--backend", "numpy",
+                     "--data-dir", str(mnist_dir_path), "--offline"]) == 2
+    assert "choose one with --model K (0 to 5)" in capsys.readouterr().err
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_deeper_network_sweeps_model_after_model(mnist_dir_path, tmp_path, capsys):
+    status = cli.main(["sweep", "--hidden", "16", "--bias", "--loss", "ce", "--alpha",
+                       "0.1,1e6", "--seed", "0", "--batch-size", "100", "--limit", "2000",
+                       "--backend", "numpy", "--data-dir", str(mnist_dir_path), "--offline",
+                       "--quiet", "--save", str(tmp_path / "deep.npz")])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "784-16-10" in out and "all 1 diverged" in out
+    assert cli.main(["eval", "--weights", str(tmp_path / "deep.npz"), "--model", "0",
+                     "--backend", "numpy", "--data-dir", str(mnist_dir_path), "--offline"]) == 0
+    assert "784-16-10, relu, bias" in capsys.readouterr().out
