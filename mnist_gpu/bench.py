@@ -49,7 +49,7 @@ class Row:
 
     backend: str
     dtype: str
-    kind: str  # "per-image", "mini-batch", "inference", "listing", "peer", "limit"
+    kind: str  # "per-image", "mini-batch", "inference", "listing", "sweep", "peer"
     name: str
     batch_size: int | None
     images: int  # per timed run
@@ -58,6 +58,7 @@ class Row:
     bytes: float = 0.0  # compulsory traffic per timed run, of the data the row reads and writes
     dense_flops: float | None = None  # a fused row: what the dense algorithm would have done
     device_memory_rise: int | None = None  # bytes the device pool grew beyond the resident set
+    models: int = 1  # a sweep's row: models side by side, ``images`` counting model-images
 
     @property
     def median(self) -> float:
@@ -246,6 +247,85 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
                 lambda W: linear.classify(W, data.test_x, xp=xp),
                 inference_work(data.n_test, itemsize))
     return rows
+
+
+SWEEP_MODELS = (1, 8, 32, 128, 1024)
+# A sweep row on the CPU trains at most about this many model-images per timed run (fewer images
+# for more models), so that the row for a thousand models takes seconds, not minutes: the
+# per-image array path, which writes every weight of every model for each image, far fewer.
+CPU_SWEEP_MODEL_IMAGES = {"fused": 4_000_000, "array": 4_000_000, "per-image array": 250_000}
+
+
+def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
+                 per_image_images: int, log=None) -> list[Row]:
+    """Model-images/s of sweeps of M models side by side, per image and by batches of 1,024, by
+    each compute path the backend has; with the M = 1 rows, the amortisation (what M models cost
+    against one) is in ``ratios``."""
+    from .trainer import TrainConfig, _choose_kernel
+
+    xp = backend.xp
+    itemsize = np.dtype(data.dtype).itemsize
+    rows = []
+    with backend.activate():
+        for batch in (1, 1024):
+            for kernel in ("fused", "array"):
+                try:
+                    _, fused = _choose_kernel(backend, TrainConfig(batch_size=batch,
+                                                                   kernel=kernel))
+                except BackendUnavailable:
+                    continue
+                if fused is not None and not hasattr(fused, "run_models"):
+                    continue
+                prepared = fused.prepare(data.train_x) if fused is not None else None
+                for models in models_list:
+                    budget = CPU_SWEEP_MODEL_IMAGES.get(
+                        "per-image array" if (batch, kernel) == (1, "array") else kernel)
+                    limit = (data.n_train if backend.name == "cupy"
+                             else max(200, budget // models))
+                    images = min(per_image_images if batch == 1 else data.n_train, limit)
+                    alphas = [0.001] * models
+                    W0 = backend.to_device(np.concatenate(
+                        [linear.init_weights(s, data.dtype) for s in range(models)], axis=1))
+                    W = xp.astype(W0, W0.dtype, copy=True)
+                    if fused is not None:
+                        def step(W=W, alphas=alphas, images=images):
+                            fused.run_models(W, prepared, data.train_labels, alphas, batch, 0,
+                                             images)
+                    else:
+                        columns = backend.to_device(np.full(10 * models, 0.001, data.dtype))
+
+                        def step(W=W, columns=columns, images=images):
+                            if batch == 1:
+                                linear.per_image_steps(W, data.train_x, data.train_y, columns,
+                                                       range(images), xp=xp)
+                            else:
+                                linear.minibatch_steps(W, data.train_x, data.train_y, columns,
+                                                       batch, 0, images, xp=xp)
+                    backend.reset_memory_pool()
+                    seconds = time_repeats(backend, step, repeats)
+                    # Counted as the work done: over the lit pixels for the fused passes. The
+                    # images are read once for all the models; each model's weights twice.
+                    lit = (int(backend.to_host(prepared.indptr[images:images + 1])[0])
+                           if fused is not None else None)
+                    flops, traffic = train_work(images, batch, itemsize, lit)
+                    rows.append(Row(backend.name, data.dtype, "sweep",
+                                    sweep_row_name(models, batch, kernel), batch,
+                                    images * models, seconds, flops * models,
+                                    traffic + (models - 1) * 2 * 7840 * itemsize,
+                                    dense_flops=(None if lit is None else
+                                                 train_work(images, batch, itemsize)[0] * models),
+                                    device_memory_rise=backend.memory_pool_rise(),
+                                    models=models))
+                    if log:
+                        log(f"{backend.name} {data.dtype} {rows[-1].name}: "
+                            f"{rows[-1].images_per_second:,.0f} model-images/s")
+                    del W, W0
+    return rows
+
+
+def sweep_row_name(models: int, batch: int, kernel: str) -> str:
+    mode = "per-image" if batch == 1 else f"mini-batch {batch}"
+    return f"sweep of {models} model{'s' if models > 1 else ''}, {mode} {kernel}"
 
 
 def _optional(verb):
@@ -461,8 +541,9 @@ def peak_host_memory_bytes() -> int:
 
 
 def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, quick=False,
-                  peers=True, log=None) -> dict:
-    """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict."""
+                  peers=True, log=None, sweep_models=SWEEP_MODELS) -> dict:
+    """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict.
+    ``sweep_models``: the sizes of the sweep rows (none: no sweep rows)."""
     from .trainer import to_device_data
 
     per_image_images = 2000 if quick else 60000
@@ -477,6 +558,13 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
                                                                       quick)
             rows += [(r, limit) for r in bench_backend(backend, data, batch_sizes, repeats,
                                                        per_image_images, log)]
+            # A quick run on the CPU stops at 32 models; a GPU's sweeps are cheap, and the large
+            # ones are what the GPU check must measure.
+            models = tuple(m for m in sweep_models
+                           if not (quick and backend.name != "cupy" and m > 32))
+            if models:
+                rows += [(r, limit) for r in bench_sweeps(backend, data, models, repeats,
+                                                          per_image_images, log)]
             del data
     if peers:
         from .backend import NumpyBackend
@@ -503,7 +591,8 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
     return {
         "machine": describe_machine(backends),
         "settings": {"repeats": repeats, "quick": quick, "dtypes": list(dtypes),
-                     "batch_sizes": list(batch_sizes), "per_image_images": per_image_images},
+                     "batch_sizes": list(batch_sizes), "per_image_images": per_image_images,
+                     "sweep_models": list(sweep_models)},
         "limits": limits,
         "rows": [r.to_json(limit) for r, limit in rows],
         "peak_host_memory_bytes": peak_host_memory_bytes(),
@@ -597,6 +686,22 @@ def ratios(report: dict) -> list[str]:
                 a, b = find(backend, dtype, ours), find(peer_backend, dtype, peer)
                 if a and b:
                     out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
+            # Sweeps: what M models side by side cost against one model trained alone by the
+            # same path (its own row, else the sweep of one), per image; targets in the README.
+            sweeps = [r for r in report["rows"] if r["kind"] == "sweep"
+                      and r["backend"] == backend and r["dtype"] == dtype]
+            for r in sweeps:
+                kernel, batch = r["name"].rsplit(" ", 1)[1], r["batch_size"]
+                alone = {("fused", True): "per-image fused", ("array", True): "per-image array",
+                         ("fused", False): f"mini-batch {batch} fused",
+                         ("array", False): f"mini-batch {batch}"}[kernel, batch == 1]
+                one = find(backend, dtype, alone) or next(
+                    (o["median_s"] / o["images"] for o in sweeps if o["models"] == 1
+                     and o["batch_size"] == batch and o["name"].endswith(f" {kernel}")), None)
+                if r["models"] > 1 and one:
+                    cost = r["models"] * (r["median_s"] / r["images"]) / one
+                    out.append(f"{backend} {dtype}: {r['name']} costs {cost:.2f}x the time of "
+                               f"one model ({alone})")
             # A single run on new images also pays for listing their lit pixels.
             for ours, listing, peer_backend, peer in (
                     ("inference fused", "lit-pixel listing (test set)", "naive numpy",

@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .backend import BACKEND_CHOICES, BackendUnavailable, get_backend
 from .files import output_problem, write_atomically
-from .bench import BATCH_SIZES
+from .bench import BATCH_SIZES, SWEEP_MODELS
 from .data import DataError, load_mnist
 from .trainer import (
     DTYPES, KERNELS, DeviceOutOfMemory, TrainConfig, TrainingDiverged, TUTORIAL_CHECKPOINTS,
@@ -297,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true",
                    help="a smoke run: 5,000 images, 2,000 per-image, batch sizes up to 1,024")
     b.add_argument("--no-peers", action="store_true", help="skip the naive loop and PyTorch")
+    b.add_argument("--sweep-models", type=lambda text: _int_list(text, minimum=1),
+                   default=SWEEP_MODELS, metavar="M,M,...",
+                   help="sizes of the sweep rows, models side by side ["
+                        + ",".join(map(str, SWEEP_MODELS)) + "; --quick on the CPU: up to 32]")
+    b.add_argument("--no-sweeps", action="store_true", help="skip the sweep rows")
     b.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     b.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG of images/s against batch size (needs mnist-gpu[plot])")
@@ -702,7 +707,8 @@ def cmd_bench(args) -> int:
     mnist = load_mnist(args.data_dir, offline=args.offline or None, log=_log)
     report = bench.run_benchmark(backends, mnist, args.dtype, tuple(args.batch_sizes),
                                  args.repeats, quick=args.quick, peers=not args.no_peers,
-                                 log=_log)
+                                 log=_log,
+                                 sweep_models=() if args.no_sweeps else tuple(args.sweep_models))
     print(bench.format_table(report))
     for line in bench.ratios(report):
         print(line)

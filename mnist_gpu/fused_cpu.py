@@ -43,7 +43,8 @@ import numpy as np
 
 from .files import user_cache_dir, writable_dir
 from .simd_rows import (
-    LANES, add_lit_outer, lit_scores, minus_onehot, minus_onehot_at, sub_lit_outer,
+    LANES, SCORE_GROUP, add_lit_outer, lit_scores, lit_scores_group, minus_onehot,
+    minus_onehot_at, scores_row, sub_lit_outer,
 )
 
 N_OUT = 10
@@ -226,45 +227,76 @@ def _inference_pass(W16, indptr, indices, values, labels, use_labels, classes,
 # 10 M columns of weights are packed 16 to a vector, (V, pixels, 16) with V = ceil(10 M / 16):
 # every lane does exactly what the one-model pass does for its column, so each model's weights
 # are those of its own run, bit for bit. The vectors are independent, so they are split across the
-# cores, each core walking every image for its vectors (the lists read by all).
+# cores in groups, each core walking the images once for all the vectors of its group.
 
 
 @_compiled(parallel=True)
-def _per_image_stack_pass(W16s, indptr, indices, values, labels, alphas16, columns, start, stop,
-                          order, use_order):  # pragma: no cover - compiled
-    for v in numba.prange(W16s.shape[0]):
-        W16 = W16s[v]
-        alpha = _lanes(alphas16[v])
+def _per_image_stack_pass(W16s, indptr, indices, values, labels, alphas16, columns, groups,
+                          start, stop, order, use_order):  # pragma: no cover - compiled
+    # Each group of vectors (one per core) walks the images once, every image's lists read once
+    # and then kept in cache for all the group's vectors.
+    vectors = W16s.shape[0]
+    for g in numba.prange(groups):
+        v0, v1 = g * vectors // groups, (g + 1) * vectors // groups
+        scores = np.empty((SCORE_GROUP, LANES), dtype=W16s.dtype)
         for position in range(start, stop):
             i = order[position] if use_order else position
             first, last = indptr[i], indptr[i + 1]
-            delta = minus_onehot_at(lit_scores(W16, indices, values, first, last), labels[i],
-                                    v * LANES, columns)
-            sub_lit_outer(W16, indices, values, first, last, delta, alpha)
+            v = v0
+            # The scores of SCORE_GROUP vectors per walk (their sums do not wait on each other),
+            # then each vector's update; the last few vectors one at a time.
+            while v + SCORE_GROUP <= v1:
+                lit_scores_group(W16s, v, indices, values, first, last, scores)
+                for q in range(SCORE_GROUP):
+                    delta = minus_onehot_at(scores_row(scores, q), labels[i], (v + q) * LANES,
+                                            columns)
+                    sub_lit_outer(W16s[v + q], indices, values, first, last, delta,
+                                  _lanes(alphas16[v + q]))
+                v += SCORE_GROUP
+            for u in range(v, v1):
+                W16 = W16s[u]
+                delta = minus_onehot_at(lit_scores(W16, indices, values, first, last),
+                                        labels[i], u * LANES, columns)
+                sub_lit_outer(W16, indices, values, first, last, delta, _lanes(alphas16[u]))
 
 
 @_compiled(parallel=True)
-def _minibatch_stack_pass(W16s, indptr, indices, values, labels, alphas, columns, batch_size,
-                          start, stop, order, use_order, gradients):  # pragma: no cover
+def _minibatch_stack_pass(W16s, indptr, indices, values, labels, alphas, columns, groups,
+                          batch_size, start, stop, order, use_order,
+                          gradients):  # pragma: no cover - compiled
     # alphas: (V, 16) float64, each lane's learning rate; gradients: one (pixels, 16) per vector.
-    for v in numba.prange(W16s.shape[0]):
-        W16, G = W16s[v], gradients[v]
-        step = np.empty(LANES, dtype=W16.dtype)
+    vectors = W16s.shape[0]
+    for g in numba.prange(groups):
+        v0, v1 = g * vectors // groups, (g + 1) * vectors // groups
+        step = np.empty(LANES, dtype=W16s.dtype)
+        scores = np.empty((SCORE_GROUP, LANES), dtype=W16s.dtype)
         for first_image in range(start, stop, batch_size):
             end = min(first_image + batch_size, stop)
-            G[:] = 0
+            for v in range(v0, v1):
+                gradients[v, :, :] = 0
             for position in range(first_image, end):
                 i = order[position] if use_order else position
                 first, last = indptr[i], indptr[i + 1]
-                delta = minus_onehot_at(lit_scores(W16, indices, values, first, last), labels[i],
-                                        v * LANES, columns)
-                add_lit_outer(G, indices, values, first, last, delta)
-            # The step alpha / b of each lane in the weights' dtype, as the array path rounds it.
-            for j in range(LANES):
-                step[j] = W16.dtype.type(alphas[v, j] / (end - first_image))
-            for k in range(W16.shape[0]):
+                v = v0
+                while v + SCORE_GROUP <= v1:
+                    lit_scores_group(W16s, v, indices, values, first, last, scores)
+                    for q in range(SCORE_GROUP):
+                        delta = minus_onehot_at(scores_row(scores, q), labels[i],
+                                                (v + q) * LANES, columns)
+                        add_lit_outer(gradients[v + q], indices, values, first, last, delta)
+                    v += SCORE_GROUP
+                for u in range(v, v1):
+                    delta = minus_onehot_at(lit_scores(W16s[u], indices, values, first, last),
+                                            labels[i], u * LANES, columns)
+                    add_lit_outer(gradients[u], indices, values, first, last, delta)
+            for v in range(v0, v1):
+                # Each lane's step alpha / b in the weights' dtype, as the array path rounds it.
                 for j in range(LANES):
-                    W16[k, j] -= step[j] * G[k, j]
+                    step[j] = W16s.dtype.type(alphas[v, j] / (end - first_image))
+                W16, G = W16s[v], gradients[v]
+                for k in range(W16.shape[0]):
+                    for j in range(LANES):
+                        W16[k, j] -= step[j] * G[k, j]
 
 
 @_compiled(inline="always")
@@ -349,14 +381,18 @@ class FusedCPU:
         lane_alphas = np.zeros(vectors * LANES)
         lane_alphas[:columns] = np.repeat(alphas, N_OUT)
         lane_alphas = lane_alphas.reshape(vectors, LANES)
+        # One group of vectors per core (the vectors are independent: the split changes no
+        # result, only the speed).
+        groups = min(vectors, numba.get_num_threads())
         if batch_size == 1:
             _per_image_stack_pass(W16s, lit.indptr, lit.indices, lit.values, labels,
-                                  lane_alphas.astype(W.dtype), columns, start, stop, order,
-                                  use_order)
+                                  lane_alphas.astype(W.dtype), columns, groups, start, stop,
+                                  order, use_order)
         else:
             gradients = _aligned_zeros((vectors, lit.n_pixels, LANES), W.dtype)
             _minibatch_stack_pass(W16s, lit.indptr, lit.indices, lit.values, labels, lane_alphas,
-                                  columns, batch_size, start, stop, order, use_order, gradients)
+                                  columns, groups, batch_size, start, stop, order, use_order,
+                                  gradients)
         W[...] = W16s.transpose(1, 0, 2).reshape(lit.n_pixels, vectors * LANES)[:, :columns]
         return W
 

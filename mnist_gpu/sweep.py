@@ -194,7 +194,7 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
     backend = data.backend
     from .trainer import kernel_name
 
-    kernel = kernel_name(backend, config)
+    kernel = kernel_name(backend, config, len(members))
     per_model = bytes_per_model(config.batch_size, np.dtype(data.dtype).itemsize,
                                 kernel == "fused")
     chunks = plan_chunks(len(members), per_model, backend.memory_available(), chunk_models)

@@ -206,9 +206,17 @@ def _segment_stops(n: int, offset: int, checkpoints, unit: int) -> list[int]:
     return sorted(stops)
 
 
-def _choose_kernel(backend: Backend, config: TrainConfig):
+# Above this many models side by side, `auto` trains mini-batches by the array path: the fused
+# pass keeps every model's weights and gradient (64 KB each in float32) in the caches, and past
+# them BLAS wins (measured on 2 cores at B=1024: 128 models 9.9 M model-images/s fused against
+# 5.3 M by BLAS; 1,024 models 3.2 M fused against 5.4 M).
+FUSED_MINIBATCH_MAX_MODELS = 256
+
+
+def _choose_kernel(backend: Backend, config: TrainConfig, models: int = 1):
     """(name, fused pass or None): the compiled pass for per-image or mini-batch training."""
-    if config.kernel == "array":
+    if config.kernel == "array" or (config.kernel == "auto" and config.batch_size > 1
+                                    and models > FUSED_MINIBATCH_MAX_MODELS):
         return "array", None
     try:
         if config.batch_size == 1:
@@ -220,9 +228,10 @@ def _choose_kernel(backend: Backend, config: TrainConfig):
         return "array", None
 
 
-def kernel_name(backend: Backend, config: TrainConfig) -> str:
-    """The compute path ``train`` will take for ``config`` on ``backend``: fused or array."""
-    return _choose_kernel(backend, config)[0]
+def kernel_name(backend: Backend, config: TrainConfig, models: int = 1) -> str:
+    """The compute path ``train`` (``train_models`` with ``models``) takes for ``config`` on
+    ``backend``: fused or array."""
+    return _choose_kernel(backend, config, models)[0]
 
 
 def _choose_evaluation(backend: Backend, kernel: str):
@@ -329,7 +338,7 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
     asked = (config.checkpoints if config.checkpoints is not None
              else default_checkpoints(n, config.epochs))
     checkpoints = sorted({c for c in asked if c <= total} | {total})  # always the final one
-    kernel_name, fused = _choose_kernel(backend, config)
+    kernel_name, fused = _choose_kernel(backend, config, models)
     evaluation, inference = _choose_evaluation(backend, kernel_name if models == 1 else "array")
     data_seed = config.seed if config.data_seed is None else config.data_seed
     shuffle_rng = np.random.default_rng([data_seed, 1])  # a stream apart from the weights'

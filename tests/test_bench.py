@@ -43,6 +43,11 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
         if row["name"].endswith("fused") or "fused " in row["name"]:
             # Counted as the work done on the lit pixels, with the dense figure beside it.
             assert row["flops"] < row["dense_flops"]
+    sweeps = {r["name"]: r for r in report["rows"] if r["kind"] == "sweep"}
+    assert {"sweep of 1 model, per-image fused", "sweep of 32 models, per-image fused",
+            "sweep of 8 models, mini-batch 1024 array"} <= set(sweeps)
+    assert sweeps["sweep of 32 models, per-image fused"]["models"] == 32
+    assert "numpy float32: sweep of 32 models, per-image fused costs" in out
     png = plot_path.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
