@@ -215,7 +215,16 @@ def _add_training_args(parser, sweep: bool):
                        help="accuracy against learning rate (median and band over seeds) and "
                             "the curves, as a PNG (needs mnist-gpu[plot])")
         p.add_argument("--chunk-models", type=_int_at_least(1), default=None, metavar="N",
-                       help="train at most N models at once [as many as the device holds]")
+                       help="train at most N models at once [as many as the device holds; "
+                            "with --cluster, two chunks per worker]")
+        p.add_argument("--cluster", default=None, metavar="SPEC",
+                       help="run the grid's chunks on a Dask cluster: local:N (N worker "
+                            "processes here), cuda (one worker per GPU, dask-cuda) or "
+                            "tcp://HOST:PORT (a running scheduler); needs --json, and "
+                            "mnist-gpu[cluster]")
+        p.add_argument("--resume", action="store_true",
+                       help="with --cluster: train only the models missing from the results "
+                            "file beside --json (after Ctrl-C or a crash)")
     else:
         p.add_argument("--init", default=None, metavar="FILE",
                        help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
@@ -581,6 +590,15 @@ def cmd_sweep(args) -> int:
     members = sweep.grid(args.alpha, args.seed)
     data_seed = members[0].seed if args.data_seed is None else args.data_seed
     deep = _wants_mlp(args)
+    if args.cluster or args.resume:
+        if not args.cluster:
+            raise UsageError("--resume continues a --cluster sweep: give the same --cluster")
+        if not args.json:
+            raise UsageError("--cluster needs --json PATH: finished models are kept beside it "
+                             "(PATH.results.jsonl), which is what --resume reads")
+        if deep:
+            raise UsageError("--cluster sweeps the tutorial's network (and softmax regression "
+                             "through it) only; deeper networks sweep in one process")
     if deep:
         from .mlp import Architecture, MLPConfig
 
@@ -601,6 +619,11 @@ def cmd_sweep(args) -> int:
         config.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.cluster:
+        result = _sweep_on_cluster(args, members, config)
+        _finish_sweep(args, result, deep)
+        return 1 if any(m.diverged and m.diverged.startswith("not trained")
+                        for m in result.models) else 0
     backend, mnist = _backend_and_mnist(args)
     data = _training_data(args, backend, mnist)
     if not deep:
@@ -619,6 +642,38 @@ def cmd_sweep(args) -> int:
     finally:
         if bar:
             bar.close()
+    _finish_sweep(args, result, deep)
+    return 0
+
+
+def _sweep_on_cluster(args, members, config):
+    """The grid's chunks on a Dask cluster (mnist_gpu/cluster.py, imported only here)."""
+    from . import cluster
+    from .data import resolve_data_dir
+
+    try:
+        client, close = cluster.connect(args.cluster, log=_log)
+    except cluster.ClusterError as err:
+        raise UsageError(str(err)) from None
+    bar = _progress_bar(len(members), args.quiet, unit="model")
+    try:
+        run = cluster.run_on_cluster(
+            client, members, config, args.backend, args.device, args.dtype, args.limit,
+            resolve_data_dir(args.data_dir), args.json, args.chunk_models, args.resume,
+            log=_log, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+        close()
+    if args.resume:
+        _log(f"trained {run.chunks_run} of {run.chunks} chunks (the others' models were in "
+             "the results file)")
+    for line in run.failed:
+        _log(f"error: a chunk failed twice: {line}")
+    return run.result
+
+
+def _finish_sweep(args, result, deep):
     _print_sweep(result, len(args.alpha), len(args.seed))
     if args.json:
         write_atomically(args.json, json.dumps(result.to_json(), indent=1).encode())
@@ -631,7 +686,6 @@ def cmd_sweep(args) -> int:
 
         plot_sweep(result, args.plot)
         print(f"wrote {args.plot}")
-    return 0
 
 
 def _print_sweep(result, n_alphas, n_seeds):

@@ -339,7 +339,7 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
              else default_checkpoints(n, config.epochs))
     checkpoints = sorted({c for c in asked if c <= total} | {total})  # always the final one
     kernel_name, fused = _choose_kernel(backend, config, models)
-    evaluation, inference = _choose_evaluation(backend, kernel_name if models == 1 else "array")
+    evaluation, inference = _choose_evaluation(backend, kernel_name)
     data_seed = config.seed if config.data_seed is None else config.data_seed
     shuffle_rng = np.random.default_rng([data_seed, 1])  # a stream apart from the weights'
     unit = config.batch_size
@@ -487,13 +487,22 @@ def _scorer(data: DeviceData, inference=None, models: int = 1):
     are listed here, once; otherwise the dense product of ``linear.evaluate``.
     """
     xp = data.backend.xp
-    if models > 1:
+    if inference is None and models > 1:
         return lambda W: linear.evaluate_models(W, data.test_x, data.test_labels, data.test_y,
                                                 xp=xp)
     if inference is None:
         return lambda W: linear.evaluate(W, data.test_x, data.test_labels, data.test_y, xp=xp)
     test_lit = inference.prepare(data.test_x)
-    return lambda W: inference.evaluate(W, test_lit, data.test_labels)
+    if models == 1:
+        return lambda W: inference.evaluate(W, test_lit, data.test_labels)
+
+    def score_each(W):
+        # Model by model, each exactly as its own run scores it, whatever the threads of the
+        # process (a BLAS product's rounding can depend on them, the compiled pass's does not).
+        scores = [inference.evaluate(np.ascontiguousarray(W[:, 10 * m:10 * m + 10]), test_lit,
+                                     data.test_labels) for m in range(models)]
+        return tuple(np.array([s[k] for s in scores]) for k in (0, 1))
+    return score_each
 
 
 def _checkpoint(data: DeviceData, scores, seen: int) -> Checkpoint:

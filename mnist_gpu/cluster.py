@@ -1,0 +1,326 @@
+"""Sweeps beyond one machine: a grid's chunks on a Dask cluster, one stacked sweep per task.
+
+Imported only for ``mnist-gpu sweep --cluster ...``: without it nothing here (and no Dask) loads.
+
+* ``connect(spec)``: ``local:N`` starts N worker processes on this machine (Dask's
+  ``LocalCluster``), ``cuda`` one worker per visible GPU (dask-cuda's ``LocalCUDACluster``),
+  ``tcp://HOST:PORT`` joins a running scheduler (one started by dask-jobqueue on Slurm or PBS, say).
+  An unreachable scheduler, a missing Dask or workers that cannot import mnist-gpu are one
+  ``ClusterError`` line, before any training.
+* ``run_on_cluster``: the grid split into chunks (``--chunk-models``, else two per worker), each
+  a task that trains its models side by side on its worker's device (``sweep.run_sweep``),
+  gathered as they complete. Each worker loads and verifies MNIST once, from its own data
+  directory, or from a copy the client scatters once when the workers have none.
+* Fault tolerance: every finished model is appended to a results file (one JSON line each,
+  written in one ``write`` to a file opened for appending, so a crash leaves at most a torn last
+  line, which reading skips); a worker that dies mid-chunk has the chunk rerun elsewhere (Dask
+  reschedules a lost task, up to ``ALLOWED_FAILURES`` times); a chunk that raises twice is
+  reported with its error and the others complete; ``resume`` reruns only the chunks whose
+  models are missing from the file, and the merged results are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .sweep import Member, ModelResult, SweepResult
+from .trainer import Checkpoint, TrainConfig
+
+# A lost worker's task is rerun at most this many times before it is reported as failed.
+ALLOWED_FAILURES = 2
+# The test suite's hook: a worker that finds this variable naming a file that does not exist yet
+# creates it and dies at the start of its task, once per file (see tests/test_cluster.py).
+KILL_ONCE_VARIABLE = "MNIST_GPU_TEST_KILL_WORKER_ONCE"
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be used; the message says why, in one line."""
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def connect(spec: str, log=None):
+    """(client, close): a ``distributed.Client`` for ``spec`` and a function that shuts down
+    what was started here (the client, and the local cluster if one was started)."""
+    try:
+        import dask
+        import distributed
+    except ImportError as err:
+        raise ClusterError(f"--cluster needs Dask's distributed ({err}): pip install "
+                           "'mnist-gpu[cluster]'") from None
+    dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                     "distributed.worker.daemon": False})
+    cluster = None
+    try:
+        if spec.startswith("local:"):
+            workers = _count(spec)
+            # Each worker's compiled loops share the cores with the other workers' (Numba
+            # starts as many threads as there are cores otherwise).
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": str(threads)})
+        elif spec == "cuda":
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as err:
+                raise ClusterError(f"--cluster cuda needs dask-cuda ({err}): pip install "
+                                   "dask-cuda") from None
+            cluster = LocalCUDACluster(dashboard_address=None)
+        elif "://" in spec:
+            pass
+        else:
+            raise ClusterError(f"--cluster {spec}: expected local:N, cuda or tcp://HOST:PORT")
+        try:
+            client = distributed.Client(cluster or spec, timeout="10s")
+        except (OSError, TimeoutError) as err:
+            raise ClusterError(f"--cluster {spec}: cannot reach the scheduler "
+                               f"({type(err).__name__}: {err})") from None
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        raise
+
+    def close():
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    try:
+        _check_workers(client, spec)
+    except BaseException:
+        close()
+        raise
+    return client, close
+
+
+def _count(spec: str) -> int:
+    try:
+        workers = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ClusterError(f"--cluster {spec}: expected local:N with N a number") from None
+    if workers < 1:
+        raise ClusterError(f"--cluster {spec}: N must be at least 1")
+    return workers
+
+
+def _check_workers(client, spec):
+    """Every worker imports this very version of mnist-gpu, or one line says which cannot."""
+    from . import __version__
+
+    if not client.scheduler_info().get("workers"):
+        client.wait_for_workers(1, timeout=30)
+    try:
+        versions = client.run(_worker_version)
+    except Exception as err:  # noqa: BLE001 - whatever a worker raises on unpickling our code
+        raise ClusterError(f"--cluster {spec}: the workers cannot run mnist-gpu "
+                           f"({type(err).__name__}: {err}); install it on every worker") from None
+    wrong = {w: v for w, v in versions.items() if v != __version__}
+    if wrong:
+        worker, version = next(iter(wrong.items()))
+        raise ClusterError(f"--cluster {spec}: worker {worker} has mnist-gpu {version}, this "
+                           f"client {__version__}")
+
+
+def _worker_version():
+    from . import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- on a worker
+
+
+_LOADED = {}  # per worker process: the data, loaded and uploaded once, by what it came from
+
+
+def _worker_data(source, backend_name: str, device: int, dtype: str, limit):
+    """The worker's data on its device, loaded and verified on first use only: ``source`` is a
+    data directory on the worker, or the MNIST arrays the client scattered."""
+    from .backend import get_backend
+    from .data import load_mnist
+    from .trainer import to_device_data
+
+    key = (source if isinstance(source, str) else "scattered", backend_name, device, dtype,
+           limit)
+    if key not in _LOADED:
+        backend = get_backend(backend_name, device, log=None)
+        mnist = load_mnist(source, offline=True) if isinstance(source, str) else source
+        _LOADED[key] = to_device_data(backend, mnist, dtype, limit=limit)
+    return _LOADED[key]
+
+
+def _has_data(directory: str) -> bool:
+    from .data import MNIST_FILES
+
+    return all((Path(directory) / f"{spec.name}.gz").is_file()
+               or (Path(directory) / spec.name).is_file() for spec in MNIST_FILES)
+
+
+def _train_chunk(settings: dict, indices, members, source) -> list[dict]:
+    """A task: the members of one chunk trained side by side on this worker's device."""
+    from .sweep import run_sweep
+
+    flag = os.environ.get(KILL_ONCE_VARIABLE)
+    if flag and not os.path.exists(flag):
+        Path(flag).write_text(str(os.getpid()))
+        os._exit(1)  # the test's worker death, mid-task
+    config = TrainConfig(**settings["config"])
+    data = _worker_data(source, settings["backend"], settings["device"], settings["dtype"],
+                        settings["limit"])
+    result = run_sweep(data, [Member(*m) for m in members], config)
+    return [_model_line(settings["fingerprint"], indices[0], index, model, weights, result)
+            for index, model, weights in zip(indices, result.models, result.weights)]
+
+
+def _model_line(fingerprint, chunk: int, index, model: ModelResult, weights: np.ndarray,
+                result: SweepResult) -> dict:
+    return {"sweep": fingerprint, "chunk": chunk, "index": index, "model": model.to_json(),
+            "weights": base64.b64encode(np.ascontiguousarray(weights).tobytes()).decode(),
+            "dtype": str(weights.dtype), "kernel": result.kernel, "seconds": result.seconds,
+            "backend": result.backend, "settings": result.settings,
+            "images_per_model": result.images_per_model}
+
+
+# --------------------------------------------------------------------------- the results file
+
+
+def results_path(json_path) -> Path:
+    """The file beside ``--json`` where finished models are appended as they arrive."""
+    return Path(str(json_path) + ".results.jsonl")
+
+
+def read_results(path: Path, fingerprint: str) -> dict[int, dict]:
+    """The models of this sweep already in ``path``, by grid index; other sweeps' lines and a
+    torn last line are skipped."""
+    done = {}
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return done
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if isinstance(record, dict) and record.get("sweep") == fingerprint:
+            done[int(record["index"])] = record
+    return done
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    blob = "".join(json.dumps(r) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.write(fd, blob)  # one write: a reader sees whole lines, or a torn last one
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fingerprint(members, settings: dict) -> str:
+    """What identifies a sweep's results: its grid and every shared setting."""
+    text = json.dumps({"members": [list(m) for m in members], "settings": settings},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the client's side
+
+
+@dataclass
+class ClusterRun:
+    result: SweepResult
+    chunks_run: int
+    chunks: int
+    failed: list[str]  # one line per chunk that failed twice
+
+
+def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_name: str,
+                   device: int, dtype: str, limit, data_dir: Path, json_path,
+                   chunk_models: int | None = None, resume: bool = False, log=None,
+                   progress=None) -> ClusterRun:
+    """The sweep of ``members`` on the cluster's workers, merged in grid order (see the module
+    docstring)."""
+    from distributed import as_completed
+
+    config_json = asdict(config)
+    settings = {"config": config_json, "backend": backend_name, "device": device,
+                "dtype": dtype, "limit": limit}
+    as_pairs = [(m.alpha, m.seed) for m in members]
+    settings["fingerprint"] = fingerprint(as_pairs, {k: v for k, v in settings.items()})
+    path = results_path(json_path)
+    done = read_results(path, settings["fingerprint"]) if resume else {}
+    if not resume and path.exists():
+        path.unlink()  # a fresh run: the previous run's results are not this one's
+    if done and log:
+        log(f"--resume: {len(done)} of {len(members)} models already in {path}")
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    size = chunk_models or max(1, math.ceil(len(members) / (2 * workers)))
+    chunks = [list(range(s, min(s + size, len(members)))) for s in range(0, len(members), size)]
+    todo = [c for c in chunks if any(i not in done for i in c)]
+    if progress and done:
+        progress(sum(1 for c in chunks if c not in todo for _ in c))
+    source = str(data_dir.resolve())
+    if not all(client.run(_has_data, source).values()):
+        from .data import load_mnist
+
+        if log:
+            log(f"some workers have no MNIST in {source}: sending them this client's copy, once")
+        source = client.scatter(load_mnist(data_dir, offline=True), broadcast=True)
+    futures = {client.submit(_train_chunk, settings, chunk, [as_pairs[i] for i in chunk],
+                             source, retries=1, pure=False): chunk for chunk in todo}
+    failed = []
+    for future in as_completed(futures):
+        chunk = futures[future]
+        try:
+            lines = future.result()
+        except Exception as err:  # noqa: BLE001 - reported per chunk; the others go on
+            failed.append(f"models {chunk[0]} to {chunk[-1]}: {type(err).__name__}: {err}")
+            if log:
+                log(f"chunk of models {chunk[0]} to {chunk[-1]} failed twice: "
+                    f"{type(err).__name__}: {err}")
+            continue
+        _append(path, lines)
+        done.update({line["index"]: line for line in lines})
+        if progress:
+            progress(len(lines))
+    return ClusterRun(_merge(members, done, config_json, dtype), len(todo), len(chunks), failed)
+
+
+def _merge(members, done: dict[int, dict], config_json: dict, dtype: str) -> SweepResult:
+    """The sweep's result from its models' lines, in grid order (missing models: a failed chunk,
+    reported as such)."""
+    models, weights, first, chunk_seconds = [], [], None, {}
+    for index, member in enumerate(members):
+        line = done.get(index)
+        if line is None:
+            models.append(ModelResult(member.alpha, member.seed, [], "not trained: its chunk "
+                                      "failed (see above)"))
+            weights.append(np.full((784, 10), np.nan, dtype=dtype))
+            continue
+        first = first or line
+        record = line["model"]
+        models.append(ModelResult(record["alpha"], record["seed"],
+                                  [Checkpoint(**c) for c in record["curve"]],
+                                  record["diverged"], record["diverged_at"]))
+        weights.append(np.frombuffer(base64.b64decode(line["weights"]),
+                                     dtype=line["dtype"]).reshape(784, 10))
+        chunk_seconds[line["chunk"]] = line["seconds"]  # the training time of its chunk
+    seconds = sum(chunk_seconds.values())
+    settings = dict(first["settings"]) if first else {**config_json, "dtype": dtype}
+    settings["alphas"] = list(dict.fromkeys(m.alpha for m in members))
+    settings["seeds"] = list(dict.fromkeys(m.seed for m in members))
+    return SweepResult(settings, first["backend"] if first else {}, first["kernel"] if first
+                       else "array", models, np.stack(weights), seconds,
+                       first["images_per_model"] if first else 0)
