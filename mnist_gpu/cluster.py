@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -175,12 +176,16 @@ def _train_chunk(settings: dict, indices, members, source) -> list[dict]:
     if flag and not os.path.exists(flag):
         Path(flag).write_text(str(os.getpid()))
         os._exit(1)  # the test's worker death, mid-task
+    began = time.perf_counter()
     config = TrainConfig(**settings["config"])
     data = _worker_data(source, settings["backend"], settings["device"], settings["dtype"],
                         settings["limit"])
     result = run_sweep(data, [Member(*m) for m in members], config)
-    return [_model_line(settings["fingerprint"], indices[0], index, model, weights, result)
-            for index, model, weights in zip(indices, result.models, result.weights)]
+    lines = [_model_line(settings["fingerprint"], indices[0], index, model, weights, result)
+             for index, model, weights in zip(indices, result.models, result.weights)]
+    for line in lines:  # the task's own time on its worker, data loading included
+        line["task_seconds"] = time.perf_counter() - began
+    return lines
 
 
 def _model_line(fingerprint, chunk: int, index, model: ModelResult, weights: np.ndarray,

@@ -60,6 +60,16 @@ class DeviceData:
     test_x: object
     test_y: object
     test_labels: object
+    # What the fused passes derive from the images (their lit pixels), kept with the data so that
+    # every run on it lists them once: a sweep's chunks, the seeds of `curve`, a cluster worker.
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def lit_pixels(self, fused, which: str):
+        """The lit pixels of the ``"train"`` or ``"test"`` images as ``fused`` lists them."""
+        key = (type(fused).__name__, which)
+        if key not in self.derived:
+            self.derived[key] = fused.prepare(self.train_x if which == "train" else self.test_x)
+        return self.derived[key]
 
     @property
     def n_train(self) -> int:
@@ -353,7 +363,7 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
         W = backend.to_device(host_w)
         # Once per run, like the upload: the lit pixels of the training and test images.
         with backend.stopwatch() as clock:
-            prepared = fused.prepare(data.train_x) if fused is not None else None
+            prepared = data.lit_pixels(fused, "train") if fused is not None else None
             score = _scorer(data, inference, models)
         prepare_seconds = clock["seconds"]
         seconds = 0.0
@@ -492,7 +502,7 @@ def _scorer(data: DeviceData, inference=None, models: int = 1):
                                                 xp=xp)
     if inference is None:
         return lambda W: linear.evaluate(W, data.test_x, data.test_labels, data.test_y, xp=xp)
-    test_lit = inference.prepare(data.test_x)
+    test_lit = data.lit_pixels(inference, "test")
     if models == 1:
         return lambda W: inference.evaluate(W, test_lit, data.test_labels)
 
