@@ -15,8 +15,12 @@ overall deadline (``DEADLINE_S``, so the whole check ends in about 6 minutes on 
 2. ``gpu_tests``: ``pytest -m gpu --require-gpu`` (a GPU test cannot pass by skipping: a missing
    device or missing data fails it), every skip listed with its reason;
 3. ``train_fused``, ``train_array``: the tutorial on CuPy, by the fused kernel and the array path;
-4. ``bench``: the quick benchmark on NumPy and CuPy side by side (``--full``: the full one, both
-   dtypes, which needs a longer window).
+4. ``bench``: the quick benchmark on NumPy and CuPy side by side, with the sweep rows (on CuPy up
+   to 1,024 models side by side, per image and by batches: the sweep's GPU target) (``--full``:
+   the full one, both dtypes, which needs a longer window).
+
+The GPU tests include the sweep's (each model of a stack equals its own run on CuPy, by the array
+path and by the one-block-per-model kernel; neighbours; divergence).
 
 The network is never touched (``MNIST_GPU_OFFLINE=1``). The report, ``gpu_check.json``, is
 rewritten after every stage, so what finished is kept if a later stage dies; its ``status`` is
