@@ -74,7 +74,7 @@ class Row:
                    images_per_second=self.images_per_second)
         if self.dense_flops is not None:
             out["dense_equivalent_gflops"] = self.dense_flops / self.median / 1e9
-        if limit and self.images:
+        if limit and self.images and (self.flops or self.bytes):  # work counted: a roofline
             gflops = self.flops / self.median / 1e9
             gbytes = self.bytes / self.median / 1e9
             out.update(limit=limit["device"], gflops=gflops, gbytes_per_s=gbytes,
@@ -323,6 +323,156 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
     return rows
 
 
+def cnn_architecture():
+    """The model of ``mnist-gpu train --preset cnn``."""
+    from .mlp import Architecture
+
+    return Architecture(hidden=(128,), bias=True, loss="ce", conv=(32, 64), conv_size=5,
+                        dropout=0.25)
+
+
+def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 1024,
+              batch: int = 128, log=None) -> list[Row]:
+    """The CNN of ``--preset cnn``: training images/s (forward, backward, SGD with momentum, in
+    batches of 128) and inference images/s; and, as a row of its own, the matrix products of a
+    training pass alone (the same shapes, timed apart), which says what share of the time they
+    take (the rest: im2col's gathers, pooling, activations)."""
+    from . import mlp
+
+    xp = backend.xp
+    arch = cnn_architecture()
+    itemsize = np.dtype(data.dtype).itemsize
+    images = min(images, data.n_train)
+    rows = []
+    with backend.activate():
+        host = mlp.init_params(arch, 0, data.dtype)
+        params = [(backend.to_device(W), backend.to_device(b)) for W, b in host]
+        velocity = [(xp.zeros_like(W), xp.zeros_like(b)) for W, b in params]
+        plan = mlp.ConvPlan(arch, backend)
+        rng = np.random.default_rng(0)
+
+        def train_pass():
+            for s in range(0, images, batch):
+                e = min(s + batch, images)
+                masks = mlp.dropout_masks(arch, rng, e - s, data.dtype, backend)
+                _, grads = mlp.gradients(params, data.train_x[s:e, :], data.train_y[s:e, :],
+                                         arch, xp, plan, masks)
+                mlp.sgd_step(params, grads, velocity, 0.01, e - s, 0.9, 5e-4)
+
+        products = _cnn_products(arch, batch, images, backend, data.dtype)
+        flops = sum(2.0 * m * k * n * count for (m, k, n), count, _, _ in products)
+        test = min(2000, data.n_test)
+        for name, step, n_images, work in (
+                ("cnn training", train_pass, images, flops),
+                ("cnn matrix products of training", lambda: _run_products(products, backend),
+                 images, flops),
+                ("cnn inference",
+                 lambda: mlp.classify(params, data.test_x[:test, :], arch, xp, plan=plan), test,
+                 flops / 3 * test / images)):
+            backend.reset_memory_pool()
+            seconds = time_repeats(backend, step, repeats)
+            rows.append(Row(backend.name, data.dtype, "cnn", name, batch, n_images, seconds,
+                            work, float(n_images * (linear.N_INPUTS + 10) * itemsize),
+                            device_memory_rise=backend.memory_pool_rise()))
+            if log:
+                log(f"{backend.name} {data.dtype} {name}: {rows[-1].images_per_second:,.0f} "
+                    "images/s")
+    return rows
+
+
+def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: int = 128,
+                    device: str = "cpu", log=None) -> list[Row]:
+    """PyTorch's equivalent of ``--preset cnn`` (same layers, SGD with momentum and weight
+    decay, batches of 128), when PyTorch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if device != "cpu" and not torch.cuda.is_available():
+        device = "cpu"
+    nn = torch.nn
+    tdtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(1024, 128), nn.ReLU(),
+        nn.Dropout(0.25), nn.Linear(128, 10)).to(device=device, dtype=tdtype)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    X = (torch.tensor(mnist.train_images[:images], device=device).to(tdtype) / 255).reshape(
+        -1, 1, 28, 28)
+    y = torch.tensor(mnist.train_labels[:images].astype(np.int64), device=device)
+    Xt = (torch.tensor(mnist.test_images[:2000], device=device).to(tdtype) / 255).reshape(
+        -1, 1, 28, 28)
+    clock = _TorchClock(torch, device)
+
+    def train_pass():
+        model.train()
+        for s in range(0, images, batch):
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(X[s:s + batch]), y[s:s + batch]).backward()
+            optimiser.step()
+
+    @torch.no_grad()
+    def inference():
+        model.eval()
+        return model(Xt).argmax(dim=1)
+
+    # The same work as ours is counted, for the same roofline.
+    flops = cnn_training_flops(cnn_architecture(), batch, images)
+    traffic = float(images * (linear.N_INPUTS + 10) * np.dtype(dtype).itemsize)
+    rows = [Row(f"torch {device}", dtype, "peer", "torch cnn training", batch, images,
+                time_repeats(clock, train_pass, repeats), flops, traffic),
+            Row(f"torch {device}", dtype, "peer", "torch cnn inference", batch, Xt.shape[0],
+                time_repeats(clock, inference, repeats), flops / 3 * Xt.shape[0] / images,
+                traffic * Xt.shape[0] / images)]
+    if log:
+        log(f"torch {device} {dtype} cnn: {rows[0].images_per_second:,.0f} training images/s")
+    return rows
+
+
+def cnn_training_flops(arch, batch: int, images: int) -> float:
+    """The matrix products' arithmetic of one training pass of ``arch`` over ``images``."""
+    return sum(2.0 * m * k * n * count
+               for (m, k, n), count in _cnn_product_shapes(arch, batch, images))
+
+
+def _cnn_products(arch, batch, images, backend, dtype):
+    """The products of ``_cnn_product_shapes``, with operands of those shapes on the device."""
+    rng = np.random.default_rng(0)
+    return [((m, k, n), count,
+             backend.to_device(rng.random((m, k), dtype=np.dtype(dtype))),
+             backend.to_device(rng.random((k, n), dtype=np.dtype(dtype))))
+            for (m, k, n), count in _cnn_product_shapes(arch, batch, images)]
+
+
+def _cnn_product_shapes(arch, batch, images):
+    """The (m, k, n) shapes of the matrix products of one training pass over ``images``, with
+    how often each runs: per convolution its forward product, its kernels' gradient and (but
+    the first) its input's gradient; per dense layer the same three."""
+    shapes = arch.conv_shapes()
+    steps = -(-images // batch)
+    products = []
+    for i, (shape, filters) in enumerate(zip(shapes, arch.conv)):
+        rows_ = batch * shape.out_height * shape.out_width
+        patch = shape.k * shape.k * shape.channels
+        products += [((rows_, patch, filters), steps), ((patch, rows_, filters), steps)]
+        if i > 0:
+            back = shape.backward(filters)
+            products.append(((batch * shape.height * shape.width, back.k * back.k * filters,
+                              shape.channels), steps))
+    sizes = arch.sizes
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        products += [((batch, fan_in, fan_out), steps), ((fan_in, batch, fan_out), steps),
+                     ((batch, fan_out, fan_in), steps)]
+    return products
+
+
+def _run_products(products, backend):
+    for _, count, a, b in products:
+        for _ in range(count):
+            a @ b
+
+
 def sweep_row_name(models: int, batch: int, kernel: str) -> str:
     mode = "per-image" if batch == 1 else f"mini-batch {batch}"
     return f"sweep of {models} model{'s' if models > 1 else ''}, {mode} {kernel}"
@@ -541,7 +691,7 @@ def peak_host_memory_bytes() -> int:
 
 
 def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, quick=False,
-                  peers=True, log=None, sweep_models=SWEEP_MODELS) -> dict:
+                  peers=True, log=None, sweep_models=SWEEP_MODELS, cnn=True) -> dict:
     """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict.
     ``sweep_models``: the sizes of the sweep rows (none: no sweep rows)."""
     from .trainer import to_device_data
@@ -565,6 +715,9 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
             if models:
                 rows += [(r, limit) for r in bench_sweeps(backend, data, models, repeats,
                                                           per_image_images, log)]
+            if cnn:
+                rows += [(r, limit) for r in bench_cnn(backend, data, repeats,
+                                                       256 if quick else 1024, log=log)]
             del data
     if peers:
         from .backend import NumpyBackend
@@ -588,6 +741,10 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
             if torch_limit is not None:
                 limits[f"torch cuda {dtype}"] = torch_limit
             rows += [(r, torch_limit or cpu_limit) for r in torch_rows]
+            if cnn:
+                rows += [(r, torch_limit or cpu_limit) for r in bench_torch_cnn(
+                    mnist, dtype, repeats, 256 if quick else 1024,
+                    device="cuda" if gpu else "cpu", log=log)]
     return {
         "machine": describe_machine(backends),
         "settings": {"repeats": repeats, "quick": quick, "dtypes": list(dtypes),
@@ -702,6 +859,21 @@ def ratios(report: dict) -> list[str]:
                     cost = r["models"] * (r["median_s"] / r["images"]) / one
                     out.append(f"{backend} {dtype}: {r['name']} costs {cost:.2f}x the time of "
                                f"one model ({alone})")
+            # The CNN: against PyTorch's same model, and the matrix products' share.
+            cnn_train = find(backend, dtype, "cnn training")
+            products = find(backend, dtype, "cnn matrix products of training")
+            torch_train = find("torch", dtype, "torch cnn training")
+            if cnn_train and products:
+                out.append(f"{backend} {dtype}: the CNN's matrix products take "
+                           f"{products / cnn_train:.0%} of its training time")
+            if cnn_train and torch_train:
+                out.append(f"{backend} {dtype}: cnn training is {torch_train / cnn_train:.2f}x "
+                           "the speed of torch cnn training")
+            cnn_infer, torch_infer = (find(backend, dtype, "cnn inference"),
+                                      find("torch", dtype, "torch cnn inference"))
+            if cnn_infer and torch_infer:
+                out.append(f"{backend} {dtype}: cnn inference is {torch_infer / cnn_infer:.2f}x "
+                           "the speed of torch cnn inference")
             # A single run on new images also pays for listing their lit pixels.
             for ours, listing, peer_backend, peer in (
                     ("inference fused", "lit-pixel listing (test set)", "naive numpy",

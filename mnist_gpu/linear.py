@@ -20,7 +20,8 @@ import numpy as np
 
 from .backend import array_namespace
 
-N_INPUTS = 784
+IMAGE_SIDE = 28
+N_INPUTS = IMAGE_SIDE * IMAGE_SIDE
 N_OUTPUTS = 10
 
 # Evaluation works through the test set in chunks, so the memory it needs is bounded by

@@ -27,35 +27,103 @@ LOSSES = ("mse", "ce")
 SCHEDULES = ("constant", "step", "cosine")
 
 
+PADDINGS = ("valid", "same")
+
+
 @dataclass(frozen=True)
 class Architecture:
+    """One model description: convolution layers (each ``conv[i]`` output channels, k x k with
+    ``conv_size`` k, then relu and 2x2 max pooling), then dense layers (``hidden``, then the ten
+    outputs) with ``activation`` between them, biases or not, dropout of rate ``dropout`` after
+    the convolutions and after each hidden dense layer while training, and the loss."""
+
     hidden: tuple[int, ...] = ()
     activation: str = "relu"
     bias: bool = False
     loss: str = "mse"
+    conv: tuple[int, ...] = ()
+    conv_size: int = 5
+    padding: str = "valid"
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError("hidden layer sizes must be at least 1")
+        if any(h < 1 for h in self.hidden) or any(c < 1 for c in self.conv):
+            raise ValueError("layer sizes must be at least 1")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}")
+        if self.conv_size < 1 or (self.padding == "same" and self.conv_size % 2 == 0):
+            raise ValueError("the kernel size must be at least 1, and odd for 'same' padding")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), not {self.dropout}")
+        if self.conv:
+            self.conv_shapes()  # raises if the image shrinks to nothing
+
+    def conv_shapes(self):
+        """Each convolution's ``ConvShape``, the image pooled 2x2 after each."""
+        from .layers import ConvShape
+
+        height = width = linear.IMAGE_SIDE
+        channels, shapes = 1, []
+        pad = (self.conv_size - 1) // 2 if self.padding == "same" else 0
+        for filters in self.conv:
+            shape = ConvShape(height, width, channels, self.conv_size, pad)
+            height, width, channels = shape.out_height // 2, shape.out_width // 2, filters
+            if height < 1 or width < 1:
+                raise ValueError(f"{len(self.conv)} convolutions of {self.conv_size}x"
+                                 f"{self.conv_size} with pooling leave no image")
+            shapes.append(shape)
+        return shapes
+
+    @classmethod
+    def from_json(cls, described: dict) -> Architecture:
+        """From ``asdict(arch)`` as saved in a weights file's metadata (older files: no conv)."""
+        return cls(tuple(described["hidden"]), described["activation"], bool(described["bias"]),
+                   described["loss"], tuple(described.get("conv", ())),
+                   int(described.get("conv_size", 5)), described.get("padding", "valid"),
+                   float(described.get("dropout", 0.0)))
+
+    def layer_shapes(self) -> list[tuple[tuple[int, int], int]]:
+        """Each layer's (weights shape, bias length): the convolutions' kernel matrices, then
+        the dense layers."""
+        shapes = [((s.k * s.k * s.channels, f), f)
+                  for s, f in zip(self.conv_shapes() if self.conv else [], self.conv)]
+        sizes = self.sizes
+        return shapes + [((a, b), b) for a, b in zip(sizes[:-1], sizes[1:])]
+
+    @property
+    def features(self) -> int:
+        """What the dense layers take: the pixels, or the last pooled feature map, flattened."""
+        if not self.conv:
+            return linear.N_INPUTS
+        last = self.conv_shapes()[-1]
+        return (last.out_height // 2) * (last.out_width // 2) * self.conv[-1]
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        return (linear.N_INPUTS, *self.hidden, linear.N_OUTPUTS)
+        """The dense layers' sizes, input first."""
+        return (self.features, *self.hidden, linear.N_OUTPUTS)
 
     @property
     def is_tutorial(self) -> bool:
-        return not self.hidden and not self.bias and self.loss == "mse"
+        return (not self.hidden and not self.bias and self.loss == "mse" and not self.conv
+                and not self.dropout)
 
     def describe(self) -> str:
         layers = "-".join(map(str, self.sizes))
+        if self.conv:
+            convs = "-".join(f"conv{f}" for f in self.conv)
+            layers = (f"28x28-{convs} ({self.conv_size}x{self.conv_size} {self.padding}, relu, "
+                      f"2x2 max-pool)-{layers}")
         parts = [layers]
         if self.hidden:
             parts.append(self.activation)
         parts.append("bias" if self.bias else "no bias")
+        if self.dropout:
+            parts.append(f"dropout {self.dropout:g}")
         parts.append("softmax cross-entropy" if self.loss == "ce" else "squared error")
         return ", ".join(parts)
 
@@ -70,6 +138,11 @@ def init_params(arch: Architecture, seed: int, dtype="float32") -> list:
         return [(linear.init_weights(seed, dtype), None)]
     rng = np.random.default_rng(seed)
     params = []
+    # Convolutions first (He: each is followed by a relu), kernels as (k * k * in, out) matrices.
+    for shape, filters in zip(arch.conv_shapes() if arch.conv else [], arch.conv):
+        fan_in = shape.k * shape.k * shape.channels
+        W = rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, filters))
+        params.append((W.astype(dtype), np.zeros(filters, dtype=dtype) if arch.bias else None))
     sizes = arch.sizes
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = layer == len(sizes) - 2
@@ -103,9 +176,23 @@ def _activation_slope(a, name, xp):
     return 1 - a * a
 
 
-def forward(params, X, arch: Architecture, xp=None) -> list:
-    """Every layer's output, the input first; the last is the network's raw output (logits)."""
+class ConvPlan:
+    """The convolutions' im2col positions on one backend's device, uploaded once per model (the
+    backward positions of the first convolution are never needed: its input is the image)."""
+
+    def __init__(self, arch: Architecture, backend):
+        self.shapes = arch.conv_shapes() if arch.conv else []
+        self.forward = [backend.to_device(shape.host_indices()) for shape in self.shapes]
+        self.backward = [None] + [backend.to_device(shape.backward(f).host_indices())
+                                  for shape, f in list(zip(self.shapes, arch.conv))[1:]]
+
+
+def forward(params, X, arch: Architecture, xp=None, plan: ConvPlan | None = None) -> list:
+    """Every layer's output, the input first; the last is the network's raw output (logits). A
+    convolutional network (``plan`` required) gives [input, logits]."""
     xp = xp or array_namespace(X)
+    if arch.conv:
+        return [X, _forward(params, X, arch, xp, plan)[0]]
     outputs = [X]
     for layer, (W, b) in enumerate(params):
         z = outputs[-1] @ W
@@ -134,9 +221,103 @@ def loss_and_delta(out, Y, loss: str, xp):
     return -xp.sum(Y * log_p), xp.exp(log_p) - Y
 
 
-def gradients(params, X, Y, arch: Architecture, xp=None):
-    """(summed loss, per-layer (dW, db) summed over the batch) by backpropagation."""
+def _forward(params, X, arch: Architecture, xp, plan: ConvPlan, masks=None):
+    """The general forward pass (convolutions, dropout): (logits, what backward needs)."""
+    from . import layers
+
+    n = X.shape[0]
+    convs = len(arch.conv)
+    cache = {"conv": [], "dense_in": [], "active": []}
+    a = xp.reshape(X, (n, linear.IMAGE_SIDE, linear.IMAGE_SIDE, 1)) if convs else X
+    for i, shape in enumerate(plan.shapes if convs else []):
+        W, b = params[i]
+        z, cols = layers.conv_forward(a, W, b, shape, plan.forward[i], xp)
+        r = _activate(z, "relu", xp)
+        pooled, windows = layers.pool_forward(r, xp)
+        cache["conv"].append((a.shape, cols, r, windows, pooled))
+        a = pooled
+    h = xp.reshape(a, (n, -1)) if convs else a
+    dense = params[convs:]
+    for j, (W, b) in enumerate(dense):
+        if masks is not None and (j > 0 or convs):
+            h = h * masks[j if convs else j - 1]
+        cache["dense_in"].append(h)
+        z = h @ W
+        if b is not None:
+            z = z + b
+        if j == len(dense) - 1:
+            return z, cache
+        h = _activate(z, arch.activation, xp)
+        cache["active"].append(h)
+    raise AssertionError("no output layer")
+
+
+def _backward(params, cache, delta, arch: Architecture, xp, plan: ConvPlan, masks=None):
+    """Per-layer (dW, db) of the general forward pass, from the output's delta."""
+    from . import layers
+
+    convs = len(arch.conv)
+    dense = params[convs:]
+    grads = [None] * len(params)
+    for j in range(len(dense) - 1, -1, -1):
+        W, b = dense[j]
+        grads[convs + j] = (cache["dense_in"][j].T @ delta,
+                            None if b is None else xp.sum(delta, axis=0))
+        if j == 0 and not convs:
+            break
+        delta = delta @ W.T
+        if masks is not None:
+            delta = delta * masks[j if convs else j - 1]
+        if j > 0:
+            delta = delta * _activation_slope(cache["active"][j - 1], arch.activation, xp)
+    if not convs:
+        return grads
+    last_shape, _, _, _, pooled = cache["conv"][-1]
+    grad = xp.reshape(delta, pooled.shape)
+    for i in range(convs - 1, -1, -1):
+        input_shape, cols, r, windows, pooled = cache["conv"][i]
+        grad = layers.pool_backward(grad, windows, pooled, r.shape, xp)
+        grad = grad * _activation_slope(r, "relu", xp)
+        W, b = params[i]
+        dW, db, grad = layers.conv_backward(grad, cols, W, plan.shapes[i], plan.backward[i], xp,
+                                            need_input=i > 0)
+        grads[i] = (dW, None if b is None else db)
+    return grads
+
+
+def conv_workspace_bytes(arch: Architecture, batch: int, itemsize: int) -> int:
+    """The largest im2col patches of a training step: each convolution's forward patches (kept
+    for the backward pass) and the largest backward ones, for ``batch`` images."""
+    if not arch.conv:
+        return 0
+    shapes = arch.conv_shapes()
+    forward = sum(s.out_height * s.out_width * s.k * s.k * s.channels for s in shapes)
+    backward = max([s.height * s.width * s.k * s.k * f
+                    for s, f in list(zip(shapes, arch.conv))[1:]], default=0)
+    return (forward + backward) * batch * itemsize
+
+
+def dropout_masks(arch: Architecture, rng, batch: int, dtype, backend) -> list | None:
+    """The dropout masks of one training step (after the convolutions, after each hidden dense
+    layer), drawn on the host and uploaded; None without dropout."""
+    from .layers import dropout_mask
+
+    if not arch.dropout:
+        return None
+    widths = ([arch.features] if arch.conv else []) + list(arch.hidden)
+    return [backend.to_device(dropout_mask(rng, (batch, w), arch.dropout, dtype))
+            for w in widths]
+
+
+def gradients(params, X, Y, arch: Architecture, xp=None, plan: ConvPlan | None = None,
+              masks=None):
+    """(summed loss, per-layer (dW, db) summed over the batch) by backpropagation. Convolutions
+    need ``plan``; ``masks`` (from ``dropout_masks``) apply dropout."""
     xp = xp or array_namespace(X)
+    if arch.conv or masks is not None:
+        out, cache = _forward(params, X, arch, xp, plan, masks)
+        loss, delta = loss_and_delta(out, Y, arch.loss, xp)
+        return loss, _backward(params, cache, delta, arch, xp, plan, masks)
     outputs = forward(params, X, arch, xp)
     loss, delta = loss_and_delta(outputs[-1], Y, arch.loss, xp)
     grads = [None] * len(params)
@@ -168,21 +349,30 @@ def sgd_step(params, grads, velocity, lr: float, batch: int, momentum: float,
                 p -= lr * v
 
 
-def classify(params, X, arch: Architecture, xp=None, chunk: int = linear.EVAL_CHUNK):
+# Images per chunk when a convolutional network is evaluated: its patches take about 50 KB per
+# image and layer, so 500 images keep a chunk near 100 MB.
+CONV_EVAL_CHUNK = 500
+
+
+def classify(params, X, arch: Architecture, xp=None, chunk: int | None = None,
+             plan: ConvPlan | None = None):
     xp = xp or array_namespace(X)
     n = X.shape[0]
-    parts = [xp.argmax(forward(params, X[s:min(s + chunk, n), :], arch, xp)[-1], axis=1)
+    chunk = chunk or (CONV_EVAL_CHUNK if arch.conv else linear.EVAL_CHUNK)
+    parts = [xp.argmax(forward(params, X[s:min(s + chunk, n), :], arch, xp, plan)[-1], axis=1)
              for s in range(0, n, chunk)]
     return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 
-def evaluate(params, X, labels, Y, arch: Architecture, xp=None, chunk: int = linear.EVAL_CHUNK):
+def evaluate(params, X, labels, Y, arch: Architecture, xp=None, chunk: int | None = None,
+             plan: ConvPlan | None = None):
     """(number correct, summed loss) as 0-d device arrays, in chunks of bounded memory."""
     xp = xp or array_namespace(X)
+    chunk = chunk or (CONV_EVAL_CHUNK if arch.conv else linear.EVAL_CHUNK)
     correct = total = None
     for s in range(0, X.shape[0], chunk):
         e = min(s + chunk, X.shape[0])  # the array API leaves slices past the end unspecified
-        out = forward(params, X[s:e, :], arch, xp)[-1]
+        out = forward(params, X[s:e, :], arch, xp, plan)[-1]
         hits = xp.sum(xp.astype(xp.argmax(out, axis=1) == labels[s:e], xp.int64))
         loss, _ = loss_and_delta(out, Y[s:e, :], arch.loss, xp)
         correct = hits if correct is None else correct + hits
@@ -263,28 +453,36 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
     total_steps = steps_per_epoch * config.epochs
     shuffle_rng = np.random.default_rng(
         [config.seed if config.data_seed is None else config.data_seed, 1])
+    dropout_rng = np.random.default_rng([config.seed, 2])  # a stream of its own
     curve, seconds, step = [], 0.0, 0
 
-    with backend.activate(), device_memory_guard(backend, "while training", b,
-                                                 data.resident_bytes):
+    what = "while training"
+    if arch.conv:
+        what += (f" (the convolutions' patches take about "
+                 f"{conv_workspace_bytes(arch, b, np.dtype(data.dtype).itemsize) / 2**20:,.0f} "
+                 "MiB per batch)")
+    with backend.activate(), device_memory_guard(backend, what, b, data.resident_bytes):
         params = [(backend.to_device(W), None if bias is None else backend.to_device(bias))
                   for W, bias in host]
         velocity = [(xp.zeros_like(W), None if bias is None else xp.zeros_like(bias))
                     for W, bias in params]
-        curve.append(_measure(data, params, arch, 0))
+        plan = ConvPlan(arch, backend) if arch.conv else None
+        curve.append(_measure(data, params, arch, 0, plan))
         if on_checkpoint:
             on_checkpoint(curve[-1])
         loss_bound = DIVERGED_LOSS_FACTOR * max(curve[0].mse, 1.0)
         for epoch in range(config.epochs):
             order = (backend.to_device(shuffle_rng.permutation(n)) if config.shuffle else None)
             # What a failed epoch replays, one step at a time, to name the step that diverged.
-            at_start = (_copies(xp, params), _copies(xp, velocity), step)
+            at_start = (_copies(xp, params), _copies(xp, velocity), step,
+                        dropout_rng.bit_generator.state)
             worst = None
             with backend.stopwatch() as clock:
                 for s in range(0, n, b):
                     e = min(s + b, n)
                     Xb, Yb = linear.batch(data.train_x, data.train_y, s, e, order, xp)
-                    loss, grads = gradients(params, Xb, Yb, arch, xp)
+                    masks = dropout_masks(arch, dropout_rng, e - s, data.dtype, backend)
+                    loss, grads = gradients(params, Xb, Yb, arch, xp, plan, masks)
                     # The worst batch loss per image, kept on the device: a blow-up that the
                     # network survives (its units dead, its loss back down) still counts.
                     worst = loss / (e - s) if worst is None else xp.maximum(worst, loss / (e - s))
@@ -293,12 +491,12 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
                     step += 1
             seconds += clock["seconds"]
             # The end of an epoch: the checkpoint where values come back to the host.
-            point = (_measure(data, params, arch, (epoch + 1) * n)
+            point = (_measure(data, params, arch, (epoch + 1) * n, plan)
                      if _all_finite(params, xp) else None)
             if (point is None or not point.mse <= loss_bound  # a NaN loss fails these too
                     or not float(worst) <= loss_bound):
                 raise TrainingDiverged(_divergence_message(
-                    data, config, epoch, order, at_start, loss_bound, total_steps, point))
+                    data, config, epoch, order, at_start, loss_bound, total_steps, point, plan))
             curve.append(point)
             if on_checkpoint:
                 on_checkpoint(point)
@@ -324,7 +522,7 @@ def _all_finite(params, xp) -> bool:
 
 
 def _divergence_message(data, config, epoch, order, at_start, loss_bound, total_steps,
-                        point) -> str:
+                        point, plan=None) -> str:
     """Replay the failed epoch one step at a time from its start to name the step where the
     weights stopped being finite or the batch's loss per image passed ``loss_bound``.
 
@@ -332,12 +530,15 @@ def _divergence_message(data, config, epoch, order, at_start, loss_bound, total_
     """
     xp, arch = data.backend.xp, config.arch
     params, velocity, step = _copies(xp, at_start[0]), _copies(xp, at_start[1]), at_start[2]
+    dropout_rng = np.random.default_rng()
+    dropout_rng.bit_generator.state = at_start[3]  # the same masks as the failed epoch's
     n, b = data.n_train, config.batch_size
     where = f"in epoch {epoch + 1}"
     for number, s in enumerate(range(0, n, b), start=1):
         e = min(s + b, n)
         Xb, Yb = linear.batch(data.train_x, data.train_y, s, e, order, xp)
-        loss, grads = gradients(params, Xb, Yb, arch, xp)
+        masks = dropout_masks(arch, dropout_rng, e - s, data.dtype, data.backend)
+        loss, grads = gradients(params, Xb, Yb, arch, xp, plan, masks)
         per_image = float(loss) / (e - s)
         if not per_image <= loss_bound:
             what = (f"the loss per image on its batch reached {per_image:.4g}, over "
@@ -358,9 +559,9 @@ def _divergence_message(data, config, epoch, order, at_start, loss_bound, total_
             f"to {e:,} of the epoch): {what} (lr = {config.lr}); try a smaller --lr")
 
 
-def _measure(data, params, arch, seen) -> Checkpoint:
+def _measure(data, params, arch, seen, plan=None) -> Checkpoint:
     correct, loss = evaluate(params, data.test_x, data.test_labels, data.test_y, arch,
-                             xp=data.backend.xp)
+                             xp=data.backend.xp, plan=plan)
     return Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
 
 
@@ -377,8 +578,7 @@ def params_to_arrays(params) -> dict:
 def params_from_arrays(arrays: dict, arch: Architecture, source="weights file") -> list:
     """The per-layer parameters of ``arch`` from a saved file's arrays, every shape checked."""
     params = []
-    sizes = arch.sizes
-    for layer, shape in enumerate(zip(sizes[:-1], sizes[1:])):
+    for layer, (shape, outputs) in enumerate(arch.layer_shapes()):
         key = f"W{layer}" if f"W{layer}" in arrays else ("weights" if layer == 0 else None)
         if key is None or key not in arrays:
             raise ValueError(f"{source}: no array W{layer} for layer {layer} of {arch.describe()}")
@@ -387,7 +587,7 @@ def params_from_arrays(arrays: dict, arch: Architecture, source="weights file") 
             raise ValueError(f"{source}: {key} has shape {W.shape}, expected {shape}")
         b = None
         if arch.bias:
-            if f"b{layer}" not in arrays or arrays[f"b{layer}"].shape != (shape[1],):
+            if f"b{layer}" not in arrays or arrays[f"b{layer}"].shape != (outputs,):
                 raise ValueError(f"{source}: missing or misshapen bias b{layer}")
             b = arrays[f"b{layer}"]
         for array in (W, b):
@@ -420,9 +620,7 @@ def load_model(path, model: int | None = None) -> tuple[Architecture, list]:
         raise WeightsFileError(f"{path}: --model {model}, but it holds one model (0)")
     described = (metadata.get("config") or {}).get("arch")
     try:
-        arch = (Architecture(tuple(described["hidden"]), described["activation"],
-                             bool(described["bias"]), described["loss"])
-                if described else Architecture())
+        arch = Architecture.from_json(described) if described else Architecture()
         return arch, params_from_arrays(arrays, arch, str(path))
     except (KeyError, TypeError, ValueError) as err:
         raise WeightsFileError(str(err) if str(path) in str(err) else f"{path}: {err}") from None

@@ -48,6 +48,7 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
             "sweep of 8 models, mini-batch 1024 array"} <= set(sweeps)
     assert sweeps["sweep of 32 models, per-image fused"]["models"] == 32
     assert "numpy float32: sweep of 32 models, per-image fused costs" in out
+    assert "numpy float32: the CNN's matrix products take" in out
     png = plot_path.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -111,6 +112,9 @@ def test_bench_code_is_backend_agnostic(backend, mnist):
     assert all(r.median > 0 for r in rows)
     limit = bench.measure_limit(backend, "float32", repeats=1, quick=True)
     assert limit["gemm_gflops"] > 0
+    cnn = {r.name: r for r in bench.bench_cnn(backend, data, repeats=1, images=64, batch=32)}
+    assert set(cnn) == {"cnn training", "cnn matrix products of training", "cnn inference"}
+    assert all(r.median > 0 and r.flops > 0 for r in cnn.values())
 
 
 def test_ratios_pair_ours_with_the_peers():

@@ -1,0 +1,142 @@
+"""Convolution, 2x2 max pooling and dropout, forward and backward, written once against ``xp``.
+
+The array API has neither strided views nor scatter-add, so:
+
+* a convolution is im2col and one matrix product: the patches of every output position are
+  gathered with ``xp.take`` through an index array computed once per shape on the host
+  (``ConvShape``), a padded position pointing at an extra zero column rather than at padding
+  that would have to be built;
+* the gradient of a stride-1 convolution's input is the full convolution of the output's
+  gradient with the kernels flipped in space and with their channels swapped: another im2col
+  (with padding ``k - 1 - pad``) and matrix product;
+* 2x2 max pooling and its gradient are reshapes: each window a pair of axes, its maximum over
+  them, and the gradient sent back to the maximum (split evenly between ties).
+
+Activations are (N, height, width, channels), so a convolution's product is already in that
+layout and no transpose is needed; kernels are (k * k * in_channels, out_channels) matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A k x k, stride-1 convolution of (height, width, channels) inputs, ``pad`` zeros around.
+
+    ``indices(backend)`` are the im2col positions into an image flattened with one zero appended:
+    for each output position, its k x k x channels inputs, in the kernel's order."""
+
+    height: int
+    width: int
+    channels: int
+    k: int
+    pad: int
+    _device: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def out_height(self) -> int:
+        return self.height + 2 * self.pad - self.k + 1
+
+    @property
+    def out_width(self) -> int:
+        return self.width + 2 * self.pad - self.k + 1
+
+    def host_indices(self) -> np.ndarray:
+        oy = np.arange(self.out_height)[:, None, None, None, None]
+        ox = np.arange(self.out_width)[None, :, None, None, None]
+        dy = np.arange(self.k)[None, None, :, None, None]
+        dx = np.arange(self.k)[None, None, None, :, None]
+        c = np.arange(self.channels)[None, None, None, None, :]
+        iy, ix = oy + dy - self.pad, ox + dx - self.pad
+        inside = (iy >= 0) & (iy < self.height) & (ix >= 0) & (ix < self.width)
+        flat = (iy * self.width + ix) * self.channels + c
+        zero = self.height * self.width * self.channels  # the appended zero column
+        return np.where(inside, flat, zero).reshape(-1).astype(np.int64)
+
+    def indices(self, backend):
+        """The positions on ``backend``'s device, uploaded once per backend."""
+        key = id(backend)
+        if key not in self._device:
+            self._device[key] = backend.to_device(self.host_indices())
+        return self._device[key]
+
+    def backward(self, out_channels: int) -> ConvShape:
+        """The convolution that gives the input's gradient from the output's: the full
+        convolution of the output gradient (padding ``k - 1 - pad``)."""
+        return ConvShape(self.out_height, self.out_width, out_channels, self.k,
+                         self.k - 1 - self.pad)
+
+
+def im2col(x, shape: ConvShape, indices, xp):
+    """(N, H, W, C) -> (N * out_h * out_w, k * k * C): every output position's inputs."""
+    n = x.shape[0]
+    flat = xp.reshape(x, (n, shape.height * shape.width * shape.channels))
+    flat = xp.concat([flat, xp.zeros_like(flat[:, :1])], axis=1)  # on x's device, in its dtype
+    cols = xp.take(flat, indices, axis=1)
+    return xp.reshape(cols, (n * shape.out_height * shape.out_width,
+                             shape.k * shape.k * shape.channels))
+
+
+def conv_forward(x, kernels, bias, shape: ConvShape, indices, xp):
+    """(output (N, out_h, out_w, F), the patches, kept for the backward pass)."""
+    cols = im2col(x, shape, indices, xp)
+    out = cols @ kernels
+    if bias is not None:
+        out = out + bias
+    return xp.reshape(out, (x.shape[0], shape.out_height, shape.out_width, kernels.shape[1])), cols
+
+
+def conv_backward(grad_out, cols, kernels, shape: ConvShape, back_indices, xp, need_input=True):
+    """(d kernels, d bias, d input or None) from the output's gradient (N, out_h, out_w, F)."""
+    n, filters = grad_out.shape[0], kernels.shape[1]
+    g = xp.reshape(grad_out, (-1, filters))
+    d_kernels = cols.T @ g
+    d_bias = xp.sum(g, axis=0)
+    if not need_input:
+        return d_kernels, d_bias, None
+    # The full convolution of the gradient with the kernels flipped in space, their input and
+    # output channels swapped: (k, k, C, F) -> flipped (k, k, F, C) -> (k * k * F, C).
+    k, c = shape.k, shape.channels
+    flipped = xp.flip(xp.reshape(kernels, (k, k, c, filters)), axis=(0, 1))
+    flipped = xp.reshape(xp.permute_dims(flipped, (0, 1, 3, 2)), (k * k * filters, c))
+    back = shape.backward(filters)
+    d_input = im2col(grad_out, back, back_indices, xp) @ flipped
+    return d_kernels, d_bias, xp.reshape(d_input, (n, shape.height, shape.width, c))
+
+
+def pool_forward(x, xp):
+    """2x2 max pooling of (N, H, W, C) (an odd last row or column is dropped): (output, the
+    windows, kept for the backward pass)."""
+    n, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    if (h2 * 2, w2 * 2) != (h, w):
+        x = x[:, :2 * h2, :2 * w2, :]
+    windows = xp.reshape(x, (n, h2, 2, w2, 2, c))
+    return xp.max(windows, axis=(2, 4)), windows
+
+
+def pool_backward(grad_out, windows, out, input_shape, xp):
+    """The gradient of 2x2 max pooling: each window's gradient to its maximum (split evenly
+    between equal maxima), zero for a dropped odd row or column."""
+    n, h, w, c = input_shape
+    is_max = xp.astype(windows == out[:, :, None, :, None, :], windows.dtype)
+    share = is_max / xp.sum(is_max, axis=(2, 4), keepdims=True)
+    grad = xp.reshape(share * grad_out[:, :, None, :, None, :],
+                      (n, 2 * out.shape[1], 2 * out.shape[2], c))
+    if grad.shape[1] != h:
+        grad = xp.concat([grad, xp.zeros_like(grad[:, :1, :, :])], axis=1)
+    if grad.shape[2] != w:
+        grad = xp.concat([grad, xp.zeros_like(grad[:, :, :1, :])], axis=2)
+    return grad
+
+
+def dropout_mask(rng: np.random.Generator, shape, rate: float, dtype) -> np.ndarray:
+    """A host mask for inverted dropout: 0 with probability ``rate``, else 1 / (1 - rate), so
+    that evaluation (no mask) needs no rescaling. Drawn on the host, as every random number of
+    mnist-gpu is, so that every backend trains identically."""
+    keep = rng.random(shape) >= rate
+    return (keep / (1.0 - rate)).astype(dtype)

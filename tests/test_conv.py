@@ -1,0 +1,134 @@
+"""Convolutions, pooling and dropout: finite-difference gradients in float64, a 1x1 convolution as
+a dense layer per pixel, a small CNN's weights the same on every backend, presets, and a saved
+CNN that loads and predicts a picture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_gpu import cli, layers, mlp
+from mnist_gpu.mlp import Architecture, ConvPlan, MLPConfig, train_mlp
+from mnist_gpu.trainer import to_device_data
+
+
+def _numeric_check(params, X, Y, arch, plan, masks, rng, probes=4):
+    """The largest relative gap between backpropagation and central differences."""
+    loss, grads = mlp.gradients(params, X, Y, arch, np, plan, masks)
+    worst = 0.0
+    for layer, (W, b) in enumerate(params):
+        for array, grad in ((W, grads[layer][0]), (b, grads[layer][1])):
+            if array is None:
+                continue
+            for _ in range(probes):
+                index = tuple(int(rng.integers(0, d)) for d in array.shape)
+                kept = array[index]
+                array[index] = kept + 1e-6
+                up, _ = mlp.gradients(params, X, Y, arch, np, plan, masks)
+                array[index] = kept - 1e-6
+                down, _ = mlp.gradients(params, X, Y, arch, np, plan, masks)
+                array[index] = kept
+                numeric = (up - down) / 2e-6
+                worst = max(worst, abs(numeric - grad[index])
+                            / max(1e-8, abs(numeric) + abs(grad[index])))
+    return worst
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("channels", [(2,), (3, 4)])
+def test_convolution_pooling_and_dropout_gradients(numpy_backend, padding, k, channels):
+    rng = np.random.default_rng(k * 10 + len(channels))
+    arch = Architecture(hidden=(6,), bias=True, loss="ce", conv=channels, conv_size=k,
+                        padding=padding, dropout=0.3)
+    params = [(W + 0.01 * rng.standard_normal(W.shape), b + 0.1 * rng.standard_normal(b.shape))
+              for W, b in mlp.init_params(arch, 1, "float64")]
+    X = rng.random((3, 784))
+    Y = np.eye(10)[rng.integers(0, 10, 3)]
+    plan = ConvPlan(arch, numpy_backend)
+    # A fixed dropout mask, drawn once: the function differentiated is then deterministic.
+    masks = mlp.dropout_masks(arch, np.random.default_rng(5), 3, "float64", numpy_backend)
+    assert _numeric_check(params, X, Y, arch, plan, masks, rng) < 1e-6
+
+
+def test_pooling_gradient_goes_to_the_maximum_and_splits_ties():
+    x = np.array([[1.0, 5.0], [2.0, 5.0]]).reshape(1, 2, 2, 1)
+    out, windows = layers.pool_forward(x, np)
+    assert out.reshape(-1).tolist() == [5.0]
+    grad = layers.pool_backward(np.ones_like(out), windows, out, x.shape, np)
+    assert grad.reshape(-1).tolist() == [0.0, 0.5, 0.0, 0.5]
+    # An odd row and column are dropped, and get no gradient.
+    odd = np.arange(9.0).reshape(1, 3, 3, 1)
+    out, windows = layers.pool_forward(odd, np)
+    assert out.reshape(-1).tolist() == [4.0]
+    grad = layers.pool_backward(np.ones_like(out), windows, out, odd.shape, np)
+    assert grad.reshape(3, 3).tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
+
+
+def test_a_1x1_convolution_is_a_dense_layer_per_pixel(numpy_backend):
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 5, 4, 3))
+    W, b = rng.random((3, 7)), rng.random(7)
+    shape = layers.ConvShape(5, 4, 3, 1, 0)
+    out, _ = layers.conv_forward(x, W, b, shape, shape.indices(numpy_backend), np)
+    np.testing.assert_allclose(out, (x.reshape(-1, 3) @ W + b).reshape(2, 5, 4, 7), rtol=1e-13)
+
+
+def test_same_padding_keeps_the_size_and_valid_shrinks_it():
+    assert Architecture(conv=(4,), conv_size=5, padding="same").features == 14 * 14 * 4
+    assert Architecture(conv=(4, 8), conv_size=5).features == 4 * 4 * 8
+    with pytest.raises(ValueError, match="odd"):
+        Architecture(conv=(4,), conv_size=4, padding="same")
+    with pytest.raises(ValueError, match="leave no image"):
+        Architecture(conv=(1, 1, 1, 1, 1), conv_size=3)
+
+
+def test_a_small_cnn_trains_the_same_on_every_backend(backend, numpy_backend, mnist):
+    small = type(mnist)(mnist.train_images[:256], mnist.train_labels[:256],
+                        mnist.test_images[:200], mnist.test_labels[:200])
+    arch = Architecture(hidden=(16,), bias=True, loss="ce", conv=(4, 8), conv_size=3,
+                        dropout=0.2)
+    config = MLPConfig(arch, lr=0.05, batch_size=64, epochs=1, momentum=0.9, shuffle=True)
+    got = train_mlp(to_device_data(backend, small, "float64"), config)
+    want = train_mlp(to_device_data(numpy_backend, small, "float64"), config)
+    for (W, b), (W0, b0) in zip(got.params, want.params):
+        np.testing.assert_allclose(W, W0, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b, b0, rtol=1e-10, atol=1e-12)
+
+
+def test_presets_fill_in_what_the_command_line_did_not_give(capsys):
+    parser = cli.build_parser()
+    argv = ["train", "--preset", "mlp", "--epochs", "2"]
+    args = cli._apply_preset(parser, parser.parse_args(argv), argv)
+    assert args.hidden == (256,) and args.loss == "ce" and args.weight_decay == 5e-4
+    assert args.epochs == 2  # given: kept
+    argv = ["train", "--preset", "cnn", "--conv-size", "3"]
+    args = cli._apply_preset(parser, parser.parse_args(argv), argv)
+    assert args.conv == (32, 64) and args.conv_size == 3 and args.dropout == 0.25
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", "--preset", "list"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.PRESETS) and "measured:" in out
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", "--preset", "nonsense"])
+    assert exit.value.code == 2 and "choose from" in capsys.readouterr().err
+
+
+def test_a_saved_cnn_loads_and_predicts_a_picture(mnist, mnist_dir_path, tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "cnn.npz"
+    assert cli.main(["train", "--conv", "4,8", "--conv-size", "3", "--hidden", "16", "--bias",
+                     "--loss", "ce", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "64",
+                     "--limit", "2000", "--dropout", "0.1", "--backend", "numpy", "--data-dir",
+                     str(mnist_dir_path), "--offline", "--quiet", "--save", str(path)]) == 0
+    assert "28x28-conv4-conv8" in capsys.readouterr().out
+    picture = tmp_path / "digit.png"
+    Image.fromarray(255 - np.pad(mnist.test_images[0].reshape(28, 28), 10)).resize(
+        (96, 96)).save(picture)
+    assert cli.main(["predict", str(picture), "--weights", str(path)]) == 0
+    assert "digit: " in capsys.readouterr().out
+    assert cli.main(["eval", "--weights", str(path), "--backend", "numpy", "--data-dir",
+                     str(mnist_dir_path), "--offline"]) == 0
+    assert "conv4-conv8" in capsys.readouterr().out
