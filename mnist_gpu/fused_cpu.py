@@ -242,22 +242,16 @@ def _per_image_stack_pass(W16s, indptr, indices, values, labels, alphas16, colum
         for position in range(start, stop):
             i = order[position] if use_order else position
             first, last = indptr[i], indptr[i + 1]
-            v = v0
             # The scores of SCORE_GROUP vectors per walk (their sums do not wait on each other),
-            # then each vector's update; the last few vectors one at a time.
-            while v + SCORE_GROUP <= v1:
-                lit_scores_group(W16s, v, indices, values, first, last, scores)
-                for q in range(SCORE_GROUP):
+            # then each vector's update.
+            for v in range(v0, v1, SCORE_GROUP):
+                count = min(SCORE_GROUP, v1 - v)
+                lit_scores_group(W16s, v, count, indices, values, first, last, scores)
+                for q in range(count):
                     delta = minus_onehot_at(scores_row(scores, q), labels[i], (v + q) * LANES,
                                             columns)
                     sub_lit_outer(W16s[v + q], indices, values, first, last, delta,
                                   _lanes(alphas16[v + q]))
-                v += SCORE_GROUP
-            for u in range(v, v1):
-                W16 = W16s[u]
-                delta = minus_onehot_at(lit_scores(W16, indices, values, first, last),
-                                        labels[i], u * LANES, columns)
-                sub_lit_outer(W16, indices, values, first, last, delta, _lanes(alphas16[u]))
 
 
 @_compiled(parallel=True)
@@ -277,18 +271,13 @@ def _minibatch_stack_pass(W16s, indptr, indices, values, labels, alphas, columns
             for position in range(first_image, end):
                 i = order[position] if use_order else position
                 first, last = indptr[i], indptr[i + 1]
-                v = v0
-                while v + SCORE_GROUP <= v1:
-                    lit_scores_group(W16s, v, indices, values, first, last, scores)
-                    for q in range(SCORE_GROUP):
+                for v in range(v0, v1, SCORE_GROUP):
+                    count = min(SCORE_GROUP, v1 - v)
+                    lit_scores_group(W16s, v, count, indices, values, first, last, scores)
+                    for q in range(count):
                         delta = minus_onehot_at(scores_row(scores, q), labels[i],
                                                 (v + q) * LANES, columns)
                         add_lit_outer(gradients[v + q], indices, values, first, last, delta)
-                    v += SCORE_GROUP
-                for u in range(v, v1):
-                    delta = minus_onehot_at(lit_scores(W16s[u], indices, values, first, last),
-                                            labels[i], u * LANES, columns)
-                    add_lit_outer(gradients[u], indices, values, first, last, delta)
             for v in range(v0, v1):
                 # Each lane's step alpha / b in the weights' dtype, as the array path rounds it.
                 for j in range(LANES):

@@ -9,8 +9,8 @@ operations directly, for the steps of a sparse forward and backward pass:
 
 * ``lit_scores(W, indices, values, first, last)``: ``x @ W`` over the lit pixels ``first:last``,
   in pixel order, as a 16-tuple;
-* ``lit_scores_group(W16s, vector, indices, values, first, last, out)``: the scores of several
-  vectors of a stack in one walk (``scores_row`` reads them back as 16-tuples);
+* ``lit_scores_group(W16s, vector, count, indices, values, first, last, out)``: the scores of
+  several vectors of a stack in one walk (``scores_row`` reads them back as 16-tuples);
 * ``minus_onehot(scores, label)``: ``scores - onehot(label)``, the tutorial's delta;
 * ``minus_onehot_at(scores, label, column0, columns)``: the same for a vector of several models'
   outputs side by side (lane ``l`` is column ``column0 + l`` of ``columns``, output ``% 10``);
@@ -136,14 +136,15 @@ SCORE_GROUP = 4
 
 
 @intrinsic
-def lit_scores_group(typingctx, W16s, vector, indices, values, first, last, out):
-    """``lit_scores`` of the ``SCORE_GROUP`` vectors ``vector ...`` of a stack ``W16s`` (vectors,
-    pixels, 16) at once, into ``out`` (``SCORE_GROUP``, 16): one walk over the lit pixels with
-    independent running sums, so that the additions of one vector do not wait for each other
-    (each sum is still taken in pixel order, as ``lit_scores`` takes it)."""
+def lit_scores_group(typingctx, W16s, vector, count, indices, values, first, last, out):
+    """``lit_scores`` of the ``count`` (at most ``SCORE_GROUP``) vectors ``vector ...`` of a
+    stack ``W16s`` (vectors, pixels, 16) at once, into the first rows of ``out`` (``SCORE_GROUP``,
+    16): one walk over the lit pixels with independent running sums, so that the additions of one
+    vector do not wait for each other (each sum is still taken in pixel order, as ``lit_scores``
+    takes it)."""
 
     def codegen(context, builder, signature, args):
-        W_, vector_, indices_, values_, first_, last_, out_ = args
+        W_, vector_, count_, indices_, values_, first_, last_, out_ = args
         rows = context.make_array(W16s)(context, builder, W_)
         index_array = context.make_array(indices)(context, builder, indices_)
         value_array = context.make_array(values)(context, builder, values_)
@@ -159,16 +160,18 @@ def lit_scores_group(typingctx, W16s, vector, indices, values, first, last, out)
 
         zero = ir.Constant(vector_type, [0.0] * LANES)
         totals = [cgutils.alloca_once_value(builder, zero) for _ in range(SCORE_GROUP)]
-        v0 = _as_i64(builder, vector_)
+        v0, n = _as_i64(builder, vector_), _as_i64(builder, count_)
+        used = [builder.icmp_signed("<", ir.Constant(_I64, q), n) for q in range(SCORE_GROUP)]
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
             pixel = _as_i64(builder, builder.load(pointer(indices, index_array, [t])))
             value = _splat(builder, builder.load(pointer(values, value_array, [t])), vector_type)
             for q, total in enumerate(totals):
-                v = builder.add(v0, ir.Constant(_I64, q))
-                row = builder.bitcast(pointer(W16s, rows, [v, pixel, ir.Constant(_I64, 0)]),
-                                      vector_type.as_pointer())
-                product = builder.fmul(value, builder.load(row, align=4))
-                builder.store(builder.fadd(builder.load(total), product), total)
+                with builder.if_then(used[q], likely=True):
+                    v = builder.add(v0, ir.Constant(_I64, q))
+                    row = builder.bitcast(pointer(W16s, rows, [v, pixel, ir.Constant(_I64, 0)]),
+                                          vector_type.as_pointer())
+                    product = builder.fmul(value, builder.load(row, align=4))
+                    builder.store(builder.fadd(builder.load(total), product), total)
         for q, total in enumerate(totals):
             target = builder.bitcast(
                 pointer(out, out_array, [ir.Constant(_I64, q), ir.Constant(_I64, 0)]),
@@ -176,7 +179,7 @@ def lit_scores_group(typingctx, W16s, vector, indices, values, first, last, out)
             builder.store(builder.load(total), target, align=4)
         return context.get_dummy_value()
 
-    return types.void(W16s, vector, indices, values, first, last, out), codegen
+    return types.void(W16s, vector, count, indices, values, first, last, out), codegen
 
 
 @intrinsic

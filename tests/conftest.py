@@ -108,6 +108,18 @@ def mnist_dir_path(request):
     return _data_or_skip(request)
 
 
+@pytest.fixture
+def run(mnist_dir_path, capsys):
+    """Run the CLI in-process on the real data; returns (exit status, stdout, stderr)."""
+    from mnist_gpu import cli
+
+    def run(*args):
+        status = cli.main([*args, "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """Valid IDX bytes for a uint8 array: labels (n,) or images (n, 28, 28)."""
     magic = {1: 2049, 3: 2051}[array.ndim]

@@ -18,16 +18,6 @@ from mnist_gpu.weights_io import load_weights, save_weights
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@pytest.fixture
-def run(mnist_dir_path, capsys):
-    """Run the CLI in-process on the real data; returns (exit status, stdout, stderr)."""
-    def run(*args):
-        status = cli.main([*args, "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
-
-
 def tutorial_loop(images, labels, W, alpha):
     """The tutorial's update as a user first writes it in plain NumPy, float64."""
     W = W.copy()

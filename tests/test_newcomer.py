@@ -19,16 +19,6 @@ from mnist_gpu import cli
 from mnist_gpu.weights_io import save_weights
 
 
-@pytest.fixture
-def run(mnist_dir_path, capsys):
-    """Run the CLI in-process on the real data; returns (exit status, stdout, stderr)."""
-    def run(*args):
-        status = cli.main([*args, "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
-
-
 # --------------------------------------------------------------------------- 1. divergence
 
 
