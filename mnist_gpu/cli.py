@@ -148,13 +148,16 @@ def _add_data_args(parser):
 
 DESCRIPTION = """\
 The classic beginner network for handwritten digits (784 inputs, 10 outputs, trained one image at
-a time), from scratch, on NumPy (the CPU) or CuPy (an NVIDIA GPU), with mini-batches, deeper
-networks, benchmarks and pictures. MNIST is downloaded into ./data and verified on first use."""
+a time), from scratch, on NumPy (the CPU) or CuPy (an NVIDIA GPU), with mini-batches, deeper and
+convolutional networks, sweeps of many models trained together (on a Dask cluster too),
+benchmarks and pictures. MNIST is downloaded into ./data and verified on first use."""
 
 EXAMPLES = """\
 examples:
   mnist-gpu train                          the tutorial: about 68% after one pass
   mnist-gpu train --batch-size 100 --alpha 0.02 --epochs 20 --save w.npz
+  mnist-gpu train --preset cnn                 a CNN, 99.2%; --preset list shows the others
+  mnist-gpu sweep --alpha 0.001,0.003,0.01 --seed 0-9 --plot sweep.png
   mnist-gpu eval --weights w.npz --plot confusion.png
   mnist-gpu predict my_digit.png --weights w.npz
   mnist-gpu curve --seeds 5 --plot curve.png
