@@ -156,7 +156,7 @@ EXAMPLES = """\
 examples:
   mnist-gpu train                          the tutorial: about 68% after one pass
   mnist-gpu train --batch-size 100 --alpha 0.02 --epochs 20 --save w.npz
-  mnist-gpu train --preset cnn                 a CNN, 99.2%; --preset list shows the others
+  mnist-gpu train --preset cnn             a CNN, 99.2%; --preset list shows the others
   mnist-gpu sweep --alpha 0.001,0.003,0.01 --seed 0-9 --plot sweep.png
   mnist-gpu eval --weights w.npz --plot confusion.png
   mnist-gpu predict my_digit.png --weights w.npz
