@@ -472,6 +472,11 @@ def _backend_and_mnist(args):
 
 
 def _wants_mlp(args) -> bool:
+    """Whether the flags ask for more than the tutorial's network (refusing an activation that
+    has no hidden layer to act in)."""
+    if args.activation and not args.hidden:
+        raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
+                         "are none: add --hidden N (e.g. --hidden 100)")
     return bool(args.hidden or args.bias or args.loss != "mse" or args.momentum
                 or args.weight_decay or args.schedule != "constant" or args.conv
                 or args.dropout)
@@ -490,9 +495,6 @@ def _images_progress(total, quiet):
 
 def cmd_train(args) -> int:
     _check_outputs(args, "save")
-    if args.activation and not args.hidden:
-        raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
-                         "are none: add --hidden N (e.g. --hidden 100)")
     if _wants_mlp(args):
         return cmd_train_mlp(args)
     init = None
@@ -656,9 +658,6 @@ def cmd_sweep(args) -> int:
     _check_outputs(args, "json", "save", "plot")
     if args.plot:
         _require_plotting("--plot")
-    if args.activation and not args.hidden:
-        raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
-                         "are none: add --hidden N (e.g. --hidden 100)")
     members = sweep.grid(args.alpha, args.seed)
     data_seed = members[0].seed if args.data_seed is None else args.data_seed
     deep = _wants_mlp(args)
@@ -801,11 +800,13 @@ def _save_sweep(path, result, deep):
     metadata = {"sweep": result.settings, "models": models}
     if not deep:
         return save_weights(path, result.weights, metadata)
-    from .mlp import init_params, params_to_arrays
+    from .mlp import Architecture, init_params, params_to_arrays
 
     arch = result.settings["arch"]
     metadata["config"] = {"arch": arch}
-    shapes = params_to_arrays(init_params(_architecture(arch), 0, result.settings["dtype"]))
+    # A diverged model has no weights: zeros of the right shapes keep the file's model axis whole.
+    shapes = params_to_arrays(init_params(Architecture.from_json(arch), 0,
+                                          result.settings["dtype"]))
     stacked = {key: np.stack([params_to_arrays(p)[key] if p is not None else np.zeros_like(z)
                               for p in result.weights]) for key, z in shapes.items()}
     weights = stacked.pop("W0")
@@ -820,12 +821,6 @@ def _deep_architecture(args):
                             tuple(args.conv), args.conv_size, args.padding, args.dropout)
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-def _architecture(described: dict):
-    from .mlp import Architecture
-
-    return Architecture.from_json(described)
 
 
 def cmd_bench(args) -> int:
@@ -1010,8 +1005,6 @@ def cmd_predict(args) -> int:
 def _image_files(arguments, suffixes) -> list:
     """The files named, each folder replaced by its pictures (sorted; a folder without any is an
     error). A missing or unreadable name is kept, to be reported in its own line."""
-    from pathlib import Path
-
     files = []
     for argument in arguments:
         path = Path(argument)

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import linear
-from .trainer import Checkpoint, DeviceData, TrainConfig, TrainingDiverged, train_models
+from .trainer import (
+    Checkpoint, DeviceData, TrainConfig, TrainingDiverged, kernel_name, train_models,
+)
 
 # --------------------------------------------------------------------------- the grid
 
@@ -192,8 +194,6 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
                                         else config.data_seed))
     config.validate()
     backend = data.backend
-    from .trainer import kernel_name
-
     kernel = kernel_name(backend, config, len(members))
     per_model = bytes_per_model(config.batch_size, np.dtype(data.dtype).itemsize,
                                 kernel == "fused")

@@ -493,8 +493,9 @@ def _scorer(data: DeviceData, inference=None, models: int = 1):
     """``score(W)``: (number correct, sum of squared errors) on the test set, as device values,
     per model for a stack.
 
-    With ``inference`` (a backend's fused inference, for one model) the test images' lit pixels
-    are listed here, once; otherwise the dense product of ``linear.evaluate``.
+    With ``inference`` (a backend's fused inference) the test images' lit pixels are listed once
+    per data set and a stack is scored model by model through it; otherwise by the dense product
+    of ``linear.evaluate`` (``evaluate_models`` for a stack).
     """
     xp = data.backend.xp
     if inference is None and models > 1:

@@ -67,19 +67,28 @@ def plot_curves(series: dict, path, title="Test accuracy as images stream in") -
                         label=f"{label} (min-max over {acc.shape[0]} seeds)")
     ax.scatter(list(TUTORIAL_POINTS), [100 * v for v in TUTORIAL_POINTS.values()], marker="*",
                s=180, color="black", zorder=4, label="the tutorial's published figures")
+    _images_seen_axis(ax)
+    _accuracy_axes(ax, title, "test accuracy (%)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _images_seen_axis(ax) -> None:
     # A linear stretch below 100 images keeps the 0-image point on a log-scaled axis.
     ax.set_xscale("symlog", linthresh=100)
     ax.set_xlim(left=0)
     ax.set_xlabel("training images seen")
-    ax.set_ylabel("test accuracy (%)")
+
+
+def _accuracy_axes(ax, title: str, ylabel: str) -> None:
+    """An accuracy axis in percent, a light grid and the legend."""
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     # Upper left: every curve starts near 10% and climbs to the right, so that corner stays
     # empty (lower right covered the mini-batch curve, which climbs late).
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 # The images' main directions a weight map is drawn in: 30 carry 84% of the training images'
@@ -117,12 +126,8 @@ def plot_sweep(result, path) -> None:
         left.scatter(diverged, [1] * len(diverged), marker="x", s=50, color="C3",
                      label=f"diverged ({len(diverged)})")
     left.set_xscale("log")
-    left.set_ylim(0, 100)
     left.set_xlabel("learning rate (alpha)")
-    left.set_ylabel("final test accuracy (%)")
-    left.set_title("final accuracy by learning rate")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8, loc="upper left")
+    _accuracy_axes(left, "final accuracy by learning rate", "final test accuracy (%)")
     for index, alpha in enumerate(alphas):
         curves = [m.curve for m in result.models if m.alpha == alpha and not m.diverged]
         if not curves:
@@ -131,14 +136,8 @@ def plot_sweep(result, path) -> None:
         accuracy = np.median([[100 * c.accuracy for c in curve] for curve in curves], axis=0)
         right.plot(seen, accuracy, marker=".", color=f"C{index % 10}",
                    label=f"alpha {alpha:g} ({len(curves)} seeds)")
-    right.set_xscale("symlog", linthresh=100)
-    right.set_xlim(left=0)
-    right.set_ylim(0, 100)
-    right.set_xlabel("training images seen")
-    right.set_ylabel("test accuracy (%), median over seeds")
-    right.set_title("learning curves")
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=8, loc="upper left")
+    _images_seen_axis(right)
+    _accuracy_axes(right, "learning curves", "test accuracy (%), median over seeds")
     fig.suptitle(f"sweep of {len(result.models)} models, trained side by side")
     fig.tight_layout()
     save_figure(fig, path)
