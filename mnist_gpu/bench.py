@@ -456,10 +456,8 @@ def _cnn_product_shapes(arch, batch, images):
         rows_ = batch * shape.out_height * shape.out_width
         patch = shape.k * shape.k * shape.channels
         products += [((rows_, patch, filters), steps), ((patch, rows_, filters), steps)]
-        if i > 0:
-            back = shape.backward(filters)
-            products.append(((batch * shape.height * shape.width, back.k * back.k * filters,
-                              shape.channels), steps))
+        if i > 0:  # the patches' gradient, which col2im adds back into the input's
+            products.append(((rows_, filters, patch), steps))
     sizes = arch.sizes
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         products += [((batch, fan_in, fan_out), steps), ((fan_in, batch, fan_out), steps),

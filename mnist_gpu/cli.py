@@ -286,11 +286,15 @@ PRESETS = {
     "cnn": (["--conv", "32,64", "--conv-size", "5", "--hidden", "128", "--dropout", "0.25",
              "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.05", "--momentum", "0.9",
              "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "5", "--shuffle"],
-            "99.26%, 244 s: the 99% command"),
+            "99.24%, 142 s: the 99% command"),
+    "cnn-long": (["--conv", "32,64", "--conv-size", "5", "--hidden", "128", "--dropout", "0.25",
+                  "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.05", "--momentum",
+                  "0.9", "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "9",
+                  "--shuffle"], "99.44%, 260 s: cnn for 9 epochs"),
     "cnn-fast": (["--conv", "16,32", "--conv-size", "5", "--hidden", "128", "--dropout", "0.1",
                   "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.1", "--momentum",
                   "0.9", "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "2",
-                  "--shuffle"], "99.09%, 47 s"),
+                  "--shuffle"], "99.01%, 25 s"),
 }
 
 

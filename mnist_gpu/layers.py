@@ -6,9 +6,10 @@ The array API has neither strided views nor scatter-add, so:
   gathered with ``xp.take`` through an index array computed once per shape on the host
   (``ConvShape``), a padded position pointing at an extra zero column rather than at padding
   that would have to be built;
-* the gradient of a stride-1 convolution's input is the full convolution of the output's
-  gradient with the kernels flipped in space and with their channels swapped: another im2col
-  (with padding ``k - 1 - pad``) and matrix product;
+* the gradient of a convolution's input is the product of the output's gradient with the
+  kernels (every patch's gradient), added back where each patch came from (``col2im``): one
+  in-place addition of a shifted window per kernel offset, slicing and assignment being
+  standard where scatter-add is not;
 * 2x2 max pooling and its gradient are reshapes: each window a pair of axes, its maximum over
   them, and the gradient sent back to the maximum (split evenly between ties).
 
@@ -64,12 +65,6 @@ class ConvShape:
             self._device[key] = backend.to_device(self.host_indices())
         return self._device[key]
 
-    def backward(self, out_channels: int) -> ConvShape:
-        """The convolution that gives the input's gradient from the output's: the full
-        convolution of the output gradient (padding ``k - 1 - pad``)."""
-        return ConvShape(self.out_height, self.out_width, out_channels, self.k,
-                         self.k - 1 - self.pad)
-
 
 def im2col(x, shape: ConvShape, indices, xp):
     """(N, H, W, C) -> (N * out_h * out_w, k * k * C): every output position's inputs."""
@@ -90,22 +85,41 @@ def conv_forward(x, kernels, bias, shape: ConvShape, indices, xp):
     return xp.reshape(out, (x.shape[0], shape.out_height, shape.out_width, kernels.shape[1])), cols
 
 
-def conv_backward(grad_out, cols, kernels, shape: ConvShape, back_indices, xp, need_input=True):
-    """(d kernels, d bias, d input or None) from the output's gradient (N, out_h, out_w, F)."""
-    n, filters = grad_out.shape[0], kernels.shape[1]
+def conv_backward(grad_out, x, cols, kernels, shape: ConvShape, xp, need_input=True):
+    """(d kernels, d bias, d input or None) from the output's gradient (N, out_h, out_w, F),
+    for the convolution of ``x`` whose patches were ``cols``."""
+    filters = kernels.shape[1]
     g = xp.reshape(grad_out, (-1, filters))
     d_kernels = cols.T @ g
     d_bias = xp.sum(g, axis=0)
     if not need_input:
         return d_kernels, d_bias, None
-    # The full convolution of the gradient with the kernels flipped in space, their input and
-    # output channels swapped: (k, k, C, F) -> flipped (k, k, F, C) -> (k * k * F, C).
-    k, c = shape.k, shape.channels
-    flipped = xp.flip(xp.reshape(kernels, (k, k, c, filters)), axis=(0, 1))
-    flipped = xp.reshape(xp.permute_dims(flipped, (0, 1, 3, 2)), (k * k * filters, c))
-    back = shape.backward(filters)
-    d_input = im2col(grad_out, back, back_indices, xp) @ flipped
-    return d_kernels, d_bias, xp.reshape(d_input, (n, shape.height, shape.width, c))
+    return d_kernels, d_bias, col2im(g @ kernels.T, x, shape, xp)
+
+
+def col2im(d_cols, x, shape: ConvShape, xp):
+    """The gradient of ``x`` from its patches' gradients (N * out_h * out_w, k * k * C): each
+    patch's values added back where ``im2col`` took them.
+
+    One slice per kernel offset (dy, dx): the values at that offset of every patch come from one
+    shifted window of the input, so they are added to it in one step, k * k steps in all, the
+    window clipped where it reaches into the padding. The textbook route for stride 1, the
+    full convolution of the output's gradient with the flipped kernels, gathers k * k values
+    per input position and multiplies twice as much: replacing it with this took a training
+    pass of ``--preset cnn`` over 1,024 images from 0.85 s to 0.46 s here."""
+    n, k, pad = x.shape[0], shape.k, shape.pad
+    oh, ow = shape.out_height, shape.out_width
+    patches = xp.reshape(d_cols, (n, oh, ow, k, k, shape.channels))
+    d_input = xp.zeros_like(x)
+    for dy in range(k):
+        y0, y1 = max(0, pad - dy), min(oh, shape.height + pad - dy)  # rows inside the input
+        for dx in range(k):
+            x0, x1 = max(0, pad - dx), min(ow, shape.width + pad - dx)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            d_input[:, y0 + dy - pad:y1 + dy - pad, x0 + dx - pad:x1 + dx - pad, :] += \
+                patches[:, y0:y1, x0:x1, dy, dx, :]
+    return d_input
 
 
 def pool_forward(x, xp):
@@ -116,7 +130,11 @@ def pool_forward(x, xp):
     if (h2 * 2, w2 * 2) != (h, w):
         x = x[:, :2 * h2, :2 * w2, :]
     windows = xp.reshape(x, (n, h2, 2, w2, 2, c))
-    return xp.max(windows, axis=(2, 4)), windows
+    # The larger of four corners, elementwise: 3.7x faster in NumPy than a reduction over the
+    # two window axes, which walks memory against its grain.
+    top = xp.maximum(windows[:, :, 0, :, 0, :], windows[:, :, 0, :, 1, :])
+    bottom = xp.maximum(windows[:, :, 1, :, 0, :], windows[:, :, 1, :, 1, :])
+    return xp.maximum(top, bottom), windows
 
 
 def pool_backward(grad_out, windows, out, input_shape, xp):
@@ -124,8 +142,11 @@ def pool_backward(grad_out, windows, out, input_shape, xp):
     between equal maxima), zero for a dropped odd row or column."""
     n, h, w, c = input_shape
     is_max = xp.astype(windows == out[:, :, None, :, None, :], windows.dtype)
-    share = is_max / xp.sum(is_max, axis=(2, 4), keepdims=True)
-    grad = xp.reshape(share * grad_out[:, :, None, :, None, :],
+    # How many corners share the maximum, added corner by corner (as the forward pass compares
+    # them, and faster than a reduction for the same reason).
+    ties = ((is_max[:, :, 0:1, :, 0:1, :] + is_max[:, :, 0:1, :, 1:2, :])
+            + (is_max[:, :, 1:2, :, 0:1, :] + is_max[:, :, 1:2, :, 1:2, :]))
+    grad = xp.reshape(is_max * (grad_out[:, :, None, :, None, :] / ties),
                       (n, 2 * out.shape[1], 2 * out.shape[2], c))
     if grad.shape[1] != h:
         grad = xp.concat([grad, xp.zeros_like(grad[:, :1, :, :])], axis=1)

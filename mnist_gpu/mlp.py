@@ -177,14 +177,11 @@ def _activation_slope(a, name, xp):
 
 
 class ConvPlan:
-    """The convolutions' im2col positions on one backend's device, uploaded once per model (the
-    backward positions of the first convolution are never needed: its input is the image)."""
+    """The convolutions' im2col positions on one backend's device, uploaded once per model."""
 
     def __init__(self, arch: Architecture, backend):
         self.shapes = arch.conv_shapes() if arch.conv else []
         self.forward = [backend.to_device(shape.host_indices()) for shape in self.shapes]
-        self.backward = [None] + [backend.to_device(shape.backward(f).host_indices())
-                                  for shape, f in list(zip(self.shapes, arch.conv))[1:]]
 
 
 def forward(params, X, arch: Architecture, xp=None, plan: ConvPlan | None = None) -> list:
@@ -232,9 +229,11 @@ def _forward(params, X, arch: Architecture, xp, plan: ConvPlan, masks=None):
     for i, shape in enumerate(plan.shapes if convs else []):
         W, b = params[i]
         z, cols = layers.conv_forward(a, W, b, shape, plan.forward[i], xp)
-        r = _activate(z, "relu", xp)
-        pooled, windows = layers.pool_forward(r, xp)
-        cache["conv"].append((a.shape, cols, r, windows, pooled))
+        # relu(max(window)) = max(relu(window)), relu being increasing: pooling first leaves
+        # relu (and its slope in the backward pass) a quarter of the values.
+        pooled_z, windows = layers.pool_forward(z, xp)
+        pooled = _activate(pooled_z, "relu", xp)
+        cache["conv"].append((a, cols, z.shape, windows, pooled_z, pooled))
         a = pooled
     h = xp.reshape(a, (n, -1)) if convs else a
     dense = params[convs:]
@@ -272,14 +271,13 @@ def _backward(params, cache, delta, arch: Architecture, xp, plan: ConvPlan, mask
             delta = delta * _activation_slope(cache["active"][j - 1], arch.activation, xp)
     if not convs:
         return grads
-    last_shape, _, _, _, pooled = cache["conv"][-1]
-    grad = xp.reshape(delta, pooled.shape)
+    grad = xp.reshape(delta, cache["conv"][-1][-1].shape)
     for i in range(convs - 1, -1, -1):
-        input_shape, cols, r, windows, pooled = cache["conv"][i]
-        grad = layers.pool_backward(grad, windows, pooled, r.shape, xp)
-        grad = grad * _activation_slope(r, "relu", xp)
+        conv_input, cols, z_shape, windows, pooled_z, pooled = cache["conv"][i]
+        grad = grad * _activation_slope(pooled, "relu", xp)
+        grad = layers.pool_backward(grad, windows, pooled_z, z_shape, xp)
         W, b = params[i]
-        dW, db, grad = layers.conv_backward(grad, cols, W, plan.shapes[i], plan.backward[i], xp,
+        dW, db, grad = layers.conv_backward(grad, conv_input, cols, W, plan.shapes[i], xp,
                                             need_input=i > 0)
         grads[i] = (dW, None if b is None else db)
     return grads
@@ -287,14 +285,12 @@ def _backward(params, cache, delta, arch: Architecture, xp, plan: ConvPlan, mask
 
 def conv_workspace_bytes(arch: Architecture, batch: int, itemsize: int) -> int:
     """The largest im2col patches of a training step: each convolution's forward patches (kept
-    for the backward pass) and the largest backward ones, for ``batch`` images."""
+    for the backward pass) and the largest patch gradients of the backward pass (those of every
+    convolution but the first, whose input needs no gradient), for ``batch`` images."""
     if not arch.conv:
         return 0
-    shapes = arch.conv_shapes()
-    forward = sum(s.out_height * s.out_width * s.k * s.k * s.channels for s in shapes)
-    backward = max([s.height * s.width * s.k * s.k * f
-                    for s, f in list(zip(shapes, arch.conv))[1:]], default=0)
-    return (forward + backward) * batch * itemsize
+    sizes = [s.out_height * s.out_width * s.k * s.k * s.channels for s in arch.conv_shapes()]
+    return (sum(sizes) + max(sizes[1:], default=0)) * batch * itemsize
 
 
 def dropout_masks(arch: Architecture, rng, batch: int, dtype, backend) -> list | None:

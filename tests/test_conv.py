@@ -51,6 +51,21 @@ def test_convolution_pooling_and_dropout_gradients(numpy_backend, padding, k, ch
     assert _numeric_check(params, X, Y, arch, plan, masks, rng) < 1e-6
 
 
+@pytest.mark.parametrize("k,pad", [(1, 0), (3, 0), (3, 1), (5, 2), (5, 0), (5, 4)])
+def test_col2im_is_the_adjoint_of_im2col(numpy_backend, k, pad):
+    # <im2col(x), C> = <x, col2im(C)> for every x and C is what makes col2im the exact gradient
+    # of im2col, whatever the padding (including padding wider than the overlap, k - 1 - pad < 0
+    # in the other direction) and for sizes that are not square.
+    rng = np.random.default_rng(k + pad)
+    shape = layers.ConvShape(7, 6, 3, k, pad)
+    x = rng.standard_normal((2, 7, 6, 3))
+    patches = rng.standard_normal((2 * shape.out_height * shape.out_width, k * k * 3))
+    cols = layers.im2col(x, shape, shape.indices(numpy_backend), np)
+    back = layers.col2im(patches, x, shape, np)
+    assert back.shape == x.shape
+    np.testing.assert_allclose(np.sum(cols * patches), np.sum(x * back), rtol=1e-12)
+
+
 def test_pooling_gradient_goes_to_the_maximum_and_splits_ties():
     x = np.array([[1.0, 5.0], [2.0, 5.0]]).reshape(1, 2, 2, 1)
     out, windows = layers.pool_forward(x, np)
