@@ -271,7 +271,8 @@ def _backward(params, cache, delta, arch: Architecture, xp, plan: ConvPlan, mask
             delta = delta * _activation_slope(cache["active"][j - 1], arch.activation, xp)
     if not convs:
         return grads
-    grad = xp.reshape(delta, cache["conv"][-1][-1].shape)
+    *_, last_pooled = cache["conv"][-1]
+    grad = xp.reshape(delta, last_pooled.shape)
     for i in range(convs - 1, -1, -1):
         conv_input, cols, z_shape, windows, pooled_z, pooled = cache["conv"][i]
         grad = grad * _activation_slope(pooled, "relu", xp)

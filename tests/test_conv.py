@@ -54,8 +54,7 @@ def test_convolution_pooling_and_dropout_gradients(numpy_backend, padding, k, ch
 @pytest.mark.parametrize("k,pad", [(1, 0), (3, 0), (3, 1), (5, 2), (5, 0), (5, 4)])
 def test_col2im_is_the_adjoint_of_im2col(numpy_backend, k, pad):
     # <im2col(x), C> = <x, col2im(C)> for every x and C is what makes col2im the exact gradient
-    # of im2col, whatever the padding (including padding wider than the overlap, k - 1 - pad < 0
-    # in the other direction) and for sizes that are not square.
+    # of im2col: for valid, same and full (k - 1) padding, on an image that is not square.
     rng = np.random.default_rng(k + pad)
     shape = layers.ConvShape(7, 6, 3, k, pad)
     x = rng.standard_normal((2, 7, 6, 3))
