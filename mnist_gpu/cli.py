@@ -283,6 +283,10 @@ PRESETS = {
     "mlp": (["--hidden", "256", "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.1",
              "--momentum", "0.9", "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs",
              "15", "--shuffle"], "98.24%, 6.9 s: the 98% command"),
+    "cnn-fast": (["--conv", "16,32", "--conv-size", "5", "--hidden", "128", "--dropout", "0.1",
+                  "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.1", "--momentum",
+                  "0.9", "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "2",
+                  "--shuffle"], "99.01%, 25 s"),
     "cnn": (["--conv", "32,64", "--conv-size", "5", "--hidden", "128", "--dropout", "0.25",
              "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.05", "--momentum", "0.9",
              "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "5", "--shuffle"],
@@ -291,10 +295,6 @@ PRESETS = {
                   "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.05", "--momentum",
                   "0.9", "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "9",
                   "--shuffle"], "99.44%, 260 s: cnn for 9 epochs"),
-    "cnn-fast": (["--conv", "16,32", "--conv-size", "5", "--hidden", "128", "--dropout", "0.1",
-                  "--bias", "--loss", "ce", "--batch-size", "128", "--lr", "0.1", "--momentum",
-                  "0.9", "--weight-decay", "5e-4", "--schedule", "cosine", "--epochs", "2",
-                  "--shuffle"], "99.01%, 25 s"),
 }
 
 
