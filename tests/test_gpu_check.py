@@ -104,6 +104,22 @@ def test_the_deadline_cuts_every_later_stage(tmp_path):
     assert result["status"] == "timeout" and result["limit_s"] <= 2
 
 
+def test_an_optional_stage_runs_only_if_its_whole_limit_is_left(tmp_path):
+    gpu_check = _gpu_check_module()
+    check = gpu_check.Check(tmp_path, deadline_s=20)
+    ran = check.stage_if_time("fits", [sys.executable, "-c", "print('done')"], limit_s=10)
+    skipped = check.stage_if_time("too long", [sys.executable, "-c", "raise SystemExit(1)"],
+                                  limit_s=60)
+    assert ran["status"] == "passed" and skipped["status"] == "skipped"
+    assert "left before the deadline" in skipped["reason"]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["stages"]["too long"]["status"] == "skipped"
+    # Skipped for want of time is not a failure; a failed stage is.
+    assert gpu_check.failed_stages(report) == []
+    check.stage("fails", [sys.executable, "-c", "raise SystemExit(1)"], limit_s=10)
+    assert gpu_check.failed_stages(check.report) == ["fails"]
+
+
 def test_junit_summary_lists_every_skip_with_its_reason(tmp_path):
     gpu_check = _gpu_check_module()
     (tmp_path / "t.xml").write_text(
