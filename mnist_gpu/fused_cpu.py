@@ -43,8 +43,8 @@ import numpy as np
 
 from .files import user_cache_dir, writable_dir
 from .simd_rows import (
-    LANES, SCORE_GROUP, add_lit_outer, lit_scores, lit_scores_group, minus_onehot,
-    minus_onehot_at, scores_row, sub_lit_outer,
+    LANES, SCORE_GROUP, add_lit_outer, delta_row, lit_deltas_group, lit_scores, minus_onehot,
+    sub_lit_outer,
 )
 
 N_OUT = 10
@@ -238,19 +238,18 @@ def _per_image_stack_pass(W16s, indptr, indices, values, labels, alphas16, colum
     vectors = W16s.shape[0]
     for g in numba.prange(groups):
         v0, v1 = g * vectors // groups, (g + 1) * vectors // groups
-        scores = np.empty((SCORE_GROUP, LANES), dtype=W16s.dtype)
+        deltas = np.empty((SCORE_GROUP, LANES), dtype=W16s.dtype)
         for position in range(start, stop):
             i = order[position] if use_order else position
             first, last = indptr[i], indptr[i + 1]
-            # The scores of SCORE_GROUP vectors per walk (their sums do not wait on each other),
+            # The deltas of SCORE_GROUP vectors per walk (their sums do not wait on each other),
             # then each vector's update.
             for v in range(v0, v1, SCORE_GROUP):
                 count = min(SCORE_GROUP, v1 - v)
-                lit_scores_group(W16s, v, count, indices, values, first, last, scores)
+                lit_deltas_group(W16s, v, count, indices, values, first, last, labels[i],
+                                 columns, deltas)
                 for q in range(count):
-                    delta = minus_onehot_at(scores_row(scores, q), labels[i], (v + q) * LANES,
-                                            columns)
-                    sub_lit_outer(W16s[v + q], indices, values, first, last, delta,
+                    sub_lit_outer(W16s[v + q], indices, values, first, last, delta_row(deltas, q),
                                   _lanes(alphas16[v + q]))
 
 
@@ -263,7 +262,7 @@ def _minibatch_stack_pass(W16s, indptr, indices, values, labels, alphas, columns
     for g in numba.prange(groups):
         v0, v1 = g * vectors // groups, (g + 1) * vectors // groups
         step = np.empty(LANES, dtype=W16s.dtype)
-        scores = np.empty((SCORE_GROUP, LANES), dtype=W16s.dtype)
+        deltas = np.empty((SCORE_GROUP, LANES), dtype=W16s.dtype)
         for first_image in range(start, stop, batch_size):
             end = min(first_image + batch_size, stop)
             for v in range(v0, v1):
@@ -273,11 +272,11 @@ def _minibatch_stack_pass(W16s, indptr, indices, values, labels, alphas, columns
                 first, last = indptr[i], indptr[i + 1]
                 for v in range(v0, v1, SCORE_GROUP):
                     count = min(SCORE_GROUP, v1 - v)
-                    lit_scores_group(W16s, v, count, indices, values, first, last, scores)
+                    lit_deltas_group(W16s, v, count, indices, values, first, last, labels[i],
+                                     columns, deltas)
                     for q in range(count):
-                        delta = minus_onehot_at(scores_row(scores, q), labels[i],
-                                                (v + q) * LANES, columns)
-                        add_lit_outer(gradients[v + q], indices, values, first, last, delta)
+                        add_lit_outer(gradients[v + q], indices, values, first, last,
+                                      delta_row(deltas, q))
             for v in range(v0, v1):
                 # Each lane's step alpha / b in the weights' dtype, as the array path rounds it.
                 for j in range(LANES):

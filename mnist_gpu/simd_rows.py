@@ -9,11 +9,10 @@ operations directly, for the steps of a sparse forward and backward pass:
 
 * ``lit_scores(W, indices, values, first, last)``: ``x @ W`` over the lit pixels ``first:last``,
   in pixel order, as a 16-tuple;
-* ``lit_scores_group(W16s, vector, count, indices, values, first, last, out)``: the scores of
-  several vectors of a stack in one walk (``scores_row`` reads them back as 16-tuples);
 * ``minus_onehot(scores, label)``: ``scores - onehot(label)``, the tutorial's delta;
-* ``minus_onehot_at(scores, label, column0, columns)``: the same for a vector of several models'
-  outputs side by side (lane ``l`` is column ``column0 + l`` of ``columns``, output ``% 10``);
+* ``lit_deltas_group(W16s, vector, count, indices, values, first, last, label, columns, out)``:
+  the same deltas for several vectors of a stack of models side by side, scored in one walk
+  (``delta_row`` reads them back as 16-tuples);
 * ``add_lit_outer(G, indices, values, first, last, delta)``: ``G[k] += x[k] * delta`` for each
   lit pixel ``k``, the image's share of the gradient ``X^T delta``;
 * ``sub_lit_outer(W, indices, values, first, last, delta, alpha)``: ``W[k] -= alpha * (x[k] *
@@ -136,15 +135,18 @@ SCORE_GROUP = 4
 
 
 @intrinsic
-def lit_scores_group(typingctx, W16s, vector, count, indices, values, first, last, out):
-    """``lit_scores`` of the ``count`` (at most ``SCORE_GROUP``) vectors ``vector ...`` of a
-    stack ``W16s`` (vectors, pixels, 16) at once, into the first rows of ``out`` (``SCORE_GROUP``,
-    16): one walk over the lit pixels with independent running sums, so that the additions of one
-    vector do not wait for each other (each sum is still taken in pixel order, as ``lit_scores``
-    takes it)."""
+def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, last, label,
+                     columns, out):
+    """The deltas (scores minus the one-hot of ``label``) of the ``count`` (at most
+    ``SCORE_GROUP``) vectors ``vector ...`` of a stack ``W16s`` (vectors, pixels, 16), into the
+    first rows of ``out`` (``SCORE_GROUP``, 16). The vectors hold models side by side, ten columns
+    each: lane ``l`` of vector ``v`` is column ``16 v + l`` of ``columns``, output ``% 10``, and
+    the padding lanes past ``columns`` get no one-hot. The scores are ``lit_scores`` taken in one
+    walk over the lit pixels with independent running sums, so that the additions of one vector
+    do not wait for each other (each sum still in pixel order, as ``lit_scores`` takes it)."""
 
     def codegen(context, builder, signature, args):
-        W_, vector_, count_, indices_, values_, first_, last_, out_ = args
+        W_, vector_, count_, indices_, values_, first_, last_, label_, columns_, out_ = args
         rows = context.make_array(W16s)(context, builder, W_)
         index_array = context.make_array(indices)(context, builder, indices_)
         value_array = context.make_array(values)(context, builder, values_)
@@ -173,18 +175,22 @@ def lit_scores_group(typingctx, W16s, vector, count, indices, values, first, las
                     product = builder.fmul(value, builder.load(row, align=4))
                     builder.store(builder.fadd(builder.load(total), product), total)
         for q, total in enumerate(totals):
+            column0 = builder.mul(builder.add(v0, ir.Constant(_I64, q)),
+                                  ir.Constant(_I64, LANES))
+            onehot = _onehot(builder, vector_type, label_, column0, _as_i64(builder, columns_))
             target = builder.bitcast(
                 pointer(out, out_array, [ir.Constant(_I64, q), ir.Constant(_I64, 0)]),
                 vector_type.as_pointer())
-            builder.store(builder.load(total), target, align=4)
+            builder.store(builder.fsub(builder.load(total), onehot), target, align=4)
         return context.get_dummy_value()
 
-    return types.void(W16s, vector, count, indices, values, first, last, out), codegen
+    return (types.void(W16s, vector, count, indices, values, first, last, label, columns, out),
+            codegen)
 
 
 @intrinsic
-def scores_row(typingctx, out, q):
-    """Row ``q`` of a (group, 16) array as a 16-tuple, the form ``minus_onehot_at`` takes."""
+def delta_row(typingctx, out, q):
+    """Row ``q`` of a (group, 16) array as a 16-tuple, the form the row updates take."""
     result_type = types.UniTuple(out.dtype, LANES)
 
     def codegen(context, builder, signature, args):
@@ -201,6 +207,21 @@ def scores_row(typingctx, out, q):
     return result_type(out, q), codegen
 
 
+def _onehot(builder, vector_type, label, column0, columns):
+    """One where lane ``l``'s column ``column0 + l`` has output (``% 10``) ``label`` and lies
+    within the first ``columns`` columns; zero elsewhere."""
+    i64_vector = ir.VectorType(_I64, LANES)
+    column = builder.add(_splat(builder, column0, i64_vector),
+                         ir.Constant(i64_vector, list(range(LANES))))
+    output = builder.urem(column, ir.Constant(i64_vector, [10] * LANES))
+    label64 = builder.zext(label, _I64) if label.type.width < 64 else label
+    is_label = builder.and_(
+        builder.icmp_unsigned("==", output, _splat(builder, label64, i64_vector)),
+        builder.icmp_signed("<", column, _splat(builder, columns, i64_vector)))
+    return builder.select(is_label, ir.Constant(vector_type, [1.0] * LANES),
+                          ir.Constant(vector_type, [0.0] * LANES))
+
+
 @intrinsic
 def minus_onehot(typingctx, scores, label):
     """``scores - onehot(label)``: one subtracted from lane ``label``, zero from the others."""
@@ -208,42 +229,12 @@ def minus_onehot(typingctx, scores, label):
     def codegen(context, builder, signature, args):
         scores_, label_ = args
         vector_type = _vector_type(context, scores.dtype)
-        lanes = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
-        label64 = builder.zext(label_, _I64) if label_.type.width < 64 else label_
-        is_label = builder.icmp_unsigned("==", lanes,
-                                         _splat(builder, label64, ir.VectorType(_I64, LANES)))
-        onehot = builder.select(is_label, ir.Constant(vector_type, [1.0] * LANES),
-                                ir.Constant(vector_type, [0.0] * LANES))
+        onehot = _onehot(builder, vector_type, label_, ir.Constant(_I64, 0),
+                         ir.Constant(_I64, 10))
         delta = builder.fsub(_vector_of_tuple(builder, scores_, vector_type), onehot)
         return _tuple_of_vector(builder, delta, context.get_value_type(scores))
 
     return scores(scores, label), codegen
-
-
-@intrinsic
-def minus_onehot_at(typingctx, scores, label, column0, columns):
-    """``scores - onehot``, where lane ``l`` is column ``column0 + l`` of models side by side (ten
-    columns each): one is subtracted where that column's output (``% 10``) is ``label``, in the
-    ``columns`` real columns only (the padding lanes stay untouched)."""
-
-    def codegen(context, builder, signature, args):
-        scores_, label_, column0_, columns_ = args
-        vector_type = _vector_type(context, scores.dtype)
-        i64_vector = ir.VectorType(_I64, LANES)
-        column = builder.add(_splat(builder, _as_i64(builder, column0_), i64_vector),
-                             ir.Constant(i64_vector, list(range(LANES))))
-        output = builder.urem(column, ir.Constant(i64_vector, [10] * LANES))
-        label64 = builder.zext(label_, _I64) if label_.type.width < 64 else label_
-        is_label = builder.and_(
-            builder.icmp_unsigned("==", output, _splat(builder, label64, i64_vector)),
-            builder.icmp_signed("<", column,
-                                _splat(builder, _as_i64(builder, columns_), i64_vector)))
-        onehot = builder.select(is_label, ir.Constant(vector_type, [1.0] * LANES),
-                                ir.Constant(vector_type, [0.0] * LANES))
-        delta = builder.fsub(_vector_of_tuple(builder, scores_, vector_type), onehot)
-        return _tuple_of_vector(builder, delta, context.get_value_type(scores))
-
-    return scores(scores, label, column0, columns), codegen
 
 
 @intrinsic
