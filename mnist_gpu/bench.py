@@ -59,6 +59,7 @@ class Row:
     dense_flops: float | None = None  # a fused row: what the dense algorithm would have done
     device_memory_rise: int | None = None  # bytes the device pool grew beyond the resident set
     models: int = 1  # a sweep's row: models side by side, ``images`` counting model-images
+    launch: dict | None = None  # the CUDA pass's launch plan (fused_cuda.LaunchPlan), if any
 
     @property
     def median(self) -> float:
@@ -315,12 +316,21 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
                                     dense_flops=(None if lit is None else
                                                  train_work(images, batch, itemsize)[0] * models),
                                     device_memory_rise=backend.memory_pool_rise(),
-                                    models=models))
+                                    models=models, launch=launch_plan(fused, models, data,
+                                                                      prepared)))
                     if log:
                         log(f"{backend.name} {data.dtype} {rows[-1].name}: "
                             f"{rows[-1].images_per_second:,.0f} model-images/s")
                     del W, W0
     return rows
+
+
+def launch_plan(fused, models: int, data: DeviceData, prepared) -> dict | None:
+    """How the CUDA pass lays out a launch of ``models`` blocks (rows on chip, blocks per
+    multiprocessor, waves), for the record beside its timing; None for the other paths."""
+    if fused is None or not hasattr(fused, "plan"):
+        return None
+    return asdict(fused.plan(models, data.dtype, prepared))
 
 
 def cnn_architecture():

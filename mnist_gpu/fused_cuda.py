@@ -2,7 +2,10 @@
 
 Done as array calls, every one of the 60,000 sequential images costs several kernel launches of a
 few microseconds each, so the GPU loses to the CPU. Here one warp walks a whole segment of images
-with the weights held on chip (see the kernel's own comment for the algorithm).
+with the weights held on chip (see the kernel's own comment for the algorithm). A sweep launches a
+block per model; ``launch_plan`` decides, from the device's figures and from how often the training
+images light each pixel, which rows each block keeps on chip, so that as many blocks as possible
+run at once (1,024 float32 models in one wave on an H200).
 
 The backend hands this module its CuPy namespace and device; it imports no library itself.
 """
@@ -24,11 +27,62 @@ N_PIXELS, N_OUT = 784, 10
 
 @dataclass(frozen=True)
 class LitPixels:
-    """The lit pixels of every image, on the device: image i's are ``indptr[i]:indptr[i + 1]``."""
+    """The lit pixels of every image, on the device: image i's are ``indptr[i]:indptr[i + 1]``,
+    each named by its pixel's rank (0: the pixel most often lit; see the kernel)."""
 
     indptr: object  # int64 (n + 1,)
-    indices: object  # int32 pixel numbers
+    indices: object  # int32 ranks of the lit pixels, in pixel order within each image
     values: object  # the pixels' values, in the weights' dtype
+    pixel_of_rank: object  # int32 (784,): the pixel of each rank
+    rank_counts: np.ndarray  # host int64 (784,): how many images light the pixel of each rank
+
+
+# The rows left in global memory may carry at most this share of the lit pixels (the kernel reads
+# and writes them there, a few hundred cycles each instead of a few dozen).
+RARE_ROWS = 1e-4
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How a launch of ``models`` blocks uses the device's shared memory."""
+
+    shared_rows: int  # the ranks whose rows live in shared memory
+    shared_bytes: int  # per block
+    blocks_per_sm: int  # blocks that fit a multiprocessor at once
+    waves: int  # rounds of blocks the launch takes: ceil(models / (blocks_per_sm * SMs))
+
+
+def launch_plan(models: int, itemsize: int, rank_counts, properties) -> LaunchPlan:
+    """The fewest waves for ``models`` blocks, given the device's ``properties`` (CUDA's names).
+
+    With w waves, each multiprocessor must hold ceil(models / (w * SMs)) blocks at once, which
+    leaves each block its share of the multiprocessor's shared memory: the most often lit rows
+    that fit there go on chip, the rest stay in global memory. The first w whose rows left out
+    carry at most ``RARE_ROWS`` of the lit pixels wins; otherwise every lit row is on chip.
+    """
+    row_bytes = N_OUT * itemsize
+    counts = np.asarray(rank_counts)
+    lit_rows = int(np.count_nonzero(counts))
+    total = max(int(counts.sum()), 1)
+    carried = np.concatenate([[0], np.cumsum(counts)])  # lit pixels of the first r ranks
+    sms = int(properties["multiProcessorCount"])
+    per_sm = int(properties["sharedMemPerMultiprocessor"])
+    reserved = int(properties.get("reservedSharedMemPerBlock", 0))
+    per_block = int(properties["sharedMemPerBlockOptin"])
+    most_blocks = int(properties.get("maxBlocksPerMultiProcessor", 32))
+    all_rows = min(lit_rows, per_block // row_bytes)
+
+    def plan(rows):
+        shared = rows * row_bytes
+        fit = max(1, min(most_blocks, per_sm // max(shared + reserved, 1)))
+        return LaunchPlan(rows, shared, fit, -(-models // (fit * sms)))
+
+    for waves in range(1, -(-models // sms) + 1):
+        blocks = -(-models // (waves * sms))
+        rows = min(all_rows, max(per_sm // blocks - reserved, 0) // row_bytes)
+        if (total - carried[rows]) <= RARE_ROWS * total:
+            return plan(rows)
+    return plan(all_rows)
 
 
 class FusedCUDA:
@@ -40,16 +94,13 @@ class FusedCUDA:
         self.cp = cupy
         self.device = device
         self._module = None
+        self._properties = None
 
     def _kernel(self, dtype):
         if self._module is None:
             self._module = self.cp.RawModule(code=KERNEL_SOURCE.read_text(),
                                              options=COMPILE_OPTIONS)
-        kernel = self._module.get_function(f"per_image_pass_{np.dtype(dtype).name}")
-        shared_bytes = N_PIXELS * N_OUT * np.dtype(dtype).itemsize
-        # float64 weights (62,720 bytes) exceed the 48 KiB a block gets without opting in.
-        kernel.max_dynamic_shared_size_bytes = shared_bytes
-        return kernel, shared_bytes
+        return self._module.get_function(f"per_image_pass_{np.dtype(dtype).name}")
 
     def prepare(self, X) -> LitPixels:
         cp = self.cp
@@ -58,9 +109,23 @@ class FusedCUDA:
             indptr = cp.zeros(X.shape[0] + 1, dtype=cp.int64)
             cp.cumsum(cp.sum(lit, axis=1), out=indptr[1:])
             _, columns = cp.nonzero(lit)  # row-major: grouped by image, in pixel order
-            prepared = LitPixels(indptr, columns.astype(cp.int32), X[lit])
+            # Pixels ranked by how many images light them, ties by pixel number (784 counts,
+            # ranked on the host); the lists name each pixel by its rank, their order unchanged
+            # (so are the sums).
+            counts = cp.asnumpy(cp.bincount(columns, minlength=N_PIXELS)).astype(np.int64)
+            pixel_of_rank = np.argsort(-counts, kind="stable").astype(np.int32)
+            rank_of_pixel = np.empty(N_PIXELS, dtype=np.int32)
+            rank_of_pixel[pixel_of_rank] = np.arange(N_PIXELS, dtype=np.int32)
+            prepared = LitPixels(indptr, cp.asarray(rank_of_pixel)[columns], X[lit],
+                                 cp.asarray(pixel_of_rank), counts[pixel_of_rank])
             self._kernel(X.dtype)  # compile now, not inside the first timed segment
         return prepared
+
+    def plan(self, models: int, dtype, lit: LitPixels) -> LaunchPlan:
+        """The launch of ``models`` blocks of ``dtype`` weights on this device."""
+        if self._properties is None:  # one query of the driver, not one per segment
+            self._properties = self.cp.cuda.runtime.getDeviceProperties(self.device.id)
+        return launch_plan(models, np.dtype(dtype).itemsize, lit.rank_counts, self._properties)
 
     def run(self, W, lit: LitPixels, labels, alpha, start, stop, order=None):
         """Train ``W`` in place on the images at positions ``start:stop`` (of ``order`` if given).
@@ -88,15 +153,22 @@ class FusedCUDA:
             _check_positions(lit, labels, start, stop, order)
             if stop <= start:
                 return W
-            kernel, shared_bytes = self._kernel(W.dtype)
+            kernel = self._kernel(W.dtype)
+            plan = self.plan(models, W.dtype, lit)
+            # Past the 48 KiB a block gets without opting in (a float64 model's rows take up to
+            # 62,720 bytes), and with the multiprocessors' memory given to shared memory rather
+            # than to L1, so that plan.blocks_per_sm blocks fit at once.
+            kernel.max_dynamic_shared_size_bytes = plan.shared_bytes
+            kernel.preferred_shared_memory_carveout = 100
             use_order = order is not None
             order = order.astype(cp.int64, copy=False) if use_order else lit.indptr  # unread
             labels = labels.astype(cp.uint8, copy=False)
             rates = cp.asarray(np.asarray(alphas, dtype=np.float64).astype(W.dtype))
             kernel((models,), (WARP,),
-                   (W, np.int64(N_OUT * models), rates, lit.indptr, lit.indices, lit.values,
-                    labels, order, np.int32(use_order), np.int64(start), np.int64(stop)),
-                   shared_mem=shared_bytes)
+                   (W, np.int64(N_OUT * models), rates, lit.pixel_of_rank,
+                    np.int32(plan.shared_rows), lit.indptr, lit.indices, lit.values, labels,
+                    order, np.int32(use_order), np.int64(start), np.int64(stop)),
+                   shared_mem=plan.shared_bytes)
         return W
 
 

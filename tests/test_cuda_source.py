@@ -43,7 +43,8 @@ def _lists(n_images=4):
     from mnist_gpu.fused_cuda import LitPixels
 
     indptr = np.arange(n_images + 1, dtype=np.int64)
-    return LitPixels(indptr, np.zeros(n_images, np.int32), np.ones(n_images, np.float32))
+    return LitPixels(indptr, np.zeros(n_images, np.int32), np.ones(n_images, np.float32),
+                     np.arange(784, dtype=np.int32), np.zeros(784, np.int64))
 
 
 @pytest.mark.parametrize("start, stop, order, message", [

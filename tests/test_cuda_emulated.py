@@ -1,0 +1,169 @@
+"""The CUDA pass (``kernels/fused_pass.cu``) run on the CPU, through ``FusedCUDA``'s own host code.
+
+No GPU here: g++ compiles the kernel against ``cuda_on_cpu/warp.h`` (a block's 32 lanes as 32
+threads meeting wherever the warp synchronises) and ``emulated_cuda`` stands in for CuPy. The
+kernel's results are checked bit for bit against a NumPy model of its arithmetic (lane sums, then
+the butterfly, each multiply and add rounded on its own, as --fmad=false compiles it): on a GPU
+the same inputs must give the same bits (the GPU check compares the real kernel with the CPU pass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import emulated_cuda
+from mnist_gpu import fused_cuda
+from mnist_gpu.fused_cpu import FusedCPU
+from mnist_gpu.linear import init_weights
+
+WARP = 32
+
+
+@pytest.fixture(scope="session")
+def emulated_library(tmp_path_factory):
+    if emulated_cuda.compiler() is None:
+        pytest.skip("g++ not found: the CUDA kernel cannot be emulated")
+    return emulated_cuda.build(fused_cuda.KERNEL_SOURCE.read_text(),
+                               tmp_path_factory.mktemp("emulated_cuda"))
+
+
+def _fused(library, properties=emulated_cuda.H200):
+    cupy, device = emulated_cuda.emulated_cupy(library, properties)
+    return fused_cuda.FusedCUDA(cupy, device)
+
+
+@pytest.fixture(scope="module")
+def images(mnist):
+    X = mnist.train_images[:160].reshape(160, -1) / 255
+    return X, mnist.train_labels[:160]
+
+
+def warp_order_pass(W, X, labels, alphas, start, stop, order=None):
+    """What the kernel computes, in its order: model m (columns 10 m:10 m + 10) walks the images
+    at positions start:stop; lane l sums x * w over lit pixels l, l + 32, ...; the butterfly adds
+    each lane's sum to its partner's at distances 16, 8, 4, 2, 1; then the update."""
+    W = W.copy()
+    dtype = W.dtype.type
+    lanes = np.arange(WARP)
+    for m, alpha in enumerate(alphas):
+        weights, alpha = W[:, 10 * m:10 * m + 10], dtype(alpha)
+        for position in range(start, stop):
+            i = order[position] if order is not None else position
+            pixels = np.flatnonzero(X[i])
+            x = X[i, pixels]
+            sums = np.zeros((WARP, 10), W.dtype)
+            for first in range(0, len(pixels), WARP):
+                rows = pixels[first:first + WARP]
+                sums[:len(rows)] += x[first:first + WARP, None] * weights[rows]
+            for distance in (16, 8, 4, 2, 1):
+                sums = sums + sums[lanes ^ distance]
+            delta = sums[0] - (np.arange(10) == labels[i]).astype(W.dtype)
+            weights[pixels] -= alpha * (x[:, None] * delta)
+    return W
+
+
+def _start(models, dtype):
+    return np.concatenate([init_weights(seed, dtype) for seed in range(models)], axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_kernel_computes_its_summation_order_bit_for_bit(emulated_library, images, dtype):
+    X, labels = images[0].astype(dtype), images[1]
+    order = np.random.default_rng(0).permutation(len(X))
+    alphas = [0.01, 0.003, 0.03]
+    fused = _fused(emulated_library)
+    lit = fused.prepare(X)
+    W = _start(3, dtype)
+    trained = fused.run_models(W.copy(), lit, labels, alphas, 1, 20, 150, order)
+    assert np.array_equal(trained, warp_order_pass(W, X, labels, alphas, 20, 150, order))
+    assert not np.array_equal(trained, W)
+    # In file order, and one model alone: the grid of one block.
+    alone = fused.run(W[:, :10].copy(), lit, labels, 0.01, 0, len(X))
+    assert np.array_equal(alone, warp_order_pass(W[:, :10], X, labels, [0.01], 0, len(X)))
+
+
+def test_rows_left_in_global_memory_change_no_bit(emulated_library, images, monkeypatch):
+    # A device with room for 100 rows per block when four blocks share a multiprocessor, and any
+    # share of the lit pixels allowed off chip: most rows are read and written in global memory.
+    X, labels = images[0].astype("float32"), images[1]
+    small = {"multiProcessorCount": 1, "sharedMemPerMultiprocessor": 4 * (100 * 40 + 1024),
+             "sharedMemPerBlockOptin": 48 * 1024, "reservedSharedMemPerBlock": 1024}
+    monkeypatch.setattr(fused_cuda, "RARE_ROWS", 1.0)
+    fused = _fused(emulated_library, small)
+    lit = fused.prepare(X)
+    plan = fused.plan(4, "float32", lit)
+    assert plan.shared_rows == 100 < np.count_nonzero(lit.rank_counts)
+    alphas = [0.01, 0.02, 0.005, 0.01]
+    W = _start(4, "float32")
+    trained = fused.run_models(W.copy(), lit, labels, alphas, 1, 0, len(X))
+    assert np.array_equal(trained, warp_order_pass(W, X, labels, alphas, 0, len(X)))
+
+
+def test_the_kernel_follows_the_cpu_pass(emulated_library, images):
+    X, labels = images
+    fused, cpu = _fused(emulated_library), FusedCPU()
+    W = _start(2, "float64")
+    on_gpu = fused.run_models(W.copy(), fused.prepare(X), labels, [0.01, 0.003], 1, 0, len(X))
+    on_cpu = cpu.run_models(W.copy(), cpu.prepare(X), labels, [0.01, 0.003], 1, 0, len(X))
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=0, atol=1e-12)
+
+
+def test_the_lists_name_pixels_by_rank(emulated_library, images):
+    X, _ = images
+    lit = _fused(emulated_library).prepare(X)
+    counts = np.count_nonzero(X, axis=0)
+    pixel_of_rank = np.asarray(lit.pixel_of_rank)
+    # Most often lit first, ties by pixel number; a permutation of the 784 pixels.
+    assert np.array_equal(np.sort(pixel_of_rank), np.arange(784))
+    assert np.array_equal(lit.rank_counts, counts[pixel_of_rank])
+    assert np.all(np.diff(lit.rank_counts) <= 0)
+    ties = np.diff(lit.rank_counts) == 0
+    assert np.all(np.diff(pixel_of_rank)[ties] > 0)
+    # Each image's list names its lit pixels in pixel order.
+    i = 7
+    ranks = lit.indices[lit.indptr[i]:lit.indptr[i + 1]]
+    assert np.array_equal(pixel_of_rank[ranks], np.flatnonzero(X[i]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_on_a_gpu_the_kernel_computes_the_same_bits(gpu_backend, images, dtype):
+    X, labels = images[0].astype(dtype), images[1]
+    order = np.random.default_rng(1).permutation(len(X))
+    alphas = [0.01, 0.003, 0.03]
+    fused = gpu_backend.fused_per_image()
+    lit = fused.prepare(gpu_backend.to_device(X))
+    W = _start(3, dtype)
+    trained = fused.run_models(gpu_backend.to_device(W), lit, gpu_backend.to_device(labels),
+                               alphas, 1, 5, 155, gpu_backend.to_device(order))
+    expected = warp_order_pass(W, X, labels, alphas, 5, 155, order)
+    assert np.array_equal(gpu_backend.to_host(trained), expected)
+
+
+# --------------------------------------------------------------------------- launch plans
+
+
+@pytest.fixture(scope="module")
+def mnist_rank_counts(mnist):
+    counts = np.count_nonzero(mnist.train_images.reshape(len(mnist.train_images), -1), axis=0)
+    return np.sort(counts)[::-1]
+
+
+@pytest.mark.parametrize("models, itemsize, rows, per_sm, waves", [
+    (1, 4, 717, 7, 1),       # every lit row on chip (MNIST lights 717 pixels)
+    (924, 4, 717, 7, 1),     # 7 x 132 multiprocessors
+    (1024, 4, 704, 8, 1),    # the 13 rarest rows off chip: 8 per multiprocessor, one wave
+    (2048, 4, 704, 8, 2),
+    (1024, 8, 716, 4, 2),    # float64: 352 rows would fit 8 per multiprocessor, too few
+])
+def test_launch_plans_on_an_h200(mnist_rank_counts, models, itemsize, rows, per_sm, waves):
+    plan = fused_cuda.launch_plan(models, itemsize, mnist_rank_counts, emulated_cuda.H200)
+    assert (plan.shared_rows, plan.blocks_per_sm, plan.waves) == (rows, per_sm, waves)
+    assert plan.shared_bytes == rows * 10 * itemsize
+    assert plan.blocks_per_sm * (plan.shared_bytes + 1024) <= emulated_cuda.H200[
+        "sharedMemPerMultiprocessor"]
+
+
+def test_a_plan_for_blank_images():
+    plan = fused_cuda.launch_plan(3, 4, np.zeros(784, np.int64), emulated_cuda.H200)
+    assert (plan.shared_rows, plan.shared_bytes, plan.waves) == (0, 0, 1)
