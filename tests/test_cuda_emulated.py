@@ -14,8 +14,11 @@ import pytest
 
 import emulated_cuda
 from mnist_gpu import fused_cuda
+from mnist_gpu.backend import BackendUnavailable, get_backend
 from mnist_gpu.fused_cpu import FusedCPU
 from mnist_gpu.linear import init_weights
+from mnist_gpu.sweep import Member, run_sweep
+from mnist_gpu.trainer import TrainConfig, to_device_data
 
 WARP = 32
 
@@ -124,6 +127,37 @@ def test_the_lists_name_pixels_by_rank(emulated_library, images):
     i = 7
     ranks = lit.indices[lit.indptr[i]:lit.indptr[i + 1]]
     assert np.array_equal(pixel_of_rank[ranks], np.flatnonzero(X[i]))
+
+
+def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch):
+    # The sweep's loop (segments between checkpoints, a shuffled order, a diverging model taken
+    # out of the stack) around the emulated kernel, as on CuPy: NumPy's backend with the CUDA
+    # pass for its per-image training and, as CuPy has, no fused inference.
+    small = type(mnist)(mnist.train_images[:150], mnist.train_labels[:150],
+                        mnist.test_images[:100], mnist.test_labels[:100])
+    config = TrainConfig(checkpoints=(0, 50, 150), kernel="fused", shuffle=True)
+    members = [Member(0.01, 0), Member(5.0, 1), Member(0.003, 1)]
+    on_cpu = run_sweep(to_device_data(get_backend("numpy"), small, "float64"), members, config)
+
+    backend = get_backend("numpy")
+    fused = _fused(emulated_library)
+    monkeypatch.setattr(backend, "fused_per_image", lambda: fused)
+
+    def no_fused_inference():
+        raise BackendUnavailable("CuPy scores the test set by cuBLAS")
+
+    monkeypatch.setattr(backend, "fused_inference", no_fused_inference)
+    data = to_device_data(backend, small, "float64")
+    wild = run_sweep(data, members, config)
+    sane = run_sweep(data, [members[0], members[2]], config)
+    assert wild.models[1].diverged == on_cpu.models[1].diverged
+    assert wild.models[1].diverged.startswith("at step ")
+    for index, alone in ((0, 0), (2, 1)):
+        assert np.array_equal(wild.weights[index], sane.weights[alone])
+        assert wild.models[index].curve == sane.models[alone].curve
+    np.testing.assert_allclose(wild.weights[[0, 2]], on_cpu.weights[[0, 2]], rtol=0, atol=1e-12)
+    # The diverged model frozen at its last finite step: weights of 1e178 and more.
+    np.testing.assert_allclose(wild.weights[1], on_cpu.weights[1], rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
