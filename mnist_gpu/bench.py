@@ -316,8 +316,8 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
                                     dense_flops=(None if lit is None else
                                                  train_work(images, batch, itemsize)[0] * models),
                                     device_memory_rise=backend.memory_pool_rise(),
-                                    models=models, launch=launch_plan(fused, models, data,
-                                                                      prepared)))
+                                    models=models,
+                                    launch=_launch_record(fused, models, data, prepared)))
                     if log:
                         log(f"{backend.name} {data.dtype} {rows[-1].name}: "
                             f"{rows[-1].images_per_second:,.0f} model-images/s")
@@ -325,7 +325,7 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
     return rows
 
 
-def launch_plan(fused, models: int, data: DeviceData, prepared) -> dict | None:
+def _launch_record(fused, models: int, data: DeviceData, prepared) -> dict | None:
     """How the CUDA pass lays out a launch of ``models`` blocks (rows on chip, blocks per
     multiprocessor, waves), for the record beside its timing; None for the other paths."""
     if fused is None or not hasattr(fused, "plan"):

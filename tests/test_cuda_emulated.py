@@ -160,6 +160,25 @@ def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch)
     np.testing.assert_allclose(wild.weights[1], on_cpu.weights[1], rtol=1e-12)
 
 
+def test_the_benchmark_records_each_launch(emulated_library, mnist, monkeypatch):
+    from mnist_gpu.bench import bench_sweeps
+
+    backend = get_backend("numpy")
+    fused = _fused(emulated_library)
+    monkeypatch.setattr(backend, "fused_per_image", lambda: fused)
+    small = type(mnist)(mnist.train_images[:60], mnist.train_labels[:60],
+                        mnist.test_images[:10], mnist.test_labels[:10])
+    rows = bench_sweeps(backend, to_device_data(backend, small, "float32"), (1, 3), 1, 60)
+    launched = [r for r in rows if r.launch is not None]
+    assert [(r.batch_size, r.models) for r in launched] == [(1, 1), (1, 3)]
+    lit_rows = np.count_nonzero(np.count_nonzero(small.train_images[:60], axis=0))
+    # Every lit row on chip, as many blocks per multiprocessor as an H200's 228 KiB hold.
+    expected = {"shared_rows": lit_rows, "shared_bytes": lit_rows * 40,
+                "blocks_per_sm": min(32, 233472 // (lit_rows * 40 + 1024)), "waves": 1}
+    assert all(r.launch == expected for r in launched)
+    assert all(r.to_json()["launch"] == r.launch for r in launched)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_on_a_gpu_the_kernel_computes_the_same_bits(gpu_backend, images, dtype):
     X, labels = images[0].astype(dtype), images[1]
