@@ -3,8 +3,8 @@
 No GPU here: g++ compiles the kernel against ``cuda_on_cpu/warp.h`` (a block's 32 lanes as 32
 threads meeting wherever the warp synchronises) and ``emulated_cuda`` stands in for CuPy. The
 kernel's results are checked bit for bit against a NumPy model of its arithmetic (lane sums, then
-the butterfly, each multiply and add rounded on its own, as --fmad=false compiles it): on a GPU
-the same inputs must give the same bits (the GPU check compares the real kernel with the CPU pass).
+the butterfly, each multiply and add rounded on its own, as --fmad=false compiles it). On a GPU the
+real kernel must give the same bits: the ``gpu`` test below checks it against the same model.
 """
 
 from __future__ import annotations
