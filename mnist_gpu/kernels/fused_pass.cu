@@ -17,12 +17,12 @@
 // Rows by rank: the lists name each pixel by its rank in how often the training images light it
 // (rank 0 the most often; pixel_of_rank maps back), and only the first shared_rows ranks live in
 // shared memory; the rarer rows stay in the model's columns in global memory and are read and
-// written there. Every row is on chip for one model, but a multiprocessor holds only as many
-// blocks as its shared memory has room for: a float32 model's 784 rows take 30.6 KiB, so an H200
-// runs 7 per multiprocessor and 1,024 models in two waves, while the 704 most often lit rows
-// (27.5 KiB; MNIST lights 717 pixels at all, the 13 left out in 11 of 60,000 images) let 8 fit
-// and all 1,024 run at once. The host picks shared_rows (fused_cuda.launch_plan); the summation
-// order, and so every result, does not depend on it.
+// written there. One model keeps every lit row on chip, but a multiprocessor holds only as many
+// blocks as its shared memory has room for: MNIST lights 717 pixels, whose float32 rows take
+// 28 KiB (plus 1 KiB reserved per block), so an H200 would run 7 blocks per multiprocessor and
+// 1,024 models in two waves, while the 704 most often lit rows (27.5 KiB; the 13 left out are lit
+// in 11 of the 60,000 images) let 8 fit and all 1,024 run at once. The host picks shared_rows
+// (fused_cuda.launch_plan); the summation order, and so every result, does not depend on it.
 //
 // One warp rather than a larger block: the 60,000 steps are strictly sequential and carry
 // about 150 lit pixels each, so a warp-synchronous step (no __syncthreads, no shared-memory
