@@ -29,7 +29,6 @@
 // reduction) is the shortest critical path. Compiled by CuPy (NVRTC) at run time; the test
 // suite also compiles it with nvcc, and runs it on the CPU (tests/cuda_on_cpu).
 
-#define N_PIXELS 784
 #define N_OUT 10
 #define WARP 32
 #define FULL_MASK 0xffffffffu
