@@ -86,6 +86,26 @@ def test_the_kernel_computes_its_summation_order_bit_for_bit(emulated_library, i
     assert np.array_equal(alone, warp_order_pass(W[:, :10], X, labels, [0.01], 0, len(X)))
 
 
+@pytest.mark.parametrize("start, stop", [(0, 1), (2, 4), (1, 4), (0, 6)])
+def test_long_lists_blank_images_and_short_segments(emulated_library, start, stop):
+    # Every pixel lit (784 entries: past the 384 each warp holds in registers), a blank image,
+    # and segments of one image or a few, where the pipeline's look-ahead runs past the end.
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0.01, 1.0, (6, 784))
+    X[3] = 0
+    X[4, rng.permutation(784)[:100]] = 0
+    labels = np.array([1, 7, 3, 0, 9, 4], dtype=np.uint8)
+    order = np.array([5, 3, 0, 4, 1, 2])
+    fused = _fused(emulated_library)
+    lit = fused.prepare(X)
+    W = _start(2, "float64")
+    for positions in (None, order):
+        trained = fused.run_models(W.copy(), lit, labels, [0.001, 0.0003], 1, start, stop,
+                                   positions)
+        expected = warp_order_pass(W, X, labels, [0.001, 0.0003], start, stop, positions)
+        assert np.array_equal(trained, expected)
+
+
 def test_rows_left_in_global_memory_change_no_bit(emulated_library, images, monkeypatch):
     # A device with room for 100 rows per block when four blocks share a multiprocessor, and any
     # share of the lit pixels allowed off chip: most rows are read and written in global memory.

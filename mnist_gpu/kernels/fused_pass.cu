@@ -6,7 +6,9 @@
 //   3. updates the lit pixels' rows, W[k, :] -= alpha * (x[k] * delta); the rows of one image
 //      are distinct, so the lanes never write the same row,
 // and writes the weights back once at the end. The images arrive as CSR lists of lit pixels
-// (indptr, indices, values), since a zero pixel neither contributes nor changes its row.
+// (indptr, indices, values), since a zero pixel neither contributes nor changes its row. Each
+// lane's share of a list is loaded into registers one image ahead (a software pipeline, see the
+// loop), so that a step waits on no load from global memory but the rare rows kept there.
 //
 // Several models side by side (a sweep): the weights are a (784, 10 M) matrix, model m in columns
 // 10 m to 10 m + 9, each with its own rate alphas[m]. Block m (one warp) trains model m: it copies
@@ -48,6 +50,24 @@ __device__ __forceinline__ void sub_row(T* w, const T alpha, const T x, const T 
     for (int j = 0; j < N_OUT; ++j) w[j] -= alpha * (x * delta[j]);
 }
 
+// Each lane's first CACHED entries (value, rank) of an image's list, held in registers: loaded
+// one image ahead, read by the score and again by the update. 12 x 32 = 384 entries per image
+// (MNIST lights at most 351 pixels of one); a longer list's other entries are read from memory
+// where they are used.
+#define CACHED 12
+
+template <typename T>
+struct Entries {
+    T x[CACHED];
+    int r[CACHED];
+};
+
+// An image's list, entries first to last - 1, and its label.
+struct Image {
+    long long first, last;
+    int label;
+};
+
 template <typename T>
 __device__ void per_image_pass(T* __restrict__ all_weights,
                                const long long row_stride,
@@ -80,41 +100,79 @@ __device__ void per_image_pass(T* __restrict__ all_weights,
         W[e] = global_row(e / N_OUT)[e % N_OUT];
     __syncwarp();
 
-    for (long long position = start; position < stop; ++position) {
-        const long long i = use_order ? order[position] : position;
-        const long long first = indptr[i];
-        const long long last = indptr[i + 1];
+    // The images as a software pipeline, so that the latency of their loads is spent on other
+    // images' arithmetic rather than waited for: while image p is computed, the entries of p + 1,
+    // the bounds and label of p + 2 and the image number of p + 3 are on their way (each needs
+    // the one before it). Positions past the segment's end stand for its last image: loaded,
+    // never used.
+    auto image_at = [&](const long long position) {
+        const long long p = position < stop ? position : stop - 1;
+        return use_order ? order[p] : p;
+    };
+    auto image = [&](const long long i) { return Image{indptr[i], indptr[i + 1], labels[i]}; };
+    auto load = [&](Entries<T>& entries, const Image& im) {
+#pragma unroll
+        for (int k = 0; k < CACHED; ++k) {
+            const long long t = im.first + lane + k * WARP;
+            entries.x[k] = t < im.last ? values[t] : T(0);
+            entries.r[k] = t < im.last ? indices[t] : 0;
+        }
+    };
+    Image now = image(image_at(start));
+    Entries<T> entries;
+    load(entries, now);
+    Image soon = image(image_at(start + 1));
+    long long later = image_at(start + 2);
 
+    for (long long position = start; position < stop; ++position) {
+        Entries<T> next_entries;
+        load(next_entries, soon);
+        const Image after = image(later);
+        const long long latest = image_at(position + 3);
+
+        // pred = x @ W: lane l sums its entries l, l + 32, ... in that order, the first CACHED
+        // from registers, any more from memory.
         T delta[N_OUT];
 #pragma unroll
         for (int j = 0; j < N_OUT; ++j) delta[j] = T(0);
-        for (long long t = first + lane; t < last; t += WARP) {
-            const T x = values[t];
-            const int r = indices[t];
+        auto score = [&](const T x, const int r) {
             if (r < shared_rows)
                 add_row(delta, x, W + r * N_OUT);
             else
                 add_row(delta, x, global_row(r));
-        }
-        const int label = labels[i];
+        };
+#pragma unroll
+        for (int k = 0; k < CACHED; ++k)
+            if (now.first + lane + k * WARP < now.last) score(entries.x[k], entries.r[k]);
+        for (long long t = now.first + lane + CACHED * WARP; t < now.last; t += WARP)
+            score(values[t], indices[t]);
 #pragma unroll
         for (int j = 0; j < N_OUT; ++j) {
 #pragma unroll
             for (int offset = WARP / 2; offset > 0; offset /= 2)
                 delta[j] += __shfl_xor_sync(FULL_MASK, delta[j], offset);
-            delta[j] -= (j == label) ? T(1) : T(0);
+            delta[j] -= (j == now.label) ? T(1) : T(0);
         }
 
-        for (long long t = first + lane; t < last; t += WARP) {
-            const T x = values[t];
-            const int r = indices[t];
+        // W -= alpha * outer(x, delta), over the same entries.
+        auto descend = [&](const T x, const int r) {
             if (r < shared_rows)
                 sub_row(W + r * N_OUT, alpha, x, delta);
             else
                 sub_row(global_row(r), alpha, x, delta);
-        }
+        };
+#pragma unroll
+        for (int k = 0; k < CACHED; ++k)
+            if (now.first + lane + k * WARP < now.last) descend(entries.x[k], entries.r[k]);
+        for (long long t = now.first + lane + CACHED * WARP; t < now.last; t += WARP)
+            descend(values[t], indices[t]);
         // The next image may read rows that other lanes have just written.
         __syncwarp();
+
+        now = soon;
+        soon = after;
+        later = latest;
+        entries = next_entries;
     }
 
     for (int e = lane; e < shared_rows * N_OUT; e += WARP)
