@@ -8,7 +8,9 @@
 // and writes the weights back once at the end. The images arrive as CSR lists of lit pixels
 // (indptr, indices, values), since a zero pixel neither contributes nor changes its row. Each
 // lane's share of a list is loaded into registers one image ahead (a software pipeline, see the
-// loop), so that a step waits on no load from global memory but the rare rows kept there.
+// loop), so that a step waits on no load from global memory but those of the rare rows kept
+// there (and of lists longer than the registers hold). 96 registers per lane in float32, 142 in
+// float64 (ptxas, sm_90): 21 and 14 blocks per multiprocessor, more than shared memory allows.
 //
 // Several models side by side (a sweep): the weights are a (784, 10 M) matrix, model m in columns
 // 10 m to 10 m + 9, each with its own rate alphas[m]. Block m (one warp) trains model m: it copies
