@@ -31,20 +31,32 @@ def compiler() -> str | None:
     return shutil.which("g++")
 
 
-def build(source: str, workdir: Path) -> ctypes.CDLL:
-    """Compile a kernel source for the CPU; one ``emulate_NAME`` launcher per kernel."""
+def build(source: str, workdir: Path, sanitize: bool = False) -> ctypes.CDLL:
+    """Compile a kernel source for the CPU; one ``emulate_NAME`` launcher per kernel. With
+    ``sanitize``, under AddressSanitizer (load it with ``LD_PRELOAD=asan_runtime()``): a read or
+    write outside any array the kernel is given stops the process with a report."""
     kernels = re.findall(r'extern "C" __global__ void (\w+)\(', source)
     unit = workdir / "emulated.cpp"
     unit.write_text('#include "warp.h"\n' + source + "\n"
                     + "".join(f"EMULATE({name})\n" for name in kernels))
-    library = workdir / "emulated.so"
+    library = workdir / ("emulated-asan.so" if sanitize else "emulated.so")
+    checks = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"] if sanitize else []
     done = subprocess.run(
         [compiler(), "-std=c++20", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
-         f"-I{HERE / 'cuda_on_cpu'}", str(unit), "-o", str(library)],
+         *checks, f"-I{HERE / 'cuda_on_cpu'}", str(unit), "-o", str(library)],
         capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
     return ctypes.CDLL(str(library))
+
+
+def asan_runtime() -> str | None:
+    """The AddressSanitizer runtime g++ links against, if it has one."""
+    if compiler() is None:
+        return None
+    path = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    return path if Path(path).is_absolute() and Path(path).exists() else None
 
 
 def _argument(value):

@@ -9,6 +9,10 @@ real kernel must give the same bits: the ``gpu`` test below checks it against th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -104,6 +108,56 @@ def test_long_lists_blank_images_and_short_segments(emulated_library, start, sto
                                    positions)
         expected = warp_order_pass(W, X, labels, [0.001, 0.0003], start, stop, positions)
         assert np.array_equal(trained, expected)
+
+
+_SANITIZED_RUN = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path[:0] = [sys.argv[1]]
+import emulated_cuda
+from mnist_gpu import fused_cuda
+
+library = emulated_cuda.build(fused_cuda.KERNEL_SOURCE.read_text(), Path(sys.argv[2]),
+                              sanitize=True)
+rng = np.random.default_rng(0)
+X = rng.uniform(0.01, 1.0, (6, 784)) * (rng.uniform(size=(6, 784)) < 0.3)
+X[1] = rng.uniform(0.01, 1.0, 784)  # 784 entries: past the registers
+X[2] = 0
+labels = np.arange(6, dtype=np.uint8)
+order = np.array([5, 3, 0, 4, 1, 2])
+small = {"multiProcessorCount": 1, "sharedMemPerMultiprocessor": 4 * (100 * 80 + 1024),
+         "sharedMemPerBlockOptin": 48 * 1024, "reservedSharedMemPerBlock": 1024}
+for properties, rare in ((emulated_cuda.H200, fused_cuda.RARE_ROWS), (small, 1.0)):
+    fused_cuda.RARE_ROWS = rare
+    cupy, device = emulated_cuda.emulated_cupy(library, properties)
+    fused = fused_cuda.FusedCUDA(cupy, device)
+    lit = fused.prepare(X)
+    W = rng.uniform(size=(784, 40))
+    for start, stop in ((0, 6), (0, 1), (4, 6), (5, 6)):
+        # Arrays of exactly the size the segment needs: the order ends at the segment's end.
+        fused.run_models(W, lit, labels, [0.001] * 4, 1, start, stop, order[:stop].copy())
+        fused.run_models(W, lit, labels, [0.001] * 4, 1, start, stop, None)
+print("no access outside the arrays")
+"""
+
+
+def test_the_kernel_stays_inside_its_arrays(tmp_path):
+    # The kernel indexes its arrays unchecked (the host checks positions and order once); here it
+    # runs under AddressSanitizer, so that a read or write past any array it is given (the
+    # look-ahead past the segment's end, a list longer than the registers, rows off chip) stops
+    # the run with a report.
+    runtime = emulated_cuda.asan_runtime()
+    if runtime is None:
+        pytest.skip("g++ or its AddressSanitizer runtime not found")
+    env = {**os.environ, "LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0"}
+    done = subprocess.run([sys.executable, "-c", _SANITIZED_RUN, str(emulated_cuda.HERE),
+                           str(tmp_path)], capture_output=True, text=True, env=env,
+                          cwd=emulated_cuda.HERE.parent, timeout=300)
+    assert done.returncode == 0 and "AddressSanitizer" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout.strip() == "no access outside the arrays"
 
 
 def test_rows_left_in_global_memory_change_no_bit(emulated_library, images, monkeypatch):
