@@ -101,8 +101,7 @@ def emulated_cupy(library: ctypes.CDLL, properties=H200):
             return _Function(library, name)
 
     runtime = types.SimpleNamespace(getDeviceProperties=lambda device: dict(properties))
-    names = ("zeros", "cumsum", "sum", "nonzero", "asarray", "bincount", "int64",
-             "int32", "uint8")
+    names = ("zeros", "cumsum", "sum", "nonzero", "asarray", "bincount", "int64", "uint8")
     cupy = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime),
                                  asnumpy=np.asarray, **{name: getattr(np, name) for name in names})
     return cupy, _Device()

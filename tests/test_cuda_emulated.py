@@ -203,24 +203,30 @@ def test_the_lists_name_pixels_by_rank(emulated_library, images):
     assert np.array_equal(pixel_of_rank[ranks], np.flatnonzero(X[i]))
 
 
-def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch):
-    # The sweep's loop (segments between checkpoints, a shuffled order, a diverging model taken
-    # out of the stack) around the emulated kernel, as on CuPy: NumPy's backend with the CUDA
-    # pass for its per-image training and, as CuPy has, no fused inference.
-    small = type(mnist)(mnist.train_images[:150], mnist.train_labels[:150],
-                        mnist.test_images[:100], mnist.test_labels[:100])
-    config = TrainConfig(checkpoints=(0, 50, 150), kernel="fused", shuffle=True)
-    members = [Member(0.01, 0), Member(5.0, 1), Member(0.003, 1)]
-    on_cpu = run_sweep(to_device_data(get_backend("numpy"), small, "float64"), members, config)
-
+def _numpy_with_the_kernel(library, monkeypatch):
+    """NumPy's backend as CuPy's looks to the training loops: the CUDA pass (emulated) for its
+    per-image training and, as CuPy has, no fused inference."""
     backend = get_backend("numpy")
-    fused = _fused(emulated_library)
+    fused = _fused(library)
     monkeypatch.setattr(backend, "fused_per_image", lambda: fused)
 
     def no_fused_inference():
         raise BackendUnavailable("CuPy scores the test set by cuBLAS")
 
     monkeypatch.setattr(backend, "fused_inference", no_fused_inference)
+    return backend
+
+
+def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch):
+    # The sweep's loop (segments between checkpoints, a shuffled order, a diverging model taken
+    # out of the stack) around the emulated kernel, as on CuPy.
+    small = type(mnist)(mnist.train_images[:150], mnist.train_labels[:150],
+                        mnist.test_images[:100], mnist.test_labels[:100])
+    config = TrainConfig(checkpoints=(0, 50, 150), kernel="fused", shuffle=True)
+    members = [Member(0.01, 0), Member(5.0, 1), Member(0.003, 1)]
+    on_cpu = run_sweep(to_device_data(get_backend("numpy"), small, "float64"), members, config)
+
+    backend = _numpy_with_the_kernel(emulated_library, monkeypatch)
     data = to_device_data(backend, small, "float64")
     wild = run_sweep(data, members, config)
     sane = run_sweep(data, [members[0], members[2]], config)
@@ -237,9 +243,7 @@ def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch)
 def test_the_benchmark_records_each_launch(emulated_library, mnist, monkeypatch):
     from mnist_gpu.bench import bench_sweeps
 
-    backend = get_backend("numpy")
-    fused = _fused(emulated_library)
-    monkeypatch.setattr(backend, "fused_per_image", lambda: fused)
+    backend = _numpy_with_the_kernel(emulated_library, monkeypatch)
     small = type(mnist)(mnist.train_images[:60], mnist.train_labels[:60],
                         mnist.test_images[:10], mnist.test_labels[:10])
     rows = bench_sweeps(backend, to_device_data(backend, small, "float32"), (1, 3), 1, 60)
