@@ -32,6 +32,8 @@ from .trainer import (
 
 def parse_alphas(text: str) -> tuple[float, ...]:
     """``0.001,0.003,0.01``: positive, finite, distinct learning rates, in the order given."""
+    if not text.strip():
+        raise ValueError("no learning rate given: list them, as in 0.001,0.01,0.1")
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -47,6 +49,8 @@ def parse_alphas(text: str) -> tuple[float, ...]:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``0-9`` or ``0,3,7`` or ``0-4,10``: non-negative, distinct seeds, in the order given."""
+    if not text.strip():
+        raise ValueError("no seed given: list them, as in 0-4 or 0,3,7")
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -65,8 +69,6 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def _distinct(values, what):
-    if not values:
-        raise ValueError(f"no {what} given")
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
         raise ValueError(f"{what} {repeated[0]} is listed twice")

@@ -154,12 +154,14 @@ def test_alpha_lists():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--alpha", ""], "not a number"),
+    (["--alpha", ""], "no learning rate given"),
+    (["--alpha", " "], "no learning rate given"),
+    (["--alpha", "0.01,,0.1"], "not a number: ''"),
     (["--alpha", "0.01,-0.1"], "positive"),
     (["--alpha", "0.01,nan"], "positive"),
     (["--alpha", "0.01,0.01"], "listed twice"),
     (["--seed", "5-2"], "the range 5-2 is empty"),
-    (["--seed", ""], "not a seed"),
+    (["--seed", ""], "no seed given"),
     (["--seed", "-1"], "not a seed"),
     (["--seed", "a-b"], "not a seed"),
 ])
