@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace
+from .data import N_PIXELS
 
-IMAGE_SIDE = 28
-N_INPUTS = IMAGE_SIDE * IMAGE_SIDE
+N_INPUTS = N_PIXELS
 N_OUTPUTS = 10
 
 # Evaluation works through the test set in chunks, so the memory it needs is bounded by

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import linear
 from .backend import array_namespace
+from .data import IMAGE_SIDE
 from .trainer import (
     Checkpoint, DeviceData, TrainingDiverged, _ResultSummary, device_memory_guard,
 )
@@ -66,7 +67,7 @@ class Architecture:
         """Each convolution's ``ConvShape``, the image pooled 2x2 after each."""
         from .layers import ConvShape
 
-        height = width = linear.IMAGE_SIDE
+        height = width = IMAGE_SIDE
         channels, shapes = 1, []
         pad = (self.conv_size - 1) // 2 if self.padding == "same" else 0
         for filters in self.conv:
@@ -225,7 +226,7 @@ def _forward(params, X, arch: Architecture, xp, plan: ConvPlan, masks=None):
     n = X.shape[0]
     convs = len(arch.conv)
     cache = {"conv": [], "dense_in": [], "active": []}
-    a = xp.reshape(X, (n, linear.IMAGE_SIDE, linear.IMAGE_SIDE, 1)) if convs else X
+    a = xp.reshape(X, (n, IMAGE_SIDE, IMAGE_SIDE, 1)) if convs else X
     for i, shape in enumerate(plan.shapes if convs else []):
         W, b = params[i]
         z, cols = layers.conv_forward(a, W, b, shape, plan.forward[i], xp)
