@@ -19,7 +19,7 @@ layout and no transpose is needed; kernels are (k * k * in_channels, out_channel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,15 +28,15 @@ import numpy as np
 class ConvShape:
     """A k x k, stride-1 convolution of (height, width, channels) inputs, ``pad`` zeros around.
 
-    ``indices(backend)`` are the im2col positions into an image flattened with one zero appended:
-    for each output position, its k x k x channels inputs, in the kernel's order."""
+    ``host_indices()`` are the im2col positions into an image flattened with one zero appended:
+    for each output position, its k x k x channels inputs, in the kernel's order (uploaded once
+    per model by ``mlp.ConvPlan``)."""
 
     height: int
     width: int
     channels: int
     k: int
     pad: int
-    _device: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def out_height(self) -> int:
@@ -57,13 +57,6 @@ class ConvShape:
         flat = (iy * self.width + ix) * self.channels + c
         zero = self.height * self.width * self.channels  # the appended zero column
         return np.where(inside, flat, zero).reshape(-1).astype(np.int64)
-
-    def indices(self, backend):
-        """The positions on ``backend``'s device, uploaded once per backend."""
-        key = id(backend)
-        if key not in self._device:
-            self._device[key] = backend.to_device(self.host_indices())
-        return self._device[key]
 
 
 def im2col(x, shape: ConvShape, indices, xp):
