@@ -66,6 +66,14 @@ def _vector_of_tuple(builder, tup, vector_type):
     return vec
 
 
+def _item_pointer(context, builder, array_type, array, inds):
+    """The address of ``array[inds]`` (a ``make_array`` struct), with no bounds check."""
+    return cgutils.get_item_pointer2(
+        context, builder, data=array.data, shape=cgutils.unpack_tuple(builder, array.shape),
+        strides=cgutils.unpack_tuple(builder, array.strides), layout=array_type.layout,
+        inds=inds, wraparound=False)
+
+
 def _tuple_of_vector(builder, vec, tuple_type):
     tup = ir.Constant(tuple_type, ir.Undefined)
     for lane in range(LANES):
@@ -87,11 +95,7 @@ class _LitPixelReader:
 
     def _pointer(self, which, indices):
         array_type, array = self.arrays[which]
-        return cgutils.get_item_pointer2(
-            self.context, self.builder, data=array.data,
-            shape=cgutils.unpack_tuple(self.builder, array.shape),
-            strides=cgutils.unpack_tuple(self.builder, array.strides),
-            layout=array_type.layout, inds=indices, wraparound=False)
+        return _item_pointer(self.context, self.builder, array_type, array, indices)
 
     def entry(self, t):
         """(pointer to the 16-lane row of lit pixel ``t``, its value splatted to all lanes)."""
@@ -138,12 +142,14 @@ SCORE_GROUP = 4
 def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, last, label,
                      columns, out):
     """The deltas (scores minus the one-hot of ``label``) of the ``count`` (at most
-    ``SCORE_GROUP``) vectors ``vector ...`` of a stack ``W16s`` (vectors, pixels, 16), into the
-    first rows of ``out`` (``SCORE_GROUP``, 16). The vectors hold models side by side, ten columns
-    each: lane ``l`` of vector ``v`` is column ``16 v + l`` of ``columns``, output ``% 10``, and
-    the padding lanes past ``columns`` get no one-hot. The scores are ``lit_scores`` taken in one
-    walk over the lit pixels with independent running sums, so that the additions of one vector
-    do not wait for each other (each sum still in pixel order, as ``lit_scores`` takes it)."""
+    ``SCORE_GROUP``) vectors ``vector ...`` of a stack ``W16s`` (vectors, pixels, 16), into rows 0
+    to ``count - 1`` of ``out`` (``count`` or more rows of 16; no other row is written). The
+    vectors hold models side by side, ten columns each: lane ``l`` of vector ``v`` is column
+    ``16 v + l`` of ``columns``, output ``% 10``, and the padding lanes past ``columns`` get no
+    one-hot.
+    The scores are ``lit_scores`` taken in one walk over the lit pixels with independent running
+    sums, so that the additions of one vector do not wait for each other (each sum still in pixel
+    order, as ``lit_scores`` takes it)."""
 
     def codegen(context, builder, signature, args):
         W_, vector_, count_, indices_, values_, first_, last_, label_, columns_, out_ = args
@@ -154,11 +160,7 @@ def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, las
         vector_type = _vector_type(context, W16s.dtype)
 
         def pointer(array_type, array, inds):
-            return cgutils.get_item_pointer2(
-                context, builder, data=array.data,
-                shape=cgutils.unpack_tuple(builder, array.shape),
-                strides=cgutils.unpack_tuple(builder, array.strides),
-                layout=array_type.layout, inds=inds, wraparound=False)
+            return _item_pointer(context, builder, array_type, array, inds)
 
         zero = ir.Constant(vector_type, [0.0] * LANES)
         totals = [cgutils.alloca_once_value(builder, zero) for _ in range(SCORE_GROUP)]
@@ -175,13 +177,15 @@ def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, las
                     product = builder.fmul(value, builder.load(row, align=4))
                     builder.store(builder.fadd(builder.load(total), product), total)
         for q, total in enumerate(totals):
-            column0 = builder.mul(builder.add(v0, ir.Constant(_I64, q)),
-                                  ir.Constant(_I64, LANES))
-            onehot = _onehot(builder, vector_type, label_, column0, _as_i64(builder, columns_))
-            target = builder.bitcast(
-                pointer(out, out_array, [ir.Constant(_I64, q), ir.Constant(_I64, 0)]),
-                vector_type.as_pointer())
-            builder.store(builder.fsub(builder.load(total), onehot), target, align=4)
+            with builder.if_then(used[q], likely=True):
+                column0 = builder.mul(builder.add(v0, ir.Constant(_I64, q)),
+                                      ir.Constant(_I64, LANES))
+                onehot = _onehot(builder, vector_type, label_, column0,
+                                 _as_i64(builder, columns_))
+                target = builder.bitcast(
+                    pointer(out, out_array, [ir.Constant(_I64, q), ir.Constant(_I64, 0)]),
+                    vector_type.as_pointer())
+                builder.store(builder.fsub(builder.load(total), onehot), target, align=4)
         return context.get_dummy_value()
 
     return (types.void(W16s, vector, count, indices, values, first, last, label, columns, out),
@@ -197,10 +201,8 @@ def delta_row(typingctx, out, q):
         out_, q_ = args
         array = context.make_array(out)(context, builder, out_)
         vector_type = _vector_type(context, out.dtype)
-        row = cgutils.get_item_pointer2(
-            context, builder, data=array.data, shape=cgutils.unpack_tuple(builder, array.shape),
-            strides=cgutils.unpack_tuple(builder, array.strides), layout=out.layout,
-            inds=[_as_i64(builder, q_), ir.Constant(_I64, 0)], wraparound=False)
+        row = _item_pointer(context, builder, out, array,
+                            [_as_i64(builder, q_), ir.Constant(_I64, 0)])
         vec = builder.load(builder.bitcast(row, vector_type.as_pointer()), align=4)
         return _tuple_of_vector(builder, vec, context.get_value_type(result_type))
 
