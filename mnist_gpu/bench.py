@@ -335,10 +335,9 @@ def _launch_record(fused, models: int, data: DeviceData, prepared) -> dict | Non
 
 def cnn_architecture():
     """The model of ``mnist-gpu train --preset cnn``."""
-    from .mlp import Architecture
+    from .cli import preset_architecture
 
-    return Architecture(hidden=(128,), bias=True, loss="ce", conv=(32, 64), conv_size=5,
-                        dropout=0.25)
+    return preset_architecture("cnn")
 
 
 def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 1024,

@@ -818,6 +818,13 @@ def _save_sweep(path, result, deep):
     return save_weights(path, weights, metadata, **stacked)
 
 
+def preset_architecture(name: str):
+    """The network of ``mnist-gpu train --preset NAME``."""
+    parser = build_parser()
+    argv = ["train", "--preset", name]
+    return _deep_architecture(_apply_preset(parser, parser.parse_args(argv), argv))
+
+
 def _deep_architecture(args):
     from .mlp import Architecture
 
