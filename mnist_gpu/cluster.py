@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import linear
 from .sweep import Member, ModelResult, SweepResult
 from .trainer import Checkpoint, TrainConfig
 
@@ -41,6 +42,8 @@ ALLOWED_FAILURES = 2
 # The test suite's hook: a worker that finds this variable naming a file that does not exist yet
 # creates it and dies at the start of its task, once per file (see tests/test_cluster.py).
 KILL_ONCE_VARIABLE = "MNIST_GPU_TEST_KILL_WORKER_ONCE"
+# One model's weights, as a results line carries them.
+_MODEL_SHAPE = (linear.N_INPUTS, linear.N_OUTPUTS)
 
 
 class ClusterError(RuntimeError):
@@ -263,7 +266,7 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
     settings = {"config": config_json, "backend": backend_name, "device": device,
                 "dtype": dtype, "limit": limit}
     as_pairs = [(m.alpha, m.seed) for m in members]
-    settings["fingerprint"] = fingerprint(as_pairs, {k: v for k, v in settings.items()})
+    settings["fingerprint"] = fingerprint(as_pairs, settings)
     path = results_path(json_path)
     done = read_results(path, settings["fingerprint"]) if resume else {}
     if not resume and path.exists():
@@ -312,7 +315,7 @@ def _merge(members, done: dict[int, dict], config_json: dict, dtype: str) -> Swe
         if line is None:
             models.append(ModelResult(member.alpha, member.seed, [], "not trained: its chunk "
                                       "failed (see above)"))
-            weights.append(np.full((784, 10), np.nan, dtype=dtype))
+            weights.append(np.full(_MODEL_SHAPE, np.nan, dtype=dtype))
             continue
         first = first or line
         record = line["model"]
@@ -320,7 +323,7 @@ def _merge(members, done: dict[int, dict], config_json: dict, dtype: str) -> Swe
                                   [Checkpoint(**c) for c in record["curve"]],
                                   record["diverged"], record["diverged_at"]))
         weights.append(np.frombuffer(base64.b64decode(line["weights"]),
-                                     dtype=line["dtype"]).reshape(784, 10))
+                                     dtype=line["dtype"]).reshape(_MODEL_SHAPE))
         chunk_seconds[line["chunk"]] = line["seconds"]  # the training time of its chunk
     seconds = sum(chunk_seconds.values())
     settings = dict(first["settings"]) if first else {**config_json, "dtype": dtype}

@@ -510,8 +510,9 @@ def _scorer(data: DeviceData, inference=None, models: int = 1):
     def score_each(W):
         # Model by model, each exactly as its own run scores it, whatever the threads of the
         # process (a BLAS product's rounding can depend on them, the compiled pass's does not).
-        scores = [inference.evaluate(np.ascontiguousarray(W[:, 10 * m:10 * m + 10]), test_lit,
-                                     data.test_labels) for m in range(models)]
+        width = linear.N_OUTPUTS
+        scores = [inference.evaluate(np.ascontiguousarray(W[:, width * m:width * (m + 1)]),
+                                     test_lit, data.test_labels) for m in range(models)]
         return tuple(np.array([s[k] for s in scores]) for k in (0, 1))
     return score_each
 
