@@ -17,12 +17,12 @@ __version__ = "0.1.0"
 
 from .backend import Backend, BackendUnavailable, get_backend
 from .data import MNIST, DataError, load_mnist
-from .linear import init_weights
-from .trainer import (
+from .io.weights import load_weights, save_weights
+from .model.tutorial import init_weights
+from .training import (
     DeviceData, TrainConfig, TrainingDiverged, TrainResult, evaluate_weights, to_device_data,
     train,
 )
-from .weights_io import load_weights, save_weights
 
 __all__ = [
     "Backend", "BackendUnavailable", "DataError", "DeviceData", "MNIST", "TrainConfig",

@@ -2,9 +2,9 @@
 
 A backend is a closed set of verbs: its array namespace (``xp``), ``to_device`` and ``to_host``,
 ``synchronize``, ``activate`` (make its device current), ``describe`` (library, device, versions),
-``stopwatch`` (a clock read after synchronising), ``fused_per_image`` and ``fused_inference`` (the
-library-specific fast paths, where they exist). Everything else in mnist-gpu is written once
-against ``xp``.
+``stopwatch`` (a clock read after synchronising) and what its device's memory holds. Everything
+else in mnist-gpu is written once against ``xp``; the library-specific fast paths (the compiled
+kernels) are found by the backend's ``name`` in ``mnist_gpu.kernels``, not here.
 
 Three libraries, chosen at the edge (the CLI, or the caller of ``get_backend``) and passed down:
 
@@ -64,6 +64,8 @@ class Backend:
 
     name: str
     xp: ModuleType
+    # Whether its arrays are computed by this machine's CPU: what a benchmark sizes its work by.
+    runs_on_cpu = True
 
     def to_device(self, host_array: np.ndarray):
         """A copy of ``host_array`` on this backend's device, never a view of the caller's."""
@@ -86,33 +88,6 @@ class Backend:
             "numpy": np.__version__,
             "python": platform.python_version(),
         }
-
-    def fused_per_image(self):
-        """The compiled per-image pass for this library, or raise ``BackendUnavailable``.
-
-        It has ``prepare(X)``, run once per training set (the lit pixels of every image), and
-        ``run(W, prepared, labels, alpha, start, stop, order)``, which trains ``W`` in place.
-        """
-        raise BackendUnavailable(f"no fused per-image kernel for the {self.name} backend")
-
-    def fused_minibatch(self):
-        """The compiled mini-batch pass for this library, or raise ``BackendUnavailable``.
-
-        It has ``prepare(X)`` as ``fused_per_image`` has, and ``run_minibatch(W, prepared,
-        labels, alpha, batch_size, start, stop, order)``, which trains ``W`` in place. Only where
-        it beats the array calls: on the CPU, where the skinny products ``X_b W`` and
-        ``X_b^T delta`` leave BLAS far from its peak and every zero pixel is still read twice.
-        """
-        raise BackendUnavailable(f"no fused mini-batch pass for the {self.name} backend")
-
-    def fused_inference(self):
-        """Compiled inference over the lit pixels for this library, or raise ``BackendUnavailable``.
-
-        It has ``prepare(X)``, once per image set, then ``classify(W, prepared)`` (the predicted
-        digits) and ``evaluate(W, prepared, labels)`` (as ``linear.evaluate``). Only where it
-        beats the dense product: on the CPU, which that product leaves bound by reading pixels.
-        """
-        raise BackendUnavailable(f"no fused inference for the {self.name} backend")
 
     @contextlib.contextmanager
     def stopwatch(self):
@@ -177,29 +152,13 @@ class NumpyBackend(Backend):
     def describe(self):
         info = super().describe()
         info["device"] = "cpu"
-        info["cpu"] = _cpu_model()
+        info["cpu"] = cpu_model()
         return info
-
-    def fused_per_image(self):
-        return self._fused_cpu()
-
-    def fused_minibatch(self):
-        return self._fused_cpu()
-
-    def fused_inference(self):
-        return self._fused_cpu()
-
-    @staticmethod
-    def _fused_cpu():
-        try:
-            from . import fused_cpu
-        except ImportError as err:  # numba is missing or broken
-            raise BackendUnavailable(f"the fused CPU loops need Numba ({err})") from None
-        return fused_cpu.FusedCPU()
 
 
 class CupyBackend(Backend):
     name = "cupy"
+    runs_on_cpu = False
 
     def __init__(self, cupy: ModuleType, device_id: int):
         self.xp = cupy
@@ -249,11 +208,6 @@ class CupyBackend(Backend):
             stop.record()
             stop.synchronize()
             result["seconds"] = cupy.cuda.get_elapsed_time(start, stop) / 1000.0
-
-    def fused_per_image(self):
-        from . import fused_cuda
-
-        return fused_cuda.FusedCUDA(self.xp, self._device)
 
     def out_of_memory_errors(self):
         return (MemoryError, self.xp.cuda.memory.OutOfMemoryError)
@@ -387,7 +341,8 @@ def _cuda_version(number: int) -> str:
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, as the machine reports it."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:

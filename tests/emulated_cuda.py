@@ -2,7 +2,7 @@
 
 ``kernels/*.cu`` is compiled by g++ against ``cuda_on_cpu/warp.h`` (32 threads per block, barriers
 where a warp synchronises; see there), and ``emulated_cupy()`` stands in for the slice of CuPy that
-``fused_cuda`` uses (NumPy arrays on the host, ``RawModule``, the device's properties), so that
+``kernels/cuda.py`` uses (NumPy arrays on the host, ``RawModule``, the device's properties), so that
 ``FusedCUDA``'s own host code (listing, plan, checks, launch) runs unchanged around the emulated
 kernel. What this proves: the kernel's indexing, synchronisation and arithmetic, in both dtypes,
 bit for bit against a model of its summation order. What it cannot: speed, and the behaviour of the
@@ -91,7 +91,8 @@ class _Device(contextlib.AbstractContextManager):
 
 
 def emulated_cupy(library: ctypes.CDLL, properties=H200):
-    """A stand-in for ``cupy`` as ``fused_cuda`` uses it, and a device, for ``FusedCUDA``."""
+    """A stand-in for the CuPy backend as ``FusedCUDA`` uses it: its ``xp`` (``cupy`` as the pass
+    uses it), ``activate()`` and ``device_id``."""
 
     class RawModule:
         def __init__(self, code, options=()):
@@ -104,4 +105,4 @@ def emulated_cupy(library: ctypes.CDLL, properties=H200):
     names = ("zeros", "cumsum", "sum", "nonzero", "asarray", "bincount", "int64", "uint8")
     cupy = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime),
                                  asnumpy=np.asarray, **{name: getattr(np, name) for name in names})
-    return cupy, _Device()
+    return types.SimpleNamespace(xp=cupy, activate=_Device, device_id=_Device.id)

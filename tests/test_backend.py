@@ -15,7 +15,7 @@ from mnist_gpu.backend import BackendUnavailable, array_namespace, get_backend
 
 def test_importing_the_package_imports_no_optional_library():
     code = (
-        "import sys, mnist_gpu, mnist_gpu.cli, mnist_gpu.trainer;"
+        "import sys, mnist_gpu, mnist_gpu.cli, mnist_gpu.training;"
         "loaded = [m for m in ('cupy', 'numba', 'array_api_strict', 'matplotlib', 'torch')"
         " if m in sys.modules];"
         "print(','.join(loaded))"

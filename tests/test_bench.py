@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from mnist_gpu import bench, cli
-from mnist_gpu.trainer import to_device_data
+from mnist_gpu import cli
+from mnist_gpu.bench import cnn, report, timing, work
+from mnist_gpu.bench import rows as bench_rows
+from mnist_gpu.training import to_device_data
 
 ROW_KEYS = {"backend", "dtype", "kind", "name", "batch_size", "images", "seconds", "flops",
             "bytes", "median_s", "min_s", "max_s", "images_per_second"}
@@ -59,26 +61,26 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
 
 def test_work_is_counted_exactly():
     # One epoch of 100 images in batches of 32: 4 steps (the last of 4 images).
-    flops, traffic = bench.train_work(100, 32, 4)
+    flops, traffic = work.train_work(100, 32, 4)
     assert flops == 4 * 100 * 7840 + 100 * 10 + 2 * 4 * 7840
     assert traffic == (100 * 794 + 2 * 7840) * 4
-    assert bench.inference_work(10, 8) == (2 * 10 * 7840, (10 * 784 + 7840) * 8)
+    assert work.inference_work(10, 8) == (2 * 10 * 7840, (10 * 784 + 7840) * 8)
 
 
 def test_fused_work_is_counted_on_the_lit_pixels():
     # 3 images with 10 lit pixels in all, per image: the arithmetic on the lit pixels only, and
     # the bytes of their lists (value + int32 index each, an int64 pointer per image + 1, a uint8
     # label per image) and of the weights, read and written once.
-    flops, traffic = bench.train_work(3, 1, 4, lit=10)
+    flops, traffic = work.train_work(3, 1, 4, lit=10)
     assert flops == 4 * 10 * 10 + 3 * 10 + 2 * 10 * 10
     assert traffic == 10 * (4 + 4) + 4 * 8 + 3 + 2 * 7840 * 4
     # Mini-batches: the update still covers every row of weights, once per step.
-    flops, _ = bench.train_work(100, 32, 4, lit=1000)
+    flops, _ = work.train_work(100, 32, 4, lit=1000)
     assert flops == 4 * 1000 * 10 + 100 * 10 + 2 * 4 * 7840
-    assert bench.inference_work(10, 8, lit=50) == (2 * 50 * 10, 50 * 12 + 11 * 8 + 7840 * 8)
-    assert bench.listing_work(10, 4, lit=50) == (7840, 10 * 784 * 4 + 50 * 8 + 11 * 8)
+    assert work.inference_work(10, 8, lit=50) == (2 * 50 * 10, 50 * 12 + 11 * 8 + 7840 * 8)
+    assert work.listing_work(10, 4, lit=50) == (7840, 10 * 784 * 4 + 50 * 8 + 11 * 8)
     # Skipping the unlit pixels is never credited as work done.
-    assert bench.train_work(100, 1, 4, lit=100 * 150)[1] < bench.train_work(100, 1, 4)[1]
+    assert work.train_work(100, 1, 4, lit=100 * 150)[1] < work.train_work(100, 1, 4)[1]
 
 
 def _report_with(row, limit):
@@ -89,17 +91,17 @@ def _report_with(row, limit):
 
 def test_a_row_above_a_measured_limit_is_marked_and_explained():
     limit = {"device": "numpy on cpu", "copy_gbytes_per_s": 10.0, "gemm_gflops": 100.0}
-    fast = bench.Row("numpy", "float32", "inference", "inference fused", None, 10_000,
-                     [0.001], *bench.inference_work(10_000, 4, lit=1_500_000))
+    fast = timing.Row("numpy", "float32", "inference", "inference fused", None, 10_000,
+                     [0.001], *work.inference_work(10_000, 4, lit=1_500_000))
     row = fast.to_json(limit)
     assert row["fraction_of_bandwidth"] > 1 and row["limit"] == "numpy on cpu"
-    table = bench.format_table(_report_with(row, limit))
+    table = report.format_table(_report_with(row, limit))
     assert "%*" in table
     assert "reads 11.6 MiB per run, within the 32 MiB last-level cache" in table
-    slow = bench.Row("numpy", "float32", "inference", "inference fused", None, 10_000,
-                     [1.0], *bench.inference_work(10_000, 4, lit=1_500_000)).to_json(limit)
+    slow = timing.Row("numpy", "float32", "inference", "inference fused", None, 10_000,
+                     [1.0], *work.inference_work(10_000, 4, lit=1_500_000)).to_json(limit)
     assert slow["fraction_of_bandwidth"] < 1
-    assert "*" not in bench.format_table(_report_with(slow, limit))
+    assert "*" not in report.format_table(_report_with(slow, limit))
 
 
 def test_bench_code_is_backend_agnostic(backend, mnist):
@@ -107,14 +109,14 @@ def test_bench_code_is_backend_agnostic(backend, mnist):
     small = type(mnist)(mnist.train_images[:300], mnist.train_labels[:300],
                         mnist.test_images[:200], mnist.test_labels[:200])
     data = to_device_data(backend, small, "float32")
-    rows = bench.bench_backend(backend, data, (1, 64), repeats=1, per_image_images=50)
+    rows = bench_rows.bench_backend(backend, data, (1, 64), repeats=1, per_image_images=50)
     assert {r.name for r in rows} >= {"per-image array", "mini-batch 64", "inference array"}
     assert all(r.median > 0 for r in rows)
-    limit = bench.measure_limit(backend, "float32", repeats=1, quick=True)
+    limit = timing.measure_limit(backend, "float32", repeats=1, quick=True)
     assert limit["gemm_gflops"] > 0
-    cnn = {r.name: r for r in bench.bench_cnn(backend, data, repeats=1, images=64, batch=32)}
-    assert set(cnn) == {"cnn training", "cnn matrix products of training", "cnn inference"}
-    assert all(r.median > 0 and r.flops > 0 for r in cnn.values())
+    cnn_rows = {r.name: r for r in cnn.bench_cnn(backend, data, repeats=1, images=64, batch=32)}
+    assert set(cnn_rows) == {"cnn training", "cnn matrix products of training", "cnn inference"}
+    assert all(r.median > 0 and r.flops > 0 for r in cnn_rows.values())
 
 
 def test_ratios_pair_ours_with_the_peers():
@@ -124,7 +126,7 @@ def test_ratios_pair_ours_with_the_peers():
         {"backend": "naive numpy", "dtype": "float32", "kind": "peer",
          "name": "naive mini-batch 1024", "images": 100, "median_s": 2.0},
     ]
-    lines = bench.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
+    lines = report.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
     assert lines == ["numpy float32: mini-batch 1024 is 2.00x the speed of naive mini-batch 1024"]
 
 
@@ -140,7 +142,7 @@ def test_ratios_cost_a_single_run_with_its_listing():
             row("numpy", "mini-batch", "mini-batch 1024 fused", 1.0, images=100),
             row("numpy", "listing", "lit-pixel listing (training set)", 6.0, images=200),
             row("torch cpu", "peer", "torch mini-batch 1024", 8.0, images=100)]
-    lines = bench.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
+    lines = report.ratios({"settings": {"dtypes": ["float32"]}, "rows": rows})
     assert lines == [
         "numpy float32: mini-batch 1024 fused is 8.00x the speed of torch mini-batch 1024",
         "numpy float32: inference fused is 2.00x the speed of single numpy matmul",

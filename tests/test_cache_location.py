@@ -24,9 +24,9 @@ pytest.importorskip("numba")
 
 COMPILE_ONE_LOOP = textwrap.dedent("""
     import numpy as np
-    from mnist_gpu import fused_cpu
-    fused_cpu._lit_pixels(np.eye(3, 784, dtype=np.float32))   # compiles (or loads) one loop
-    print(fused_cpu.cache_dir)
+    from mnist_gpu.kernels import cpu_loops, numba_cache
+    cpu_loops.lit_pixels(np.eye(3, 784, dtype=np.float32))   # compiles (or loads) one loop
+    print(numba_cache.cache_dir())
 """)
 
 
@@ -63,7 +63,7 @@ def test_default_cache_is_the_user_cache_dir_not_the_package(tmp_path):
     cache_home = tmp_path / "cache-home"
     printed = _run(root, XDG_CACHE_HOME=str(cache_home))
     assert Path(printed) == cache_home / "mnist-gpu" / "numba"
-    assert any(name.startswith("fused_cpu._lit_pixels") for name in _cache_files(Path(printed)))
+    assert any(name.startswith("cpu_loops.lit_pixels") for name in _cache_files(Path(printed)))
     # A second process loads what the first one cached (and still writes nothing in the package).
     assert _run(root, XDG_CACHE_HOME=str(cache_home)) == printed
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mnist_gpu import cli
-from mnist_gpu.weights_io import load_weights, save_weights
+from mnist_gpu.io.weights import load_weights, save_weights
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -145,7 +145,9 @@ def test_readme_python_example_runs(mnist_dir_path, monkeypatch):
 
 
 def test_help_describes_the_tool_for_its_users(capsys):
-    parser = cli.build_parser()
+    from mnist_gpu.cli.parser import build_parser
+
+    parser = build_parser()
     top = parser.format_help()
     assert "``" not in top and "argument parsing" not in top  # not the module's docstring
     assert "examples:" in top and "mnist-gpu train" in top

@@ -15,10 +15,11 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from mnist_gpu import cli, cluster  # noqa: E402
+from mnist_gpu import cli  # noqa: E402
+from mnist_gpu.sweep import cluster  # noqa: E402
 from mnist_gpu.backend import get_backend  # noqa: E402
 from mnist_gpu.sweep import grid, run_sweep  # noqa: E402
-from mnist_gpu.trainer import TrainConfig, to_device_data  # noqa: E402
+from mnist_gpu.training import TrainConfig, to_device_data  # noqa: E402
 
 ALPHAS, SEEDS = (0.001, 0.003, 0.01, 1.0), (0, 1, 2)  # 12 models, 3 of them diverging
 LIMIT = 3000
@@ -44,7 +45,7 @@ def _assert_same(report_path, weights_path, expected):
         assert (got["alpha"], got["seed"]) == (want.alpha, want.seed)
         assert got["curve"] == [c.__dict__ for c in want.curve]
         assert got["diverged"] == want.diverged
-    from mnist_gpu.weights_io import load_arrays
+    from mnist_gpu.io.weights import load_arrays
 
     arrays, _ = load_arrays(weights_path)
     assert np.array_equal(arrays["weights"], expected.weights, equal_nan=True)

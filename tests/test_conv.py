@@ -7,14 +7,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_gpu import cli, layers, mlp
-from mnist_gpu.mlp import Architecture, ConvPlan, MLPConfig, train_mlp
-from mnist_gpu.trainer import to_device_data
+from mnist_gpu import cli
+from mnist_gpu.cli.args import apply_preset
+from mnist_gpu.cli.parser import build_parser
+from mnist_gpu.model import layers, network
+from mnist_gpu.model.architecture import Architecture
+from mnist_gpu.model.network import ConvPlan
+from mnist_gpu.model.presets import PRESETS
+from mnist_gpu.training import MLPConfig, train_mlp
+from mnist_gpu.training import to_device_data
 
 
 def _numeric_check(params, X, Y, arch, plan, masks, rng, probes=4):
     """The largest relative gap between backpropagation and central differences."""
-    loss, grads = mlp.gradients(params, X, Y, arch, np, plan, masks)
+    loss, grads = network.gradients(params, X, Y, arch, np, plan, masks)
     worst = 0.0
     for layer, (W, b) in enumerate(params):
         for array, grad in ((W, grads[layer][0]), (b, grads[layer][1])):
@@ -24,9 +30,9 @@ def _numeric_check(params, X, Y, arch, plan, masks, rng, probes=4):
                 index = tuple(int(rng.integers(0, d)) for d in array.shape)
                 kept = array[index]
                 array[index] = kept + 1e-6
-                up, _ = mlp.gradients(params, X, Y, arch, np, plan, masks)
+                up, _ = network.gradients(params, X, Y, arch, np, plan, masks)
                 array[index] = kept - 1e-6
-                down, _ = mlp.gradients(params, X, Y, arch, np, plan, masks)
+                down, _ = network.gradients(params, X, Y, arch, np, plan, masks)
                 array[index] = kept
                 numeric = (up - down) / 2e-6
                 worst = max(worst, abs(numeric - grad[index])
@@ -42,12 +48,12 @@ def test_convolution_pooling_and_dropout_gradients(numpy_backend, padding, k, ch
     arch = Architecture(hidden=(6,), bias=True, loss="ce", conv=channels, conv_size=k,
                         padding=padding, dropout=0.3)
     params = [(W + 0.01 * rng.standard_normal(W.shape), b + 0.1 * rng.standard_normal(b.shape))
-              for W, b in mlp.init_params(arch, 1, "float64")]
+              for W, b in network.init_params(arch, 1, "float64")]
     X = rng.random((3, 784))
     Y = np.eye(10)[rng.integers(0, 10, 3)]
     plan = ConvPlan(arch, numpy_backend)
     # A fixed dropout mask, drawn once: the function differentiated is then deterministic.
-    masks = mlp.dropout_masks(arch, np.random.default_rng(5), 3, "float64", numpy_backend)
+    masks = network.dropout_masks(arch, np.random.default_rng(5), 3, "float64", numpy_backend)
     assert _numeric_check(params, X, Y, arch, plan, masks, rng) < 1e-6
 
 
@@ -111,19 +117,19 @@ def test_a_small_cnn_trains_the_same_on_every_backend(backend, numpy_backend, mn
 
 
 def test_presets_fill_in_what_the_command_line_did_not_give(capsys):
-    parser = cli.build_parser()
+    parser = build_parser()
     argv = ["train", "--preset", "mlp", "--epochs", "2"]
-    args = cli._apply_preset(parser, parser.parse_args(argv), argv)
+    args = apply_preset(parser.parse_args(argv), argv)
     assert args.hidden == (256,) and args.loss == "ce" and args.weight_decay == 5e-4
     assert args.epochs == 2  # given: kept
     argv = ["train", "--preset", "cnn", "--conv-size", "3"]
-    args = cli._apply_preset(parser, parser.parse_args(argv), argv)
+    args = apply_preset(parser.parse_args(argv), argv)
     assert args.conv == (32, 64) and args.conv_size == 3 and args.dropout == 0.25
     with pytest.raises(SystemExit) as exit:
         cli.main(["train", "--preset", "list"])
     assert exit.value.code == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in cli.PRESETS) and "measured:" in out
+    assert all(name in out for name in PRESETS) and "measured:" in out
     with pytest.raises(SystemExit) as exit:
         cli.main(["train", "--preset", "nonsense"])
     assert exit.value.code == 2 and "choose from" in capsys.readouterr().err

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 import emulated_cuda
-from mnist_gpu import fused_cuda
-from mnist_gpu.backend import BackendUnavailable, get_backend
-from mnist_gpu.fused_cpu import FusedCPU
-from mnist_gpu.linear import init_weights
+from mnist_gpu import kernels
+from mnist_gpu.backend import get_backend
+from mnist_gpu.kernels import cuda as fused_cuda
+from mnist_gpu.kernels.cpu import FusedCPU
+from mnist_gpu.model.tutorial import init_weights
 from mnist_gpu.sweep import Member, run_sweep
-from mnist_gpu.trainer import TrainConfig, to_device_data
+from mnist_gpu.training import TrainConfig, to_device_data
 
 WARP = 32
 
@@ -36,8 +37,7 @@ def emulated_library(tmp_path_factory):
 
 
 def _fused(library, properties=emulated_cuda.H200):
-    cupy, device = emulated_cuda.emulated_cupy(library, properties)
-    return fused_cuda.FusedCUDA(cupy, device)
+    return fused_cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,11 @@ def test_the_kernel_computes_its_summation_order_bit_for_bit(emulated_library, i
     fused = _fused(emulated_library)
     lit = fused.prepare(X)
     W = _start(3, dtype)
-    trained = fused.run_models(W.copy(), lit, labels, alphas, 1, 20, 150, order)
+    trained = fused.train(W.copy(), lit, labels, alphas, 1, 20, 150, order)
     assert np.array_equal(trained, warp_order_pass(W, X, labels, alphas, 20, 150, order))
     assert not np.array_equal(trained, W)
     # In file order, and one model alone: the grid of one block.
-    alone = fused.run(W[:, :10].copy(), lit, labels, 0.01, 0, len(X))
+    alone = fused.train(W[:, :10].copy(), lit, labels, [0.01], 1, 0, len(X))
     assert np.array_equal(alone, warp_order_pass(W[:, :10], X, labels, [0.01], 0, len(X)))
 
 
@@ -104,7 +104,7 @@ def test_long_lists_blank_images_and_short_segments(emulated_library, start, sto
     lit = fused.prepare(X)
     W = _start(2, "float64")
     for positions in (None, order):
-        trained = fused.run_models(W.copy(), lit, labels, [0.001, 0.0003], 1, start, stop,
+        trained = fused.train(W.copy(), lit, labels, [0.001, 0.0003], 1, start, stop,
                                    positions)
         expected = warp_order_pass(W, X, labels, [0.001, 0.0003], start, stop, positions)
         assert np.array_equal(trained, expected)
@@ -118,7 +118,7 @@ import numpy as np
 
 sys.path[:0] = [sys.argv[1]]
 import emulated_cuda
-from mnist_gpu import fused_cuda
+from mnist_gpu.kernels import cuda as fused_cuda
 
 library = emulated_cuda.build(fused_cuda.KERNEL_SOURCE.read_text(), Path(sys.argv[2]),
                               sanitize=True)
@@ -132,14 +132,13 @@ small = {"multiProcessorCount": 1, "sharedMemPerMultiprocessor": 4 * (100 * 80 +
          "sharedMemPerBlockOptin": 48 * 1024, "reservedSharedMemPerBlock": 1024}
 for properties, rare in ((emulated_cuda.H200, fused_cuda.RARE_ROWS), (small, 1.0)):
     fused_cuda.RARE_ROWS = rare
-    cupy, device = emulated_cuda.emulated_cupy(library, properties)
-    fused = fused_cuda.FusedCUDA(cupy, device)
+    fused = fused_cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
     lit = fused.prepare(X)
     W = rng.uniform(size=(784, 40))
     for start, stop in ((0, 6), (0, 1), (4, 6), (5, 6)):
         # Arrays of exactly the size the segment needs: the order ends at the segment's end.
-        fused.run_models(W, lit, labels, [0.001] * 4, 1, start, stop, order[:stop].copy())
-        fused.run_models(W, lit, labels, [0.001] * 4, 1, start, stop, None)
+        fused.train(W, lit, labels, [0.001] * 4, 1, start, stop, order[:stop].copy())
+        fused.train(W, lit, labels, [0.001] * 4, 1, start, stop, None)
 print("no access outside the arrays")
 """
 
@@ -173,7 +172,7 @@ def test_rows_left_in_global_memory_change_no_bit(emulated_library, images, monk
     assert plan.shared_rows == 100 < np.count_nonzero(lit.rank_counts)
     alphas = [0.01, 0.02, 0.005, 0.01]
     W = _start(4, "float32")
-    trained = fused.run_models(W.copy(), lit, labels, alphas, 1, 0, len(X))
+    trained = fused.train(W.copy(), lit, labels, alphas, 1, 0, len(X))
     assert np.array_equal(trained, warp_order_pass(W, X, labels, alphas, 0, len(X)))
 
 
@@ -181,7 +180,7 @@ def test_the_kernel_follows_the_cpu_pass(emulated_library, images):
     X, labels = images
     fused, cpu = _fused(emulated_library), FusedCPU()
     W = _start(2, "float64")
-    on_gpu = fused.run_models(W.copy(), fused.prepare(X), labels, [0.01, 0.003], 1, 0, len(X))
+    on_gpu = fused.train(W.copy(), fused.prepare(X), labels, [0.01, 0.003], 1, 0, len(X))
     on_cpu = cpu.run_models(W.copy(), cpu.prepare(X), labels, [0.01, 0.003], 1, 0, len(X))
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=0, atol=1e-12)
 
@@ -206,15 +205,10 @@ def test_the_lists_name_pixels_by_rank(emulated_library, images):
 def _numpy_with_the_kernel(library, monkeypatch):
     """NumPy's backend as CuPy's looks to the training loops: the CUDA pass (emulated) for its
     per-image training and, as CuPy has, no fused inference."""
-    backend = get_backend("numpy")
     fused = _fused(library)
-    monkeypatch.setattr(backend, "fused_per_image", lambda: fused)
-
-    def no_fused_inference():
-        raise BackendUnavailable("CuPy scores the test set by cuBLAS")
-
-    monkeypatch.setattr(backend, "fused_inference", no_fused_inference)
-    return backend
+    monkeypatch.setitem(kernels.TRAINING, "numpy", lambda backend: fused)
+    monkeypatch.delitem(kernels.INFERENCE, "numpy")  # CuPy scores the test set by cuBLAS
+    return get_backend("numpy")
 
 
 def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch):
@@ -241,7 +235,7 @@ def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch)
 
 
 def test_the_benchmark_records_each_launch(emulated_library, mnist, monkeypatch):
-    from mnist_gpu.bench import bench_sweeps
+    from mnist_gpu.bench.rows import bench_sweeps
 
     backend = _numpy_with_the_kernel(emulated_library, monkeypatch)
     small = type(mnist)(mnist.train_images[:60], mnist.train_labels[:60],
@@ -262,10 +256,10 @@ def test_on_a_gpu_the_kernel_computes_the_same_bits(gpu_backend, images, dtype):
     X, labels = images[0].astype(dtype), images[1]
     order = np.random.default_rng(1).permutation(len(X))
     alphas = [0.01, 0.003, 0.03]
-    fused = gpu_backend.fused_per_image()
+    fused = kernels.training_pass(gpu_backend)
     lit = fused.prepare(gpu_backend.to_device(X))
     W = _start(3, dtype)
-    trained = fused.run_models(gpu_backend.to_device(W), lit, gpu_backend.to_device(labels),
+    trained = fused.train(gpu_backend.to_device(W), lit, gpu_backend.to_device(labels),
                                alphas, 1, 5, 155, gpu_backend.to_device(order))
     expected = warp_order_pass(W, X, labels, alphas, 5, 155, order)
     assert np.array_equal(gpu_backend.to_host(trained), expected)

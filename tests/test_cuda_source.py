@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from mnist_gpu.fused_cuda import COMPILE_OPTIONS, KERNEL_SOURCE
+from mnist_gpu.kernels.cuda import COMPILE_OPTIONS, KERNEL_SOURCE
 
 
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
@@ -40,7 +40,7 @@ def test_shared_buffer_is_16_byte_aligned():
 def _lists(n_images=4):
     import numpy as np
 
-    from mnist_gpu.fused_cuda import LitPixels
+    from mnist_gpu.kernels.lit import LitPixels
 
     indptr = np.arange(n_images + 1, dtype=np.int64)
     return LitPixels(indptr, np.zeros(n_images, np.int32), np.ones(n_images, np.float32),
@@ -60,20 +60,20 @@ def _lists(n_images=4):
 def test_positions_and_order_are_checked_on_the_host(start, stop, order, message):
     import numpy as np
 
-    from mnist_gpu.fused_cuda import _check_positions
+    from mnist_gpu.kernels.cuda import check_positions
 
     order = None if order is None else np.asarray(order)
     with pytest.raises(ValueError, match=message):
-        _check_positions(_lists(), np.zeros(4, np.uint8), start, stop, order)
+        check_positions(_lists(), np.zeros(4, np.uint8), start, stop, order)
 
 
 def test_good_positions_pass_and_labels_must_match():
     import numpy as np
 
-    from mnist_gpu.fused_cuda import _check_positions
+    from mnist_gpu.kernels.cuda import check_positions
 
-    _check_positions(_lists(), np.zeros(4, np.uint8), 0, 4, None)
-    _check_positions(_lists(), np.zeros(4, np.uint8), 1, 3, np.array([3, 2, 1, 0]))
-    _check_positions(_lists(), np.zeros(4, np.uint8), 2, 2, np.array([9, 9]))  # nothing read
+    check_positions(_lists(), np.zeros(4, np.uint8), 0, 4, None)
+    check_positions(_lists(), np.zeros(4, np.uint8), 1, 3, np.array([3, 2, 1, 0]))
+    check_positions(_lists(), np.zeros(4, np.uint8), 2, 2, np.array([9, 9]))  # nothing read
     with pytest.raises(ValueError, match="labels for 4 images"):
-        _check_positions(_lists(), np.zeros(3, np.uint8), 0, 1, None)
+        check_positions(_lists(), np.zeros(3, np.uint8), 0, 1, None)

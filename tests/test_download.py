@@ -160,7 +160,7 @@ def test_real_published_files_download_and_verify(tmp_path, server, mnist_dir_pa
     for spec in specs:
         server.routes[f"/m/{spec.name}.gz"] = (200, (mnist_dir_path / f"{spec.name}.gz")
                                                .read_bytes())
-    from mnist_gpu.data import download
+    from mnist_gpu.data.download import download
 
     for spec in specs:
         content, failures = download(spec, tmp_path, [server.mirror("m")])

@@ -11,9 +11,10 @@ import numba
 import numpy as np
 import pytest
 
-from mnist_gpu import linear
+from mnist_gpu.model import tutorial
+from mnist_gpu import kernels
 from mnist_gpu.backend import BackendUnavailable
-from mnist_gpu.trainer import TrainConfig, to_device_data, train
+from mnist_gpu.training import TrainConfig, to_device_data, train
 
 DTYPES = ["float64", "float32"]
 
@@ -21,7 +22,7 @@ DTYPES = ["float64", "float32"]
 @pytest.fixture
 def fused(numpy_backend):
     try:
-        return numpy_backend.fused_inference()
+        return kernels.inference_pass(numpy_backend)
     except BackendUnavailable as err:
         pytest.skip(str(err))
 
@@ -39,7 +40,7 @@ def test_lit_pixel_listing_matches_numpy(fused, mnist):
     X[2, 5] = 1.0
     X[3, :] = 0.25  # every pixel lit
     X[5, 783] = 0.75  # row 4 blank, row 5 lit only at its last pixel
-    for images in (X, linear.scale_images(mnist.test_images[:500], "float64", xp=np)):
+    for images in (X, tutorial.scale_images(mnist.test_images[:500], "float64", xp=np)):
         lit = fused.prepare(images)
         for ours, expected in zip((lit.indptr, lit.indices, lit.values), dense_lists(images)):
             np.testing.assert_array_equal(ours, expected)
@@ -48,17 +49,17 @@ def test_lit_pixel_listing_matches_numpy(fused, mnist):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_classes_and_errors_match_the_dense_product(fused, mnist, dtype):
-    X = linear.scale_images(mnist.test_images, dtype, xp=np)
+    X = tutorial.scale_images(mnist.test_images, dtype, xp=np)
     Y = np.eye(10, dtype=dtype)[mnist.test_labels]
     lit = fused.prepare(X)
     for seed in range(3):
-        W = linear.init_weights(seed, dtype) - 0.5  # mixed signs, so the classes vary
+        W = tutorial.init_weights(seed, dtype) - 0.5  # mixed signs, so the classes vary
         classes = fused.classify(W, lit)
         assert classes.dtype == np.int64
         agree = np.mean(classes == np.argmax(X @ W, axis=1))
         assert agree == 1.0 if dtype == "float64" else agree >= 0.9995
         correct, errors = fused.evaluate(W, lit, mnist.test_labels)
-        expected_correct, expected_errors = linear.evaluate(W, X, mnist.test_labels, Y, xp=np)
+        expected_correct, expected_errors = tutorial.evaluate(W, X, mnist.test_labels, Y, xp=np)
         assert abs(int(correct) - int(expected_correct)) <= (0 if dtype == "float64" else 5)
         assert errors.dtype == np.dtype(dtype)
         assert float(errors) == pytest.approx(float(expected_errors),
@@ -81,8 +82,8 @@ def test_argmax_follows_numpy_on_ties_and_nan(fused):
 
 
 def test_results_do_not_depend_on_the_number_of_threads(fused, mnist):
-    X = linear.scale_images(mnist.test_images, "float32", xp=np)
-    W = linear.init_weights(4, "float32") - 0.5
+    X = tutorial.scale_images(mnist.test_images, "float32", xp=np)
+    W = tutorial.init_weights(4, "float32") - 0.5
     lit = fused.prepare(X)
     threads = numba.get_num_threads()
     try:
@@ -100,19 +101,19 @@ def test_results_do_not_depend_on_the_number_of_threads(fused, mnist):
 def test_refuses_weights_it_would_disagree_on(fused, mnist):
     """The dense product spreads a NaN or infinite weight to every image; skipping the unlit
     pixels would not, so such weights are refused."""
-    X = linear.scale_images(mnist.test_images[:10], "float32", xp=np)
+    X = tutorial.scale_images(mnist.test_images[:10], "float32", xp=np)
     lit = fused.prepare(X)
     for bad in (np.nan, np.inf):
-        W = linear.init_weights(0, "float32")
+        W = tutorial.init_weights(0, "float32")
         W[700, 2] = bad
         with pytest.raises(ValueError, match="NaN or infinite"):
             fused.classify(W, lit)
     with pytest.raises(ValueError, match="dtype"):
-        fused.classify(linear.init_weights(0, "float64"), lit)
+        fused.classify(tutorial.init_weights(0, "float64"), lit)
     with pytest.raises(ValueError, match=r"\(784, 10\)"):  # rows the listed pixels would overrun
-        fused.classify(linear.init_weights(0, "float32", shape=(700, 10)), lit)
+        fused.classify(tutorial.init_weights(0, "float32", shape=(700, 10)), lit)
     with pytest.raises(ValueError, match="labels"):
-        fused.evaluate(linear.init_weights(0, "float32"), lit, mnist.test_labels[:9])
+        fused.evaluate(tutorial.init_weights(0, "float32"), lit, mnist.test_labels[:9])
 
 
 @pytest.mark.parametrize("config", [dict(kernel="fused"), dict(kernel="array"),
@@ -126,12 +127,11 @@ def test_training_evaluates_with_the_fused_pass_only_beside_it(backend, mnist, c
     fused_training = config["kernel"] == "fused"
     if fused_training:
         try:
-            (backend.fused_per_image if config.get("batch_size", 1) == 1
-             else backend.fused_minibatch)()
+            kernels.training_pass(backend, config.get("batch_size", 1))
         except BackendUnavailable as err:
             pytest.skip(str(err))
     try:
-        backend.fused_inference()
+        kernels.inference_pass(backend)
         has_inference = True
     except BackendUnavailable:
         has_inference = False

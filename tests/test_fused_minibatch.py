@@ -13,7 +13,8 @@ import numba
 import numpy as np
 import pytest
 
-from mnist_gpu import linear
+from mnist_gpu.model import tutorial
+from mnist_gpu import kernels
 from mnist_gpu.backend import BackendUnavailable
 
 DTYPES = ["float64", "float32"]
@@ -22,7 +23,7 @@ DTYPES = ["float64", "float32"]
 @pytest.fixture
 def fused(numpy_backend):
     try:
-        return numpy_backend.fused_minibatch()
+        return kernels.training_pass(numpy_backend, 2)
     except BackendUnavailable as err:
         pytest.skip(str(err))
 
@@ -30,7 +31,7 @@ def fused(numpy_backend):
 @pytest.fixture
 def rows(fused):
     """The row operations, compiled into small wrappers (after the fixture checked Numba)."""
-    from mnist_gpu.simd_rows import add_lit_outer, lit_scores, minus_onehot, sub_lit_outer
+    from mnist_gpu.kernels.cpu_rows import add_lit_outer, lit_scores, minus_onehot, sub_lit_outer
 
     @numba.njit
     def scores(W, indices, values, first, last):
@@ -99,22 +100,22 @@ def test_row_operations_round_as_a_numpy_loop(rows, dtype):
 
 
 def small_set(mnist, dtype, n=2000):
-    X = linear.scale_images(mnist.train_images[:n], dtype, xp=np)
+    X = tutorial.scale_images(mnist.train_images[:n], dtype, xp=np)
     Y = np.eye(10, dtype=dtype)[mnist.train_labels[:n]]
     return X, Y, mnist.train_labels[:n]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matches_the_array_steps_on_any_range(fused, mnist, dtype):
-    """Steps over ``start:stop`` of a shuffled order, as ``linear.minibatch_steps`` takes them,
+    """Steps over ``start:stop`` of a shuffled order, as ``tutorial.minibatch_steps`` takes them,
     with a short last batch."""
     X, Y, labels = small_set(mnist, dtype)
     lit = fused.prepare(X)
     order = np.random.default_rng(3).permutation(len(X))
-    start = linear.init_weights(1, dtype)
+    start = tutorial.init_weights(1, dtype)
     ours, reference = start.copy(), start.copy()
     fused.run_minibatch(ours, lit, labels, 0.05, 300, 600, 1950, order=order)
-    linear.minibatch_steps(reference, X, Y, 0.05, 300, 600, 1950, order=order, xp=np)
+    tutorial.minibatch_steps(reference, X, Y, 0.05, 300, 600, 1950, order=order, xp=np)
     tolerance = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours, reference, **tolerance)
     assert ours.dtype == np.dtype(dtype) and not np.array_equal(ours, start)
@@ -123,7 +124,7 @@ def test_matches_the_array_steps_on_any_range(fused, mnist, dtype):
 def test_weights_do_not_depend_on_the_number_of_threads(fused, mnist):
     X, _, labels = small_set(mnist, "float32")
     lit = fused.prepare(X)
-    start = linear.init_weights(2, "float32")
+    start = tutorial.init_weights(2, "float32")
     threads = numba.get_num_threads()
     results = []
     try:
@@ -143,9 +144,9 @@ def test_weights_do_not_depend_on_the_number_of_threads(fused, mnist):
 def test_refuses_what_it_would_misread(fused, mnist):
     X, _, labels = small_set(mnist, "float32", n=50)
     lit = fused.prepare(X)
-    W = linear.init_weights(0, "float32")
+    W = tutorial.init_weights(0, "float32")
     with pytest.raises(ValueError, match="dtype"):
-        fused.run_minibatch(linear.init_weights(0, "float64"), lit, labels, 0.01, 10, 0, 50)
+        fused.run_minibatch(tutorial.init_weights(0, "float64"), lit, labels, 0.01, 10, 0, 50)
     with pytest.raises(ValueError, match=r"\(784, 10\)"):
         fused.run_minibatch(np.zeros((700, 10), np.float32), lit, labels, 0.01, 10, 0, 50)
     with pytest.raises(ValueError, match="batch size"):

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from mnist_gpu import cli
 from mnist_gpu.data import DataError, load_mnist, parse_idx, read_idx
-from mnist_gpu.weights_io import WeightsFileError, load_arrays, load_weights, save_weights
+from mnist_gpu.io.weights import WeightsFileError, load_arrays, load_weights, save_weights
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -231,7 +231,7 @@ def test_a_process_killed_during_a_save_keeps_the_previous_file(tmp_path):
     save_weights(path, np.ones((784, 10)), {"version": 1})
     code = textwrap.dedent(f"""
         import os, numpy as np
-        from mnist_gpu.weights_io import save_weights
+        from mnist_gpu.io.weights import save_weights
         os.replace = lambda src, dst: os._exit(9)  # killed between the write and the rename
         save_weights({str(path)!r}, np.zeros((784, 10)), {{"version": 2}})
     """)
@@ -245,12 +245,12 @@ def test_a_process_killed_during_a_save_keeps_the_previous_file(tmp_path):
 
 
 def test_out_of_memory_names_the_batch_size(mnist_dir_path, monkeypatch, capsys):
-    from mnist_gpu import linear
+    from mnist_gpu.model import tutorial
 
     def out_of_memory(*args, **kwargs):
         raise MemoryError("Out of memory allocating 3,136,000 bytes")
 
-    monkeypatch.setattr(linear, "minibatch_step", out_of_memory)
+    monkeypatch.setattr(tutorial, "minibatch_step", out_of_memory)
     status = cli.main(["train", "--backend", "numpy", "--batch-size", "1000", "--kernel", "array",
                        "--data-dir", str(mnist_dir_path), "--offline", "--quiet"])
     assert status == 1
@@ -263,7 +263,7 @@ def test_out_of_memory_names_the_batch_size(mnist_dir_path, monkeypatch, capsys)
 def test_cupy_out_of_memory_takes_the_same_path():
     """CuPy's own error type, raised through the guard the training loops use."""
     from mnist_gpu.backend import CupyBackend
-    from mnist_gpu.trainer import DeviceOutOfMemory, device_memory_guard
+    from mnist_gpu.training.device_data import DeviceOutOfMemory, device_memory_guard
 
     class OutOfMemoryError(Exception):  # like cupy.cuda.memory.OutOfMemoryError: no MemoryError
         pass
@@ -279,14 +279,14 @@ def test_cupy_out_of_memory_takes_the_same_path():
 
 
 def test_evaluation_works_in_bounded_chunks(numpy_backend):
-    from mnist_gpu import linear
+    from mnist_gpu.model import tutorial
 
     X = numpy_backend.to_device(np.random.default_rng(0).random((25, 784)))
     labels = numpy_backend.to_device(np.arange(25) % 10)
     Y = numpy_backend.to_device(np.eye(10)[np.arange(25) % 10])
     W = numpy_backend.to_device(np.random.default_rng(1).random((784, 10)))
-    whole = linear.evaluate(W, X, labels, Y, chunk=1000)
-    chunked = linear.evaluate(W, X, labels, Y, chunk=4)
+    whole = tutorial.evaluate(W, X, labels, Y, chunk=1000)
+    chunked = tutorial.evaluate(W, X, labels, Y, chunk=4)
     assert int(whole[0]) == int(chunked[0])
     assert float(whole[1]) == pytest.approx(float(chunked[1]), rel=1e-12)
 
@@ -307,7 +307,7 @@ def test_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch, tiny_mnist_arr
 
     from test_download import Server
 
-    from mnist_gpu import data as data_module
+    from mnist_gpu.io import files as data_module
     from mnist_gpu.data import FileSpec
 
     raw = idx_bytes(tiny_mnist_arrays["t10k-labels-idx1-ubyte"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_gpu import linear, mlp
-from mnist_gpu.mlp import Architecture, MLPConfig, train_mlp
-from mnist_gpu.trainer import TrainConfig, to_device_data, train
+from mnist_gpu.model import network, tutorial
+from mnist_gpu.model.architecture import Architecture
+from mnist_gpu.training import MLPConfig, train_mlp
+from mnist_gpu.training import TrainConfig, to_device_data, train
 
 ARCHS = [
     Architecture((), "relu", False, "mse"),
@@ -24,7 +25,7 @@ def _small_problem(arch, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.random((5, 784)) * (rng.random((5, 784)) < 0.2)  # sparse like MNIST
     Y = np.eye(10)[rng.integers(0, 10, 5)]
-    params = mlp.init_params(arch, seed, "float64")
+    params = network.init_params(arch, seed, "float64")
     # Non-zero biases and small weights so every activation sits in its curved region.
     params = [(W * 0.3, None if b is None else rng.normal(0, 0.1, b.shape)) for W, b in params]
     return X, Y, params
@@ -33,7 +34,7 @@ def _small_problem(arch, seed=0):
 @pytest.mark.parametrize("arch", ARCHS, ids=[a.describe() for a in ARCHS])
 def test_gradients_match_finite_differences(arch):
     X, Y, params = _small_problem(arch)
-    loss, grads = mlp.gradients(params, X, Y, arch, np)
+    loss, grads = network.gradients(params, X, Y, arch, np)
     # The squared error's delta is out - Y, half the gradient of the summed squares.
     scale = 0.5 if arch.loss == "mse" else 1.0
     rng = np.random.default_rng(1)
@@ -47,9 +48,9 @@ def test_gradients_match_finite_differences(arch):
             for index in rng.choice(flat.size, size=min(12, flat.size), replace=False):
                 saved = flat[index]
                 flat[index] = saved + eps
-                up = float(mlp.gradients(params, X, Y, arch, np)[0])
+                up = float(network.gradients(params, X, Y, arch, np)[0])
                 flat[index] = saved - eps
-                down = float(mlp.gradients(params, X, Y, arch, np)[0])
+                down = float(network.gradients(params, X, Y, arch, np)[0])
                 flat[index] = saved
                 numeric = scale * (up - down) / (2 * eps)
                 analytic = grad.reshape(-1)[index]
@@ -59,7 +60,7 @@ def test_gradients_match_finite_differences(arch):
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
     out = np.array([[1000.0, 0.0, -1000.0] + [0.0] * 7])
     Y = np.eye(10)[[0]]
-    loss, delta = mlp.loss_and_delta(out, Y, "ce", np)
+    loss, delta = network.loss_and_delta(out, Y, "ce", np)
     assert np.isfinite(loss) and loss == pytest.approx(0.0, abs=1e-12)
     assert np.all(np.isfinite(delta))
 
@@ -68,8 +69,8 @@ def test_the_tutorial_is_the_special_case(backend, mnist):
     """No hidden layer, no bias, squared error, plain SGD: the same weights as ``linear``."""
     arch = Architecture()
     assert arch.is_tutorial
-    np.testing.assert_array_equal(mlp.init_params(arch, 3, "float64")[0][0],
-                                  linear.init_weights(3, "float64"))
+    np.testing.assert_array_equal(network.init_params(arch, 3, "float64")[0][0],
+                                  tutorial.init_weights(3, "float64"))
     data = to_device_data(backend, mnist, "float64", limit=3000)
     deep = train_mlp(data, MLPConfig(arch, lr=0.02, batch_size=100, epochs=2, seed=3,
                                      shuffle=True))
@@ -116,12 +117,12 @@ def test_schedules():
 
 def test_saved_parameters_round_trip():
     arch = Architecture((5,), "relu", True, "ce")
-    params = mlp.init_params(arch, 0, "float32")
-    arrays = mlp.params_to_arrays(params)
-    back = mlp.params_from_arrays(arrays, arch)
+    params = network.init_params(arch, 0, "float32")
+    arrays = network.params_to_arrays(params)
+    back = network.params_from_arrays(arrays, arch)
     for (W, b), (W2, b2) in zip(params, back):
         np.testing.assert_array_equal(W, W2)
         np.testing.assert_array_equal(b, b2)
     arrays["W1"] = arrays["W1"][:, :3]
     with pytest.raises(ValueError, match="W1 has shape"):
-        mlp.params_from_arrays(arrays, arch)
+        network.params_from_arrays(arrays, arch)

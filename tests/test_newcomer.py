@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 
 from mnist_gpu import cli
-from mnist_gpu.weights_io import save_weights
+from mnist_gpu.io.weights import save_weights
 
 
 # --------------------------------------------------------------------------- 1. divergence

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_gpu import linear
-from mnist_gpu.trainer import TrainConfig, evaluate_weights, to_device_data, train
+from mnist_gpu import kernels
+from mnist_gpu.model import tutorial
+from mnist_gpu.training import TrainConfig, evaluate_weights, to_device_data, train
 
 TOLERANCE = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-5)}
 DTYPES = ["float64", "float32"]
@@ -26,7 +27,7 @@ DTYPES = ["float64", "float32"]
 @pytest.fixture(scope="module")
 def host_start():
     """One set of initial weights per dtype, drawn once on the host."""
-    return {d: linear.init_weights(123, d) for d in DTYPES}
+    return {d: tutorial.init_weights(123, d) for d in DTYPES}
 
 
 def trained(backend, mnist, dtype, start, limit=None, **config):
@@ -66,7 +67,7 @@ def test_same_predictions_on_the_test_set(backend, numpy_backend, mnist, host_st
     reference = to_device_data(numpy_backend, mnist, dtype)
     with backend.activate():
         predictions = backend.to_host(
-            backend.xp.argmax(linear.predict(backend.to_device(weights), ours.test_x), axis=1))
+            backend.xp.argmax(tutorial.predict(backend.to_device(weights), ours.test_x), axis=1))
     expected = np.argmax(reference.test_x @ weights, axis=1)
     assert np.mean(predictions == expected) >= (1.0 if dtype == "float64" else 0.9995)
     assert evaluate_weights(ours, weights).accuracy == pytest.approx(
@@ -80,7 +81,7 @@ def fused_or_skip(backend):
     from mnist_gpu.backend import BackendUnavailable
 
     try:
-        backend.fused_per_image()
+        kernels.training_pass(backend, 1)
     except BackendUnavailable as err:
         pytest.skip(str(err))
 
@@ -132,7 +133,7 @@ def fused_minibatch_or_skip(backend):
     from mnist_gpu.backend import BackendUnavailable
 
     try:
-        backend.fused_minibatch()
+        kernels.training_pass(backend, 2)
     except BackendUnavailable as err:
         pytest.skip(str(err))
 
@@ -170,11 +171,11 @@ def test_dtype_is_kept_on_the_device(backend, mnist, dtype):
     want = getattr(xp, dtype)
     assert data.train_x.dtype == want and data.train_y.dtype == want and data.test_x.dtype == want
     with backend.activate():
-        W = backend.to_device(linear.init_weights(0, dtype))
-        linear.per_image_steps(W, data.train_x, data.train_y, 0.01, range(8), xp=xp)
-        linear.minibatch_steps(W, data.train_x, data.train_y, 0.01, 16, 0, 64, xp=xp)
+        W = backend.to_device(tutorial.init_weights(0, dtype))
+        tutorial.per_image_steps(W, data.train_x, data.train_y, 0.01, range(8))
+        tutorial.minibatch_steps(W, data.train_x, data.train_y, 0.01, 16, 0, 64, xp=xp)
         assert W.dtype == want  # no float64 creeping in through Python scalars
-        correct, errors = linear.evaluate(W, data.test_x, data.test_labels, data.test_y, xp=xp)
+        correct, errors = tutorial.evaluate(W, data.test_x, data.test_labels, data.test_y, xp=xp)
         assert errors.dtype == want
         # Results stay in the backend's library (and, for the stand-in, on its fake device).
         assert type(W) is type(data.train_x)
@@ -188,8 +189,8 @@ def test_per_image_equals_minibatch_of_one(backend, mnist, host_start):
     with backend.activate():
         a = backend.to_device(host_start["float64"])
         b = backend.to_device(host_start["float64"])
-        linear.per_image_steps(a, data.train_x, data.train_y, 0.01, range(300), xp=xp)
-        linear.minibatch_steps(b, data.train_x, data.train_y, 0.01, 1, 0, 300, xp=xp)
+        tutorial.per_image_steps(a, data.train_x, data.train_y, 0.01, range(300))
+        tutorial.minibatch_steps(b, data.train_x, data.train_y, 0.01, 1, 0, 300, xp=xp)
         np.testing.assert_allclose(backend.to_host(a), backend.to_host(b), **TOLERANCE["float64"])
 
 
@@ -212,7 +213,7 @@ def test_same_seed_is_bit_identical(backend, mnist, config):
 
 def test_inputs_are_not_modified(backend, mnist):
     before = {k: v.copy() for k, v in vars(mnist).items()}
-    start = linear.init_weights(0, "float32")
+    start = tutorial.init_weights(0, "float32")
     start_copy = start.copy()
     data = to_device_data(backend, mnist, "float32", limit=500)
     x_before = backend.to_host(data.train_x)
@@ -241,20 +242,19 @@ def test_golden_toy_problem_worked_by_hand(backend):
                             W2 = W1 - 0.5 * outer(x, delta)
                                = [[0.6875, -0.125], [-0.171875, 0.78125], [0.171875, 0.21875]]
     """
-    xp = backend.xp
     W = backend.to_device(np.array([[0.5, 0.0], [0.0, 1.0], [0.25, 0.5]]))
     X = backend.to_device(np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.0]]))
     Y = backend.to_device(np.array([[1.0, 0.0], [0.0, 1.0]]))
     with backend.activate():
-        linear.per_image_steps(W, X, Y, 0.5, [0], xp=xp)
+        tutorial.per_image_steps(W, X, Y, 0.5, [0])
         np.testing.assert_array_equal(backend.to_host(W),
                                       [[0.6875, -0.125], [0.0, 1.0], [0.34375, 0.4375]])
-        linear.per_image_steps(W, X, Y, 0.5, [1], xp=xp)
+        tutorial.per_image_steps(W, X, Y, 0.5, [1])
         np.testing.assert_array_equal(backend.to_host(W),
                                       [[0.6875, -0.125], [-0.171875, 0.78125], [0.171875, 0.21875]])
         # The same two images as one batch of two: W0 - (0.5/2) * X^T (X W0 - Y).
         B = backend.to_device(np.array([[0.5, 0.0], [0.0, 1.0], [0.25, 0.5]]))
-        linear.minibatch_step(B, X, Y, 0.5)
+        tutorial.minibatch_step(B, X, Y, 0.5)
         # X W0 - Y = [[-0.375, 0.25], [0.25, 0.5]]; X^T of that = [[-0.375, 0.25], [0.25, 0.5],
         # [0.0625, 0.625]]; times 0.25 subtracted from W0:
         np.testing.assert_array_equal(backend.to_host(B),

@@ -18,10 +18,11 @@ from conftest import REPO
 
 Image = pytest.importorskip("PIL.Image")
 
-from mnist_gpu import cli, visual  # noqa: E402
+from mnist_gpu import cli  # noqa: E402
+from mnist_gpu.viz import digits as visual  # noqa: E402
 from mnist_gpu.backend import get_backend  # noqa: E402
-from mnist_gpu.trainer import TrainConfig, to_device_data, train  # noqa: E402
-from mnist_gpu.weights_io import save_weights  # noqa: E402
+from mnist_gpu.training import TrainConfig, to_device_data, train  # noqa: E402
+from mnist_gpu.io.weights import save_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mnist_gpu import cli, linear
+from mnist_gpu import cli
+from mnist_gpu.model import tutorial
 from mnist_gpu.sweep import (
     Member, bytes_per_model, grid, parse_alphas, parse_seeds, plan_chunks, run_sweep,
 )
-from mnist_gpu.trainer import TrainConfig, to_device_data, train, train_models
+from mnist_gpu.training import TrainConfig, to_device_data, train, train_models
 
 ALPHAS, SEEDS = (0.003, 0.01), (0, 5)
 CHECKPOINTS = (0, 100, 400)
@@ -37,10 +38,11 @@ def test_each_model_equals_its_own_train_run(backend, mnist, dtype, batch_size, 
     config = TrainConfig(batch_size=batch_size, epochs=2, shuffle=True, data_seed=3,
                          checkpoints=CHECKPOINTS + (800,), kernel=kernel)
     if kernel == "fused":
-        from mnist_gpu.trainer import BackendUnavailable, _choose_kernel
+        from mnist_gpu.backend import BackendUnavailable
+        from mnist_gpu.training.tutorial import choose_kernel
 
         try:
-            _choose_kernel(backend, config)
+            choose_kernel(backend, config)
         except BackendUnavailable as err:
             pytest.skip(str(err))
     data = to_device_data(backend, _small(mnist), dtype)
@@ -96,7 +98,7 @@ def test_a_diverging_model_is_isolated(backend, mnist, kernel):
         assert np.array_equal(sane.weights[index], wild.weights[index])
         assert sane.models[index].curve == wild.models[index].curve
     # The same model alone is a diverged `train` run.
-    from mnist_gpu.trainer import TrainingDiverged
+    from mnist_gpu.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match=f"at step {step:,} "):
         train(data, replace(config, alpha=5.0, seed=1))
@@ -137,7 +139,7 @@ def test_chunks_are_planned_from_the_memory():
 
 def test_models_of_a_stack_start_from_their_own_seeds(numpy_backend, mnist):
     data = to_device_data(numpy_backend, _small(mnist), "float32")
-    host_w = np.concatenate([linear.init_weights(s, "float32") for s in (4, 9)], axis=1)
+    host_w = np.concatenate([tutorial.init_weights(s, "float32") for s in (4, 9)], axis=1)
     run = train_models(data, TrainConfig(checkpoints=(0,)), [0.0001, 0.0001], host_w)
     assert len(run.curves) == 2 and run.curves[0][0].images_seen == 0
     assert run.curves[0][0].accuracy != run.curves[1][0].accuracy
@@ -188,7 +190,7 @@ def test_sweep_command_writes_table_json_weights_and_plot(mnist_dir_path, tmp_pa
         (0.003, 0), (0.003, 1), (0.01, 0), (0.01, 1), (5.0, 0), (5.0, 1)]
     assert report["models"][4]["diverged"].startswith("at step")
     assert report["summaries"][1]["alpha"] == 0.01 and report["seconds"] > 0
-    from mnist_gpu.weights_io import load_arrays
+    from mnist_gpu.io.weights import load_arrays
 
     arrays, metadata = load_arrays(paths["npz"])
     assert arrays["weights"].shape == (6, 784, 10) and len(metadata["models"]) == 6

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_gpu import cli, mlp, visual
-from mnist_gpu.mlp import Architecture, MLPConfig, train_mlp
-from mnist_gpu.trainer import to_device_data
-from mnist_gpu.weights_io import save_weights
+from mnist_gpu import cli
+from mnist_gpu.model import network, saved
+from mnist_gpu.viz import figures as visual
+from mnist_gpu.model.architecture import Architecture
+from mnist_gpu.training import MLPConfig, train_mlp
+from mnist_gpu.training import to_device_data
+from mnist_gpu.io.weights import save_weights
 
 
 def assert_png(path, size):
@@ -32,7 +35,7 @@ def small_mlp(mnist, tmp_path_factory):
     result = train_mlp(data, MLPConfig(Architecture((64,), "relu", True, "ce"), lr=0.1,
                                        batch_size=64, epochs=2, momentum=0.9, shuffle=True))
     path = tmp_path_factory.mktemp("model") / "mlp.npz"
-    arrays = mlp.params_to_arrays(result.params)
+    arrays = network.params_to_arrays(result.params)
     save_weights(path, arrays.pop("W0"), result.to_json(), **arrays)
     return path, result
 
@@ -70,7 +73,7 @@ def test_eval_prints_and_draws(small_mlp, mnist_dir_path, tmp_path, capsys):
 
 def test_tutorial_weight_map(tmp_path):
     W = np.random.default_rng(0).random((784, 10))
-    visual.plot_weight_maps(W, tmp_path / "maps.png")
+    visual.save_png(visual.plot_weight_maps(W), tmp_path / "maps.png")
     assert_png(tmp_path / "maps.png", (1400, 200))
 
 
@@ -79,7 +82,7 @@ def test_weight_maps_are_drawn_as_the_images_see_them(mnist):
     directions, each output's map looks like its digit: it correlates best with the mean image of
     its own class (the raw weights do not, for most digits)."""
     from mnist_gpu.backend import get_backend
-    from mnist_gpu.trainer import TrainConfig, to_device_data, train
+    from mnist_gpu.training import TrainConfig, to_device_data, train
 
     W = train(to_device_data(get_backend("numpy"), mnist), TrainConfig()).weights
     directions = visual.image_directions(mnist.train_images)
@@ -107,9 +110,9 @@ def test_confusion_matrix_counts():
 @pytest.mark.parametrize("style", ["light on dark", "dark on light"])
 def test_predict_on_mnist_images_written_as_png(small_mlp, mnist, tmp_path, capsys, style):
     path, result = small_mlp
-    arch, params = mlp.load_model(path)
+    arch, params = saved.load_model(path)
     images = mnist.test_images[:60]
-    expected = mlp.classify(params, images / np.float32(255), arch, np)
+    expected = network.classify(params, images / np.float32(255), arch, np)
     agree = 0
     for index, image in enumerate(images.reshape(-1, 28, 28)):
         picture = image if style == "light on dark" else 255 - image

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import linear
-from .sweep import Member, ModelResult, SweepResult
-from .trainer import Checkpoint, TrainConfig
+from ..model.tutorial import N_INPUTS, N_OUTPUTS
+from ..training import Checkpoint, TrainConfig
+from .grid import Member
+from .run import ModelResult, SweepResult
 
 # A lost worker's task is rerun at most this many times before it is reported as failed.
 ALLOWED_FAILURES = 2
@@ -43,7 +44,7 @@ ALLOWED_FAILURES = 2
 # creates it and dies at the start of its task, once per file (see tests/test_cluster.py).
 KILL_ONCE_VARIABLE = "MNIST_GPU_TEST_KILL_WORKER_ONCE"
 # One model's weights, as a results line carries them.
-_MODEL_SHAPE = (linear.N_INPUTS, linear.N_OUTPUTS)
+_MODEL_SHAPE = (N_INPUTS, N_OUTPUTS)
 
 
 class ClusterError(RuntimeError):
@@ -120,7 +121,7 @@ def _count(spec: str) -> int:
 
 def _check_workers(client, spec):
     """Every worker imports this very version of mnist-gpu, or one line says which cannot."""
-    from . import __version__
+    from .. import __version__
 
     if not client.scheduler_info().get("workers"):
         client.wait_for_workers(1, timeout=30)
@@ -137,7 +138,7 @@ def _check_workers(client, spec):
 
 
 def _worker_version():
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -151,9 +152,9 @@ _LOADED = {}  # per worker process: the data, loaded and uploaded once, by what 
 def _worker_data(source, backend_name: str, device: int, dtype: str, limit):
     """The worker's data on its device, loaded and verified on first use only: ``source`` is a
     data directory on the worker, or the MNIST arrays the client scattered."""
-    from .backend import get_backend
-    from .data import load_mnist
-    from .trainer import to_device_data
+    from ..backend import get_backend
+    from ..data import load_mnist
+    from ..training import to_device_data
 
     key = (source if isinstance(source, str) else "scattered", backend_name, device, dtype,
            limit)
@@ -165,7 +166,7 @@ def _worker_data(source, backend_name: str, device: int, dtype: str, limit):
 
 
 def _has_data(directory: str) -> bool:
-    from .data import MNIST_FILES
+    from ..data import MNIST_FILES
 
     return all((Path(directory) / f"{spec.name}.gz").is_file()
                or (Path(directory) / spec.name).is_file() for spec in MNIST_FILES)
@@ -173,7 +174,7 @@ def _has_data(directory: str) -> bool:
 
 def _train_chunk(settings: dict, indices, members, source) -> list[dict]:
     """A task: the members of one chunk trained side by side on this worker's device."""
-    from .sweep import run_sweep
+    from .run import run_sweep
 
     flag = os.environ.get(KILL_ONCE_VARIABLE)
     if flag and not os.path.exists(flag):
@@ -281,7 +282,7 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
         progress(sum(1 for c in chunks if c not in todo for _ in c))
     source = str(data_dir.resolve())
     if not all(client.run(_has_data, source).values()):
-        from .data import load_mnist
+        from ..data import load_mnist
 
         if log:
             log(f"some workers have no MNIST in {source}: sending them this client's copy, once")

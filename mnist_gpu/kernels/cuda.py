@@ -7,34 +7,26 @@ block per model; ``launch_plan`` decides, from the device's figures and from how
 images light each pixel, which rows each block keeps on chip, so that as many blocks as possible
 run at once (1,024 float32 models in one wave on an H200).
 
-The backend hands this module its CuPy namespace and device; it imports no library itself.
+It works through the CuPy backend it is given (its namespace and device); it imports no
+library itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 
 import numpy as np
 
-KERNEL_SOURCE = resources.files(__package__).joinpath("kernels/fused_pass.cu")
+from ..data import N_PIXELS
+from .lit import LitPixels
+
+KERNEL_SOURCE = resources.files(__package__).joinpath("fused_pass.cu")
 # --fmad=false: keep each multiply and add separately rounded, as the array path does, so the
 # kernel's weights follow the array path's to within the rounding of a different summation order.
 COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
 WARP = 32
-N_PIXELS, N_OUT = 784, 10
-
-
-@dataclass(frozen=True)
-class LitPixels:
-    """The lit pixels of every image, on the device: image i's are ``indptr[i]:indptr[i + 1]``,
-    each named by its pixel's rank (0: the pixel most often lit; see the kernel)."""
-
-    indptr: object  # int64 (n + 1,)
-    indices: object  # int32 ranks of the lit pixels, in pixel order within each image
-    values: object  # the pixels' values, in the weights' dtype
-    pixel_of_rank: object  # int32 (784,): the pixel of each rank
-    rank_counts: np.ndarray  # host int64 (784,): how many images light the pixel of each rank
+N_OUT = 10
 
 
 # The rows left in global memory may carry at most this share of the lit pixels (the kernel reads
@@ -89,10 +81,14 @@ class FusedCUDA:
     """The fused per-image pass for CuPy arrays on one device."""
 
     name = "cuda"
+    # Compiled and checked on the CPU (tests/test_cuda_emulated.py) but not yet measured on a
+    # GPU: ``--kernel auto`` does not take it.
+    verified = False
+    minibatch = False
 
-    def __init__(self, cupy, device):
-        self.cp = cupy
-        self.device = device
+    def __init__(self, backend):
+        self.backend = backend
+        self.cp = backend.xp
         self._module = None
         self._properties = None
 
@@ -104,7 +100,7 @@ class FusedCUDA:
 
     def prepare(self, X) -> LitPixels:
         cp = self.cp
-        with self.device:
+        with self.backend.activate():
             lit = X != 0
             indptr = cp.zeros(X.shape[0] + 1, dtype=cp.int64)
             cp.cumsum(cp.sum(lit, axis=1), out=indptr[1:])
@@ -116,7 +112,7 @@ class FusedCUDA:
             pixel_of_rank = np.argsort(-counts, kind="stable").astype(np.int32)
             rank_of_pixel = np.empty(N_PIXELS, dtype=np.int32)
             rank_of_pixel[pixel_of_rank] = np.arange(N_PIXELS, dtype=np.int32)
-            prepared = LitPixels(indptr, cp.asarray(rank_of_pixel)[columns], X[lit],
+            prepared = LitPixels(indptr, cp.asarray(rank_of_pixel)[columns], X[lit], N_PIXELS,
                                  cp.asarray(pixel_of_rank), counts[pixel_of_rank])
             self._kernel(X.dtype)  # compile now, not inside the first timed segment
         return prepared
@@ -124,21 +120,19 @@ class FusedCUDA:
     def plan(self, models: int, dtype, lit: LitPixels) -> LaunchPlan:
         """The launch of ``models`` blocks of ``dtype`` weights on this device."""
         if self._properties is None:  # one query of the driver, not one per segment
-            self._properties = self.cp.cuda.runtime.getDeviceProperties(self.device.id)
+            self._properties = self.cp.cuda.runtime.getDeviceProperties(self.backend.device_id)
         return launch_plan(models, np.dtype(dtype).itemsize, lit.rank_counts, self._properties)
 
-    def run(self, W, lit: LitPixels, labels, alpha, start, stop, order=None):
-        """Train ``W`` in place on the images at positions ``start:stop`` (of ``order`` if given).
+    def launch_plan(self, models: int, dtype, lit: LitPixels) -> dict:
+        """The launch plan of ``plan`` as a record, for a benchmark row."""
+        return asdict(self.plan(models, dtype, lit))
 
-        One launch; nothing is read back, so the call returns as soon as the launch is queued.
-        """
-        return self.run_models(W, lit, labels, [alpha], 1, start, stop, order)
-
-    def run_models(self, W, lit: LitPixels, labels, alphas, batch_size, start, stop,
-                   order=None):
-        """Train models side by side, ``W`` (784, 10 M) in place, model m with ``alphas[m]``: one
-        launch of M blocks, one model each. Per image only (``batch_size`` 1): the GPU's
-        mini-batches are cuBLAS products."""
+    def train(self, W, lit: LitPixels, labels, alphas, batch_size, start, stop, order=None):
+        """Train models side by side, ``W`` (784, 10 M) in place, model m with ``alphas[m]``,
+        over positions ``start:stop`` (of ``order`` if given): one launch of M blocks, one model
+        each (one model: one block). Per image only (``batch_size`` 1): the GPU's mini-batches
+        are cuBLAS products. Nothing is read back, so the call returns once the launch is
+        queued."""
         cp = self.cp
         models = len(alphas)
         if batch_size != 1:
@@ -147,10 +141,10 @@ class FusedCUDA:
                 or not W.flags.c_contiguous):
             raise ValueError(f"the fused pass needs C-contiguous (784, {N_OUT * models}) weights "
                              "in the data's dtype")
-        with self.device:
+        with self.backend.activate():
             # The kernel indexes the lists with these positions unchecked: an index out of range
             # would read (and write) other memory, so they are checked here, on the host.
-            _check_positions(lit, labels, start, stop, order)
+            check_positions(lit, labels, start, stop, order)
             if stop <= start:
                 return W
             kernel = self._kernel(W.dtype)
@@ -172,7 +166,7 @@ class FusedCUDA:
         return W
 
 
-def _check_positions(lit: LitPixels, labels, start, stop, order) -> None:
+def check_positions(lit: LitPixels, labels, start, stop, order) -> None:
     """Refuse positions, an order or labels that would send the kernel outside its arrays.
 
     With an order, its entries in ``start:stop`` are checked on the device and their range read

@@ -5,7 +5,7 @@ A single tutorial model cannot fill a GPU (one warp of thousands) and barely use
 units between its reads of an image; many models that see the same images in the same order
 share every read of an image and fill both. ``run_sweep`` builds the grid's initial weights on
 the host (each model exactly as ``train --seed`` draws it), trains them side by side through
-``trainer.train_models`` (the tutorial's loop, one stack), and reports every model as its own run
+``training.train_models`` (the tutorial's loop, one stack), and reports every model as its own run
 would: the same weights, the same accuracy table. A model that diverges is marked at its step
 and frozen there; the others are unaffected.
 
@@ -16,77 +16,17 @@ data uploaded once.
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from . import linear
-from .trainer import (
-    Checkpoint, DeviceData, TrainConfig, TrainingDiverged, kernel_name, train_models,
+from ..model.tutorial import N_INPUTS, N_OUTPUTS, init_weights
+from ..training import (
+    Checkpoint, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name, train_mlp,
+    train_models,
 )
-
-# --------------------------------------------------------------------------- the grid
-
-
-def parse_alphas(text: str) -> tuple[float, ...]:
-    """``0.001,0.003,0.01``: positive, finite, distinct learning rates, in the order given."""
-    if not text.strip():
-        raise ValueError("no learning rate given: list them, as in 0.001,0.01,0.1")
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = float(part)
-        except ValueError:
-            raise ValueError(f"not a number: {part!r} in {text!r}") from None
-        if not (value > 0 and np.isfinite(value)):
-            raise ValueError(f"learning rates must be positive numbers, not {part}")
-        values.append(value)
-    return _distinct(values, "learning rate")
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``0-9`` or ``0,3,7`` or ``0-4,10``: non-negative, distinct seeds, in the order given."""
-    if not text.strip():
-        raise ValueError("no seed given: list them, as in 0-4 or 0,3,7")
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        low, dash, high = part.partition("-")
-        try:
-            first = int(low)
-            last = int(high) if dash else first
-        except ValueError:
-            raise ValueError(f"not a seed or a range of seeds: {part!r} in {text!r}") from None
-        if first < 0:
-            raise ValueError(f"seeds must be non-negative, not {first}")
-        if last < first:
-            raise ValueError(f"the range {part} is empty: write it from low to high")
-        values.extend(range(first, last + 1))
-    return _distinct(values, "seed")
-
-
-def _distinct(values, what):
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"{what} {repeated[0]} is listed twice")
-    return tuple(values)
-
-
-@dataclass(frozen=True)
-class Member:
-    """One configuration of the grid."""
-
-    alpha: float
-    seed: int
-
-
-def grid(alphas, seeds) -> list[Member]:
-    """Every (alpha, seed) pair, learning rate first: the models of a sweep, in order."""
-    return [Member(a, s) for a, s in itertools.product(alphas, seeds)]
-
+from .grid import Member
 
 # --------------------------------------------------------------------------- memory
 
@@ -95,10 +35,10 @@ def bytes_per_model(batch_size: int, itemsize: int, fused: bool) -> int:
     """Device memory one model of a stack needs while training, beyond the shared data: its
     weights, their copy at the last good checkpoint, the gradient and predictions of a batch
     (array path), its padded copies (fused passes), and its share of the evaluation's scores."""
-    weights = linear.N_INPUTS * linear.N_OUTPUTS
+    weights = N_INPUTS * N_OUTPUTS
     words = 2 * weights  # the weights and the last good copy
-    words += 2 * weights * 16 // 10 if fused else weights + 2 * batch_size * linear.N_OUTPUTS
-    words += 2 * linear.N_OUTPUTS * 400  # evaluation: about 2**22 scores per chunk, shared
+    words += 2 * weights * 16 // 10 if fused else weights + 2 * batch_size * N_OUTPUTS
+    words += 2 * N_OUTPUTS * 400  # evaluation: about 2**22 scores per chunk, shared
     return words * itemsize
 
 
@@ -207,7 +147,7 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
     results, weights, seconds, images = [], [], 0.0, 0
     for chunk in chunks:
         chunk_members = [members[i] for i in chunk]
-        host_w = np.concatenate([linear.init_weights(m.seed, data.dtype) for m in chunk_members],
+        host_w = np.concatenate([init_weights(m.seed, data.dtype) for m in chunk_members],
                                 axis=1)
         run = train_models(data, config, [m.alpha for m in chunk_members], host_w)
         for index, member in enumerate(chunk_members):
@@ -215,8 +155,8 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
             results.append(ModelResult(member.alpha, member.seed, run.curves[index],
                                        divergence.where if divergence else None,
                                        divergence.images_seen if divergence else None))
-        weights.append(np.moveaxis(run.weights.reshape(linear.N_INPUTS, len(chunk),
-                                                       linear.N_OUTPUTS), 1, 0))
+        weights.append(np.moveaxis(run.weights.reshape(N_INPUTS, len(chunk),
+                                                       N_OUTPUTS), 1, 0))
         seconds += run.seconds
         images = run.images_trained
         kernel = run.kernel
@@ -230,12 +170,10 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
                        np.concatenate(weights, axis=0), seconds, images, len(chunks))
 
 
-def run_mlp_sweep(data: DeviceData, members: list[Member], config, log=None,
+def run_mlp_sweep(data: DeviceData, members: list[Member], config: MLPConfig, log=None,
                   on_chunk=None) -> SweepResult:
     """Deeper networks, model after model on the device (the data uploaded once): ``config``
-    is an ``mlp.MLPConfig`` whose ``lr`` and ``seed`` are the members'."""
-    from .mlp import train_mlp
-
+    is an ``MLPConfig`` whose ``lr`` and ``seed`` are the members'."""
     results, params, seconds, images = [], [], 0.0, 0
     for member in members:
         model_config = replace(config, lr=member.alpha, seed=member.seed)

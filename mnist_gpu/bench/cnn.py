@@ -1,0 +1,76 @@
+"""The CNN of ``--preset cnn``: training and inference images/s, and its matrix products timed
+apart (their share of the time)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import Backend
+from ..model import network, presets
+from ..model.architecture import training_products
+from ..model.tutorial import N_INPUTS
+from ..training import DeviceData
+from .timing import Row, time_repeats
+
+def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 1024,
+              batch: int = 128, log=None) -> list[Row]:
+    """The CNN of ``--preset cnn``: training images/s (forward, backward, SGD with momentum, in
+    batches of 128) and inference images/s; and, as a row of its own, the matrix products of a
+    training pass alone (the same shapes, timed apart), which says what share of the time they
+    take (the rest: im2col's gathers, pooling, activations)."""
+    xp = backend.xp
+    arch = presets.architecture("cnn")
+    itemsize = np.dtype(data.dtype).itemsize
+    images = min(images, data.n_train)
+    rows = []
+    with backend.activate():
+        host = network.init_params(arch, 0, data.dtype)
+        params = [(backend.to_device(W), backend.to_device(b)) for W, b in host]
+        velocity = [(xp.zeros_like(W), xp.zeros_like(b)) for W, b in params]
+        plan = network.ConvPlan(arch, backend)
+        rng = np.random.default_rng(0)
+
+        def train_pass():
+            for s in range(0, images, batch):
+                e = min(s + batch, images)
+                masks = network.dropout_masks(arch, rng, e - s, data.dtype, backend)
+                _, grads = network.gradients(params, data.train_x[s:e, :], data.train_y[s:e, :],
+                                         arch, xp, plan, masks)
+                network.sgd_step(params, grads, velocity, 0.01, e - s, 0.9, 5e-4)
+
+        products = _cnn_products(arch, batch, images, backend, data.dtype)
+        flops = sum(2.0 * m * k * n * count for (m, k, n), count, _, _ in products)
+        test = min(2000, data.n_test)
+        for name, step, n_images, work in (
+                ("cnn training", train_pass, images, flops),
+                ("cnn matrix products of training", lambda: _run_products(products, backend),
+                 images, flops),
+                ("cnn inference",
+                 lambda: network.classify(params, data.test_x[:test, :], arch, xp, plan=plan), test,
+                 flops / 3 * test / images)):
+            backend.reset_memory_pool()
+            seconds = time_repeats(backend, step, repeats)
+            rows.append(Row(backend.name, data.dtype, "cnn", name, batch, n_images, seconds,
+                            work, float(n_images * (N_INPUTS + 10) * itemsize),
+                            device_memory_rise=backend.memory_pool_rise()))
+            if log:
+                log(f"{backend.name} {data.dtype} {name}: {rows[-1].images_per_second:,.0f} "
+                    "images/s")
+    return rows
+
+
+def _cnn_products(arch, batch, images, backend, dtype):
+    """The products of ``training_products``, with operands of those shapes on the device."""
+    rng = np.random.default_rng(0)
+    return [((m, k, n), count,
+             backend.to_device(rng.random((m, k), dtype=np.dtype(dtype))),
+             backend.to_device(rng.random((k, n), dtype=np.dtype(dtype))))
+            for (m, k, n), count in training_products(arch, batch, images)]
+
+
+def _run_products(products, backend):
+    for _, count, a, b in products:
+        for _ in range(count):
+            a @ b
+
+

@@ -1,0 +1,203 @@
+"""The peers, timed in the same run as our rows: the naive baseline (the same algorithm as a plain
+NumPy loop, as a user first writes it) and PyTorch running the same update and the same CNN, when
+it is installed. PyTorch's settings (TF32) are changed only for the duration of its rows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import presets
+from ..model.architecture import training_flops
+from ..model.tutorial import N_INPUTS, init_weights
+from .timing import HostClock, Row, TorchClock, limit_record, limit_sizes, time_repeats
+from .work import inference_work, train_work
+
+def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: int = 128,
+                    device: str = "cpu", log=None) -> list[Row]:
+    """PyTorch's equivalent of ``--preset cnn`` (same layers, SGD with momentum and weight
+    decay, batches of 128), when PyTorch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if device != "cpu" and not torch.cuda.is_available():
+        device = "cpu"
+    nn = torch.nn
+    tdtype = getattr(torch, dtype)
+    arch = presets.architecture("cnn")
+    torch.manual_seed(0)
+    model = torch_network(nn, arch).to(device=device, dtype=tdtype)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    X = (torch.tensor(mnist.train_images[:images], device=device).to(tdtype) / 255).reshape(
+        -1, 1, 28, 28)
+    y = torch.tensor(mnist.train_labels[:images].astype(np.int64), device=device)
+    Xt = (torch.tensor(mnist.test_images[:2000], device=device).to(tdtype) / 255).reshape(
+        -1, 1, 28, 28)
+    clock = TorchClock(torch, device)
+
+    def train_pass():
+        model.train()
+        for s in range(0, images, batch):
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(X[s:s + batch]), y[s:s + batch]).backward()
+            optimiser.step()
+
+    @torch.no_grad()
+    def inference():
+        model.eval()
+        return model(Xt).argmax(dim=1)
+
+    # The same work as ours is counted, for the same roofline.
+    flops = training_flops(arch, batch, images)
+    traffic = float(images * (N_INPUTS + 10) * np.dtype(dtype).itemsize)
+    rows = [Row(f"torch {device}", dtype, "peer", "torch cnn training", batch, images,
+                time_repeats(clock, train_pass, repeats), flops, traffic),
+            Row(f"torch {device}", dtype, "peer", "torch cnn inference", batch, Xt.shape[0],
+                time_repeats(clock, inference, repeats), flops / 3 * Xt.shape[0] / images,
+                traffic * Xt.shape[0] / images)]
+    if log:
+        log(f"torch {device} {dtype} cnn: {rows[0].images_per_second:,.0f} training images/s")
+    return rows
+
+
+def torch_network(nn, arch):
+    """``arch`` as PyTorch's own layers (``torch.nn``): each convolution with its relu and 2x2
+    max pooling, dropout after the convolutions and after each hidden dense layer."""
+    activation = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[arch.activation]
+    layers, channels = [], 1
+    for shape, filters in zip(arch.conv_shapes() if arch.conv else [], arch.conv):
+        layers += [nn.Conv2d(channels, filters, shape.k, padding=shape.pad, bias=arch.bias),
+                   nn.ReLU(), nn.MaxPool2d(2)]
+        channels = filters
+    layers.append(nn.Flatten())
+    sizes = arch.sizes
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if arch.dropout and (layer > 0 or arch.conv):
+            layers.append(nn.Dropout(arch.dropout))
+        layers.append(nn.Linear(fan_in, fan_out, bias=arch.bias))
+        if layer < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def bench_naive_numpy(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,
+                      log=None) -> list[Row]:
+    """The same algorithm as a plain NumPy loop, as a user first writes it (the tutorial's code)."""
+    itemsize = np.dtype(dtype).itemsize
+    images = (mnist.train_images / 255).astype(dtype)
+    eye = np.eye(10, dtype=dtype)
+    targets = eye[mnist.train_labels]
+    start = init_weights(0, dtype)
+    m = min(per_image_images, len(images))
+    alpha = np.dtype(dtype).type(0.01)
+    rows = []
+
+    def per_image():
+        W = start.copy()
+        for x, label in zip(images[:m], mnist.train_labels[:m]):
+            pred = x @ W
+            delta = pred - eye[label]
+            W -= alpha * np.outer(x, delta)
+
+    def minibatch(b, count):
+        W = start.copy()
+        for s in range(0, count, b):
+            xb, yb = images[s:s + b], targets[s:s + b]
+            W -= (alpha / len(xb)) * (xb.T @ (xb @ W - yb))
+
+    def matmul():
+        return mnist_test @ start  # the product alone, without even the argmax
+
+    mnist_test = (mnist.test_images / 255).astype(dtype)
+    cpu = HostClock()
+    rows.append(Row("naive numpy", dtype, "peer", "naive per-image loop", 1, m,
+                    time_repeats(cpu, per_image, repeats), *train_work(m, 1, itemsize)))
+    for b in batch_sizes:
+        count = m if b == 1 else len(images)
+        rows.append(Row("naive numpy", dtype, "peer", f"naive mini-batch {b}", b, count,
+                        time_repeats(cpu, lambda: minibatch(b, count), repeats),
+                        *train_work(count, b, itemsize)))
+    rows.append(Row("naive numpy", dtype, "peer", "single numpy matmul", None, len(mnist_test),
+                    time_repeats(cpu, matmul, repeats), *inference_work(len(mnist_test), itemsize)))
+    if log:
+        log(f"naive numpy {dtype}: done")
+    return rows
+
+
+def bench_torch(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,
+                device: str = "cpu", quick: bool = False, log=None):
+    """PyTorch running the same update, when it is installed: (rows, the limit of the GPU it ran
+    on, or None on the CPU). ([], None) without PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        if log:
+            log("PyTorch is not installed: no PyTorch peer")
+        return [], None
+    if device != "cpu" and not torch.cuda.is_available():
+        device = "cpu"
+    # Full-precision float32 matrix products, as in our parity runs, for these rows only.
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _torch_rows(torch, mnist, dtype, batch_sizes, repeats, per_image_images, device,
+                           quick, log)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _torch_rows(torch, mnist, dtype, batch_sizes, repeats, per_image_images, device, quick,
+                log):
+    tdtype = getattr(torch, dtype)
+    itemsize = np.dtype(dtype).itemsize
+    X = torch.tensor(mnist.train_images, device=device).to(tdtype) / 255
+    Y = torch.nn.functional.one_hot(torch.tensor(mnist.train_labels.astype(np.int64),
+                                                 device=device), 10).to(tdtype)
+    Xt = torch.tensor(mnist.test_images, device=device).to(tdtype) / 255
+    start = torch.tensor(init_weights(0, dtype), device=device)
+    m = min(per_image_images, X.shape[0])
+    clock = TorchClock(torch, device)
+    rows = []
+
+    @torch.no_grad()
+    def per_image():
+        W = start.clone()
+        for i in range(m):
+            x = X[i]
+            delta = x @ W - Y[i]
+            W -= 0.01 * torch.outer(x, delta)
+
+    @torch.no_grad()
+    def minibatch(b, count):
+        W = start.clone()
+        for s in range(0, count, b):
+            xb, yb = X[s:s + b], Y[s:s + b]
+            W -= (0.01 / xb.shape[0]) * (xb.T @ (xb @ W - yb))
+
+    limit = None
+    if device != "cpu":
+        # Scored against the GPU it ran on, measured the same way by PyTorch itself.
+        n_bytes, side = limit_sizes(quick)
+        src = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
+        a = torch.rand((side, side), dtype=tdtype, device=device,
+                       generator=torch.Generator(device=device).manual_seed(0))
+        limit = limit_record(f"torch on {torch.cuda.get_device_name(device)}", n_bytes,
+                       time_repeats(clock, src.clone, repeats), side,
+                       time_repeats(clock, lambda: a @ a, repeats))
+        del src, a
+    name = f"torch {device}"
+    rows.append(Row(name, dtype, "peer", "torch per-image", 1, m,
+                    time_repeats(clock, per_image, repeats), *train_work(m, 1, itemsize)))
+    for b in batch_sizes:
+        count = m if b == 1 else X.shape[0]
+        rows.append(Row(name, dtype, "peer", f"torch mini-batch {b}", b, count,
+                        time_repeats(clock, lambda: minibatch(b, count), repeats),
+                        *train_work(count, b, itemsize)))
+    rows.append(Row(name, dtype, "peer", "torch inference", None, Xt.shape[0],
+                    time_repeats(clock, lambda: Xt @ start, repeats),
+                    *inference_work(Xt.shape[0], itemsize)))
+    if log:
+        log(f"{name} {dtype}: done")
+    return rows, limit
+
+

@@ -1,0 +1,296 @@
+"""The flags: argument types that fail in one line, the flag groups commands share, the training
+flags of ``train`` and ``sweep``, the presets overlaid on what the command line gave, and the
+configurations built from parsed arguments (once, for every command that trains)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..backend import BACKEND_CHOICES
+from ..model.architecture import ACTIVATIONS, LOSSES, PADDINGS, Architecture
+from ..model.presets import PRESETS
+from ..training import DTYPES, KERNELS, TUTORIAL_CHECKPOINTS, MLPConfig, TrainConfig
+from ..training.config import SCHEDULES
+from .common import UsageError
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, not {text}")
+    return value
+
+
+def fraction_below_one(text):
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), not {text}")
+    return value
+
+
+def fraction(text):
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in 0-1 (or 0%-100%), not {text}")
+    return value
+
+
+def int_list(text, minimum=0):
+    """``0,100,1k,10000`` -> (0, 100, 1000, 10000); a ``k`` suffix means thousands."""
+    values = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            value = int(float(part[:-1]) * 1000) if part.endswith("k") else int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {part}")
+        values.append(value)
+    return tuple(values)
+
+
+def choice_list(choices):
+    def parse(text):
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"choose from {', '.join(choices)}, not {text!r}")
+        return values
+    return parse
+
+
+
+
+def parsed(parse):
+    """An argparse type from a parser that raises ValueError with a one-line reason."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def add_backend_args(parser):
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="array library: cupy (an NVIDIA GPU), numpy (the CPU), or auto "
+                             "(CuPy when a GPU answers, else NumPy) [auto]")
+    parser.add_argument("--device", type=int_at_least(0), default=0,
+                        help="CUDA device number for --backend cupy/auto [0]")
+
+
+def add_data_args(parser):
+    parser.add_argument("--data-dir", default=None,
+                        help="where the MNIST files are or go (else $MNIST_GPU_DATA, else ./data)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download (also $MNIST_GPU_OFFLINE=1)")
+
+
+def add_training_args(parser, sweep: bool) -> dict:
+    """The flags of `train`, and of `sweep` (where --alpha and --seed take lists, and the
+    outputs are files). Returns each setting's option strings, by name, for the presets."""
+    from ..sweep.grid import parse_alphas, parse_seeds
+
+    add_backend_args(parser)
+    add_data_args(parser)
+    p = _Recorder(parser)
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
+    p.add_argument("--batch-size", type=int_at_least(1), default=1,
+                   help="1: the tutorial's per-image update; B: mini-batches of B images [1]")
+    p.add_argument("--epochs", type=int_at_least(1), default=1, help="passes over the data [1]")
+    if sweep:
+        p.add_argument("--alpha", "--lr", type=parsed(parse_alphas), default=(0.01,),
+                       metavar="A,A,...", help="learning rates, e.g. 0.001,0.003,0.01 [0.01]")
+        p.add_argument("--seed", type=parsed(parse_seeds), default=(0,), metavar="S-S,S",
+                       help="seeds of the initial weights, e.g. 0-9 or 0,3,7 [0]")
+        p.add_argument("--data-seed", type=int_at_least(0), default=None,
+                       help="seeds the shuffled order, the same for every model [the first seed]")
+    else:
+        p.add_argument("--alpha", "--lr", type=positive_float, default=0.01,
+                       help="learning rate [0.01]")
+        p.add_argument("--seed", type=int_at_least(0), default=0,
+                       help="seeds the initial weights (and the shuffling, unless --data-seed) "
+                            "[0]")
+        p.add_argument("--data-seed", type=int_at_least(0), default=None,
+                       help="seeds the shuffling apart from the weights [--seed]")
+    p.add_argument("--shuffle", action="store_true",
+                   help="visit the images in a seeded random order each epoch")
+    p.add_argument("--limit", type=int_at_least(1), default=None,
+                   help="train on the first N images only")
+    p.add_argument("--checkpoints", type=int_list, default=None,
+                   help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
+                        + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
+    p.add_argument("--kernel", choices=KERNELS, default="auto",
+                   help="fused (compiled passes over the lit pixels: per image on the CPU "
+                        "and GPU, mini-batches on the CPU; the checkpoints' test-set evaluation "
+                        "too, where the backend has it), array (one array call per operation, "
+                        "the reference) or auto (fused where available) [auto]")
+    if sweep:
+        p.add_argument("--json", default=None, metavar="PATH",
+                       help="write every model's settings, curve and accuracy, and the sweep's "
+                            "timing, as JSON")
+        p.add_argument("--save", default=None, metavar="PATH",
+                       help="write every model's weights (.npz, key 'weights', shape (M, 784, "
+                            "10)) with each model's settings; eval/predict --model K use one")
+        p.add_argument("--plot", default=None, metavar="PATH",
+                       help="accuracy against learning rate (median and band over seeds) and "
+                            "the curves, as a PNG (needs mnist-gpu[plot])")
+        p.add_argument("--chunk-models", type=int_at_least(1), default=None, metavar="N",
+                       help="train at most N models at once [as many as the device holds; "
+                            "with --cluster, two chunks per worker]")
+        p.add_argument("--cluster", default=None, metavar="SPEC",
+                       help="run the grid's chunks on a Dask cluster: local:N (N worker "
+                            "processes here), cuda (one worker per GPU, dask-cuda) or "
+                            "tcp://HOST:PORT (a running scheduler); needs --json, and "
+                            "mnist-gpu[cluster]")
+        p.add_argument("--resume", action="store_true",
+                       help="with --cluster: train only the models missing from the results "
+                            "file beside --json (after Ctrl-C or a crash)")
+    else:
+        p.add_argument("--init", default=None, metavar="FILE",
+                       help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
+        p.add_argument("--save", default=None, metavar="PATH",
+                       help="write the weights, configuration and accuracy to PATH (.npz)")
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON object on stdout instead of the table")
+        p.add_argument("--min-accuracy", type=fraction, default=None, metavar="X",
+                       help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    deep = _Recorder(p.parser.add_argument_group(
+        "beyond the tutorial", "any of these trains a stack of dense layers by mini-batch SGD "
+        "(mnist_gpu/model/network.py); without them it is the tutorial's network"), p.names)
+    deep.add_argument("--hidden", type=lambda text: int_list(text, minimum=1), default=(),
+                      help="hidden layer sizes, e.g. 256,128 [none]")
+    deep.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                      help="of the hidden layers, so it needs --hidden [relu]")
+    deep.add_argument("--bias", action="store_true", help="give every layer a bias")
+    deep.add_argument("--loss", choices=LOSSES, default="mse",
+                      help="mse: the tutorial's squared error; ce: softmax cross-entropy [mse]")
+    deep.add_argument("--momentum", type=fraction_below_one, default=0.0, help="[0]")
+    deep.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="[0]")
+    deep.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                      help="learning rate: constant; step (x0.1 at 50%% and 75%% of the steps); "
+                           "cosine (to zero) [constant]")
+    deep.add_argument("--conv", type=lambda text: int_list(text, minimum=1), default=(),
+                      metavar="C,C,...",
+                      help="convolution layers, their output channels, e.g. 32,64; each "
+                           "followed by relu and 2x2 max pooling, before the dense layers [none]")
+    deep.add_argument("--conv-size", type=int_at_least(1), default=5, metavar="K",
+                      help="the convolutions' kernels are K x K (not --kernel, the compute "
+                           "path) [5]")
+    deep.add_argument("--padding", choices=PADDINGS, default="valid",
+                      help="valid (no padding) or same (output as large as the input) [valid]")
+    deep.add_argument("--dropout", type=fraction_below_one, default=0.0, metavar="P",
+                      help="while training, drop each feature with probability P after the "
+                           "convolutions and after each hidden layer [0]")
+    if not sweep:
+        p.add_argument("--preset", default=None, metavar="NAME",
+                       help="a documented configuration (explicit flags override its values): "
+                            + ", ".join(PRESETS) + "; --preset list shows them")
+    return p.names
+
+
+class _Recorder:
+    """``add_argument`` on ``parser`` (or an argument group), recording each setting's option
+    strings by name (what a preset's overlay needs to know which settings were given)."""
+
+    def __init__(self, parser, names=None):
+        self.parser, self.names = parser, {} if names is None else names
+
+    def add_argument(self, *flags, **options):
+        action = self.parser.add_argument(*flags, **options)
+        self.names[action.dest] = tuple(action.option_strings)
+        return action
+
+
+def apply_preset(args, argv):
+    """Fill in the settings of ``--preset NAME`` that the command line did not give itself
+    (``--preset list`` prints them and exits)."""
+    if not getattr(args, "preset", None):
+        return args
+    if args.preset == "list":
+        for name, preset in PRESETS.items():
+            print(f"{name:<10} {' '.join(preset.flags()) or '(the defaults)'}\n{'':<10} "
+                  f"measured: {preset.measured}")
+        raise SystemExit(0)
+    if args.preset not in PRESETS:
+        print(f"mnist-gpu train: error: --preset: choose from {', '.join(PRESETS)} or list, not "
+              f"{args.preset!r}", file=sys.stderr)
+        raise SystemExit(2)
+    given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    for name, value in PRESETS[args.preset].settings.items():
+        if not given.intersection(args.flag_names[name]):
+            setattr(args, name, value)
+    return args
+
+
+def wants_network(args) -> bool:
+    """Whether the flags ask for more than the tutorial's network (refusing an activation that
+    has no hidden layer to act in)."""
+    if args.activation and not args.hidden:
+        raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
+                         "are none: add --hidden N (e.g. --hidden 100)")
+    return bool(args.hidden or args.bias or args.loss != "mse" or args.momentum
+                or args.weight_decay or args.schedule != "constant" or args.conv
+                or args.dropout)
+
+
+def architecture(args) -> Architecture:
+    try:
+        return Architecture(tuple(args.hidden), args.activation or "relu", args.bias, args.loss,
+                            tuple(args.conv), args.conv_size, args.padding, args.dropout)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def training_config(args, alpha: float, seed: int, data_seed=None):
+    """The configuration of a run from ``train``'s or ``sweep``'s flags, with learning rate
+    ``alpha`` and seed ``seed``: an ``MLPConfig`` for a deeper network, else a ``TrainConfig``;
+    checked, a fault being a ``UsageError``."""
+    if wants_network(args):
+        config = MLPConfig(architecture(args), lr=alpha, batch_size=args.batch_size,
+                           epochs=args.epochs, momentum=args.momentum,
+                           weight_decay=args.weight_decay, schedule=args.schedule, seed=seed,
+                           shuffle=args.shuffle, data_seed=data_seed)
+    else:
+        config = TrainConfig(alpha=alpha, batch_size=args.batch_size, epochs=args.epochs,
+                             seed=seed, shuffle=args.shuffle, checkpoints=args.checkpoints,
+                             kernel=args.kernel, data_seed=data_seed)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return config

@@ -1,0 +1,159 @@
+"""The command line's parser: the subcommands, their flags, and the help a user reads first."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..backend import BACKEND_CHOICES
+from ..bench import BATCH_SIZES, SWEEP_MODELS
+from ..training import DTYPES
+from . import bench, curve, evaluate, predict, sweep, train
+from .args import (
+    add_backend_args, add_data_args, add_training_args, choice_list, int_at_least, int_list,
+    positive_float,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, not argparse's usage block: the user sees the fault, --help shows the rest.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+DESCRIPTION = """\
+The classic beginner network for handwritten digits (784 inputs, 10 outputs, trained one image at
+a time), from scratch, on NumPy (the CPU) or CuPy (an NVIDIA GPU), with mini-batches, deeper and
+convolutional networks, sweeps of many models trained together (on a Dask cluster too),
+benchmarks and pictures. MNIST is downloaded into ./data and verified on first use."""
+
+EXAMPLES = """\
+examples:
+  mnist-gpu train                          the tutorial: about 68% after one pass
+  mnist-gpu train --batch-size 100 --alpha 0.02 --epochs 20 --save w.npz
+  mnist-gpu train --preset cnn             a CNN, 99.2%; --preset list shows the others
+  mnist-gpu sweep --alpha 0.001,0.003,0.01 --seed 0-9 --plot sweep.png
+  mnist-gpu eval --weights w.npz --plot confusion.png
+  mnist-gpu predict my_digit.png --weights w.npz
+  mnist-gpu curve --seeds 5 --plot curve.png
+  mnist-gpu bench --quick
+
+Each command's flags: mnist-gpu COMMAND --help. Exit status: 0 success, 1 the run failed on its
+own terms (data unavailable, training diverged, accuracy below --min-accuracy), 2 a bad argument
+or an unusable backend, 130 interrupted."""
+
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mnist-gpu", description=DESCRIPTION, epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mnist-gpu {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = commands.add_parser(
+        "train", help="train the tutorial's network and print its accuracy table",
+        description="Train the tutorial's 784->10 network. The defaults reproduce the tutorial: "
+                    "one image at a time, one pass in file order, alpha 0.01, float32.")
+    t.set_defaults(run=train.run, flag_names=add_training_args(t, sweep=False))
+
+    w = commands.add_parser(
+        "sweep", help="train a grid of learning rates x seeds together, one stack on one device",
+        description="Train every configuration of a grid (the product of --alpha and --seed) "
+                    "together, as one stack of models on one device: the models see the same "
+                    "images in the same order and share every read of them. Each model ends "
+                    "with the weights and the accuracy table its own `mnist-gpu train` run "
+                    "gives; a model that diverges is marked at its step and frozen, and the "
+                    "others are unaffected. Prints one row per model and one summary per "
+                    "learning rate.")
+    w.set_defaults(run=sweep.run, flag_names=add_training_args(w, sweep=True))
+
+    b = commands.add_parser(
+        "bench", help="measure training and inference throughput",
+        description="Training images/s per batch size and inference images/s, per backend and "
+                    "dtype, after warm-up, over repeats (median, min-max), with the naive NumPy "
+                    "loop and PyTorch (when installed) as peers and the machine's measured copy "
+                    "bandwidth and GEMM rate as the limit.")
+    b.add_argument("--backend", type=choice_list(BACKEND_CHOICES), default=("auto",),
+                   help="one or more of auto, numpy, cupy, comma-separated [auto]")
+    b.add_argument("--device", type=int_at_least(0), default=0, help="CUDA device [0]")
+    b.add_argument("--dtype", type=choice_list(DTYPES), default=("float32",),
+                   help="float32 and/or float64, comma-separated [float32]")
+    b.add_argument("--batch-sizes", type=lambda text: int_list(text, minimum=1),
+                   default=BATCH_SIZES,
+                   help="mini-batch sizes [" + ",".join(map(str, BATCH_SIZES)) + "]")
+    b.add_argument("--repeats", type=int_at_least(1), default=5, help="timed runs each [5]")
+    b.add_argument("--quick", action="store_true",
+                   help="a smoke run: 5,000 images, 2,000 per-image, batch sizes up to 1,024")
+    b.add_argument("--no-peers", action="store_true", help="skip the naive loop and PyTorch")
+    b.add_argument("--sweep-models", type=lambda text: int_list(text, minimum=1),
+                   default=SWEEP_MODELS, metavar="M,M,...",
+                   help="sizes of the sweep rows, models side by side ["
+                        + ",".join(map(str, SWEEP_MODELS)) + "; --quick on the CPU: up to 32]")
+    b.add_argument("--no-sweeps", action="store_true", help="skip the sweep rows")
+    b.add_argument("--no-cnn", action="store_true", help="skip the CNN rows (--preset cnn)")
+    b.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
+    b.add_argument("--plot", default=None, metavar="PATH",
+                   help="write a PNG of images/s against batch size (needs mnist-gpu[plot])")
+    add_data_args(b)
+    b.set_defaults(run=bench.run)
+
+    c = commands.add_parser(
+        "curve", help="accuracy against images seen over several seeds, as a table and a PNG",
+        description="Train the tutorial's network once per seed and report the test accuracy at "
+                    "each checkpoint: median and min-max over the seeds, plotted with the "
+                    "tutorial's published figures.")
+    add_backend_args(c)
+    add_data_args(c)
+    c.add_argument("--seeds", type=int_at_least(1), default=5, help="how many seeds [5]")
+    c.add_argument("--alpha", type=positive_float, default=0.01, help="[0.01]")
+    c.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
+    c.add_argument("--checkpoints", type=int_list,
+                   default=(0, 100, 300, 1000, 3000, 10_000, 20_000, 30_000, 40_000, 50_000,
+                            60_000), help="image counts at which to evaluate")
+    c.add_argument("--compare-batch-size", type=int_at_least(2), default=None, metavar="B",
+                   help="also plot mini-batches of B images (one epoch) on the same axes")
+    c.add_argument("--compare-alpha", type=positive_float, default=0.02, help="[0.02]")
+    c.add_argument("--plot", default=None, metavar="PATH", help="write the PNG here")
+    c.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(run=curve.run)
+
+    e = commands.add_parser(
+        "eval", help="accuracy, per-class accuracy and confusion matrix of saved weights",
+        description="Load weights saved by `mnist-gpu train --save` (any architecture) and score "
+                    "them on the 10,000 test images: accuracy, accuracy per digit and the "
+                    "confusion matrix, printed, and drawn with --plot; --weight-map draws the "
+                    "weights themselves.")
+    e.add_argument("--weights", required=True, metavar="FILE",
+                   help="a file written by mnist-gpu train --save (or a (784, 10) .npy)")
+    add_backend_args(e)
+    add_data_args(e)
+    e.add_argument("--model", type=int_at_least(0), default=None, metavar="K",
+                   help="which model of a file written by `mnist-gpu sweep --save`")
+    e.add_argument("--plot", default=None, metavar="PATH", help="the confusion matrix as a PNG")
+    e.add_argument("--weight-map", default=None, metavar="PATH",
+                   help="the weights as 28x28 maps (first-layer units for a deeper network)")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.set_defaults(run=evaluate.run)
+
+    p = commands.add_parser(
+        "predict", help="read your own digits from image files",
+        description="Prepare each picture the way MNIST was made (grayscale, inverted if the "
+                    "background is light, fitted into a 20x20 box, centred by its centre of mass "
+                    "in 28x28) and print the digit the network sees: with one file, its ten "
+                    "scores too; with several (or a folder), one line per file. A file that "
+                    "cannot be read is reported in one line and the others are still predicted "
+                    "(exit status 2 for a single file, 1 if any of several failed). Pictures of "
+                    "more than 64 megapixels are refused; large ones are reduced as they are "
+                    "decoded.")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG, GIF, TIFF, ...) or folders of them")
+    p.add_argument("--weights", required=True, metavar="FILE", help="as for eval")
+    p.add_argument("--model", type=int_at_least(0), default=None, metavar="K",
+                   help="which model of a file written by `mnist-gpu sweep --save`")
+    p.add_argument("--show", default=None, metavar="PATH",
+                   help="write the 28x28 image the network actually saw (PNG; one image only)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=predict.run)
+    return parser

@@ -1,0 +1,81 @@
+"""``mnist-gpu predict``: your own pictures of digits, prepared as MNIST's were made, read by a
+saved network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import get_backend
+from .common import UsageError, check_outputs, log
+from .evaluate import load_model_or_usage_error
+
+
+def run(args) -> int:
+    from ..model import network
+    from ..viz import digits, figures
+
+    check_outputs(args, "show")
+    files = image_files(args.images, digits.IMAGE_SUFFIXES)
+    if args.show and len(files) != 1:
+        raise UsageError(f"--show writes the image of one file, and {len(files)} were given")
+    arch, params = load_model_or_usage_error(args.weights, args.model)
+    plan = network.ConvPlan(arch, get_backend("numpy")) if arch.conv else None
+    results = []
+    for path in files:
+        try:
+            image = digits.mnist_style(path)
+        except figures.MissingExtra as err:
+            raise UsageError(str(err)) from None
+        except digits.ImageReadError as err:
+            results.append({"file": str(path), "error": str(err)})
+            continue
+        x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
+        scores = network.forward(params, x, arch, np, plan)[-1][0]
+        results.append({"file": str(path), "digit": int(np.argmax(scores)),
+                        "scores": [float(v) for v in scores], "image": image})
+    failed = [r for r in results if "error" in r]
+    if args.json:
+        print(json.dumps({"weights": args.weights, "architecture": arch.describe(),
+                          "predictions": [{k: v for k, v in r.items() if k != "image"}
+                                          for r in results]}))
+    elif len(files) == 1:
+        if failed:
+            raise UsageError(failed[0]["error"])
+        result = results[0]
+        print(f"digit: {result['digit']}")
+        print("scores: " + "  ".join(f"{d}: {v:.3f}" for d, v in enumerate(result["scores"])))
+    else:
+        for r in results:
+            if "error" in r:
+                log(f"error: {r['error']}")
+            else:
+                print(f"{r['file']}: {r['digit']}  (score {max(r['scores']):.3f})")
+    if len(files) == 1 and failed:
+        return 2  # one file, as any bad argument
+    if args.show and not failed:
+        digits.save_gray_png(results[0]["image"], args.show)
+        if not args.json:
+            print(f"wrote {args.show} (the 28x28 image the network saw)")
+    return 1 if failed else 0
+
+
+def image_files(arguments, suffixes) -> list:
+    """The files named, each folder replaced by its pictures (sorted; a folder without any is an
+    error). A missing or unreadable name is kept, to be reported in its own line."""
+    files = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            pictures = sorted(p for p in path.iterdir()
+                              if p.suffix.lower() in suffixes and p.is_file()
+                              and not p.name.startswith("."))
+            if not pictures:
+                raise UsageError(f"{path}: a folder with no pictures "
+                                 f"({', '.join(suffixes[:4])}, ...)")
+            files += pictures
+        else:
+            files.append(path)
+    return files

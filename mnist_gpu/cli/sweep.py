@@ -1,0 +1,132 @@
+"""``mnist-gpu sweep`` (and the seeds of ``curve``): a grid of learning rates x seeds trained
+together, in one process or on a Dask cluster, with its table, JSON, weights and picture."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..io.files import write_atomically
+from ..io.weights import save_weights
+from .args import training_config, wants_network
+from .common import (
+    Failure, UsageError, backend_and_mnist, check_outputs, log, progress_bar, require_plotting,
+    save_figure,
+)
+from .tables import print_sweep
+from .train import say_dropped_checkpoints, training_data
+
+
+def run(args) -> int:
+    from .. import sweep
+
+    check_outputs(args, "json", "save", "plot")
+    if args.plot:
+        require_plotting("--plot")
+    members = sweep.grid(args.alpha, args.seed)
+    data_seed = members[0].seed if args.data_seed is None else args.data_seed
+    deep = wants_network(args)
+    if args.cluster or args.resume:
+        if not args.cluster:
+            raise UsageError("--resume continues a --cluster sweep: give the same --cluster")
+        if not args.json:
+            raise UsageError("--cluster needs --json PATH: finished models are kept beside it "
+                             "(PATH.results.jsonl), which is what --resume reads")
+        if deep:
+            raise UsageError("--cluster sweeps the tutorial's network (and softmax regression "
+                             "through it) only; deeper networks sweep in one process")
+    if deep and (args.checkpoints or args.kernel == "fused"):
+        raise UsageError("--checkpoints and --kernel fused apply to the tutorial's network "
+                         "only (a deeper network is evaluated after every epoch)")
+    config = training_config(args, members[0].alpha, members[0].seed, data_seed)
+    if args.cluster:
+        result = _on_cluster(args, members, config)
+        _finish(args, result, deep)
+        return 1 if any(m.diverged and m.diverged.startswith("not trained")
+                        for m in result.models) else 0
+    backend, mnist = backend_and_mnist(args)
+    data = training_data(args, backend, mnist)
+    if not deep:
+        say_dropped_checkpoints(args.checkpoints, data.n_train * args.epochs)
+    bar = progress_bar(len(members), args.quiet, unit="model")
+    advance = bar.update if bar else None
+    try:
+        if deep:
+            result = sweep.run_mlp_sweep(data, members, config, log=log, on_chunk=advance)
+        else:
+            try:
+                result = sweep.run_sweep(data, members, config, args.chunk_models, log=log,
+                                         on_chunk=advance)
+            except ValueError as err:  # not even one model fits the device
+                raise Failure(str(err)) from None
+    finally:
+        if bar:
+            bar.close()
+    _finish(args, result, deep)
+    return 0
+
+
+def _on_cluster(args, members, config):
+    """The grid's chunks on a Dask cluster (``mnist_gpu/sweep/cluster.py``, imported only
+    here)."""
+    from ..data import resolve_data_dir
+    from ..sweep import cluster
+
+    try:
+        client, close = cluster.connect(args.cluster, log=log)
+    except cluster.ClusterError as err:
+        raise UsageError(str(err)) from None
+    bar = progress_bar(len(members), args.quiet, unit="model")
+    try:
+        done = cluster.run_on_cluster(
+            client, members, config, args.backend, args.device, args.dtype, args.limit,
+            resolve_data_dir(args.data_dir), args.json, args.chunk_models, args.resume,
+            log=log, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+        close()
+    if args.resume:
+        log(f"trained {done.chunks_run} of {done.chunks} chunks (the others' models were in "
+            "the results file)")
+    for line in done.failed:
+        log(f"error: a chunk failed twice: {line}")
+    return done.result
+
+
+def _finish(args, result, deep):
+    print_sweep(result, len(args.alpha), len(args.seed))
+    if args.json:
+        write_atomically(args.json, json.dumps(result.to_json(), indent=1).encode())
+        print(f"wrote {args.json}")
+    if args.save:
+        saved = _save(args.save, result, deep)
+        print(f"saved {len(result.models)} models' weights to {saved}")
+    if args.plot:
+        from ..viz.figures import plot_sweep
+
+        save_figure(plot_sweep(result), args.plot)
+        print(f"wrote {args.plot}")
+
+
+def _save(path, result, deep):
+    """Every model's weights in one .npz, a leading model axis on every array, with each model's
+    settings in the metadata (eval and predict take one with --model K)."""
+    models = [{"alpha": m.alpha, "seed": m.seed, "final_accuracy": m.final_accuracy,
+               "diverged": m.diverged} for m in result.models]
+    metadata = {"sweep": result.settings, "models": models}
+    if not deep:
+        return save_weights(path, result.weights, metadata)
+    from ..model.architecture import Architecture
+    from ..model.network import init_params, params_to_arrays
+
+    arch = result.settings["arch"]
+    metadata["config"] = {"arch": arch}
+    # A diverged model has no weights: zeros of the right shapes keep the file's model axis whole.
+    shapes = params_to_arrays(init_params(Architecture.from_json(arch), 0,
+                                          result.settings["dtype"]))
+    stacked = {key: np.stack([params_to_arrays(p)[key] if p is not None else np.zeros_like(z)
+                              for p in result.weights]) for key, z in shapes.items()}
+    weights = stacked.pop("W0")
+    return save_weights(path, weights, metadata, **stacked)

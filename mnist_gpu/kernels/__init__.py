@@ -1,0 +1,68 @@
+"""The compiled kernels: library-specific fast paths, found by the backend's name.
+
+The math is written once against ``xp`` (``mnist_gpu/model``); where a library can do the
+tutorial's loop far faster as a compiled pass over each image's lit pixels, that pass lives here,
+registered under the name of the backend whose arrays it takes:
+
+* ``numpy``: the CPU passes (``cpu.py``, Numba): per image, mini-batches, models side by side,
+  and inference over the lit pixels;
+* ``cupy``: the CUDA pass (``cuda.py`` and ``fused_pass.cu``): per image, one block per model.
+
+A training pass has ``prepare(X)`` (the lit pixels of a set of images, once per set),
+``train(W, lit, labels, alphas, batch_size, start, stop, order)`` (in place, one model or
+several side by side), ``launch_plan(models, dtype, lit)`` (how a launch lays out on the device,
+or None), ``verified`` (whether it has been measured on its hardware; ``--kernel auto`` takes only
+such passes) and ``minibatch`` (whether it trains mini-batches). An inference pass has
+``prepare``, ``classify(W, lit)`` and ``evaluate(W, lit, labels)``. A pass is imported only when
+asked for, so that importing mnist-gpu imports no Numba.
+"""
+
+from __future__ import annotations
+
+from ..backend import BackendUnavailable
+
+
+class KernelUnavailable(BackendUnavailable):
+    """No compiled pass of the kind asked for on this backend; the message says why."""
+
+
+def _cpu_passes(backend):
+    try:
+        from .cpu import FusedCPU
+    except ImportError as err:  # numba is missing or broken
+        raise KernelUnavailable(f"the fused CPU loops need Numba ({err})") from None
+    return FusedCPU()
+
+
+def _cuda_pass(backend):
+    from .cuda import FusedCUDA
+
+    return FusedCUDA(backend)
+
+
+TRAINING = {"numpy": _cpu_passes, "cupy": _cuda_pass}
+INFERENCE = {"numpy": _cpu_passes}
+
+
+def training_pass(backend, batch_size: int = 1):
+    """The compiled training pass for ``backend``'s arrays and ``batch_size``, or
+    ``KernelUnavailable`` saying why there is none."""
+    make = TRAINING.get(backend.name)
+    if make is None:
+        raise KernelUnavailable(f"no fused per-image kernel for the {backend.name} backend"
+                                if batch_size == 1 else
+                                f"no fused mini-batch pass for the {backend.name} backend")
+    kernel = make(backend)
+    if batch_size > 1 and not kernel.minibatch:
+        raise KernelUnavailable(f"no fused mini-batch pass for the {backend.name} backend")
+    return kernel
+
+
+def inference_pass(backend):
+    """The compiled inference over lit pixels for ``backend``'s arrays, or ``KernelUnavailable``
+    (it exists only where it beats the dense product: on the CPU, which that product leaves
+    bound by reading pixels)."""
+    make = INFERENCE.get(backend.name)
+    if make is None:
+        raise KernelUnavailable(f"no fused inference for the {backend.name} backend")
+    return make(backend)

@@ -1,0 +1,168 @@
+"""Training a deeper network (``model/network.py``) by mini-batch SGD with momentum, evaluated after
+every epoch, through the same loop as the tutorial's (``runner.run``).
+
+Diverged training stops with one message naming the epoch and the step: the weights are no longer
+finite, or the loss per image (of a batch, or of the test set) passed ``DIVERGED_LOSS_FACTOR``
+times the test loss at the start (or 1, if that was smaller), even while the weights are still
+finite. A healthy run stays far below; a learning rate far too large blows the loss up by orders
+of magnitude, then often leaves dead units and the accuracy at chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from ..model import network
+from ..model.architecture import conv_workspace_bytes
+from ..model.tutorial import all_finite, batch
+from . import runner
+from .config import MLPConfig, shuffle_rng
+from .device_data import DeviceData, device_memory_guard
+from .results import Checkpoint, Divergence, MLPResult, TrainingDiverged
+
+DIVERGED_LOSS_FACTOR = 1e3
+
+
+def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
+              progress=None, on_checkpoint=None) -> MLPResult:
+    """Mini-batch SGD over ``config.epochs``, shuffled per epoch from the seed, evaluated after
+    each epoch (the only host-device synchronisation). ``on_checkpoint(point)`` is called with
+    each evaluation as soon as it is made. Diverged training raises ``TrainingDiverged`` naming
+    the epoch and the step.
+    """
+    config.validate()
+    backend, arch = data.backend, config.arch
+    host = init_params_host or network.init_params(arch, config.seed, data.dtype)
+    n, b = data.n_train, config.batch_size
+    what = "while training"
+    if arch.conv:
+        what += (f" (the convolutions' patches take about "
+                 f"{conv_workspace_bytes(arch, b, np.dtype(data.dtype).itemsize) / 2**20:,.0f} "
+                 "MiB per batch)")
+    checkpoints = [n * epoch for epoch in range(config.epochs + 1)]
+    with backend.activate(), device_memory_guard(backend, what, b, data.resident_bytes):
+        trainee = _Network(data, config, host)
+        done = runner.run(trainee, backend, n, config.epochs, checkpoints,
+                          shuffle_rng(config.seed, config.data_seed), config.shuffle,
+                          progress=progress,
+                          on_checkpoint=on_checkpoint and (lambda points: on_checkpoint(points[0])))
+        if done.diverged:
+            raise TrainingDiverged(done.diverged[0].message)
+        host_params = [(backend.to_host(W), None if bias is None else backend.to_host(bias))
+                       for W, bias in trainee.params]
+    cfg = asdict(config)
+    cfg["arch"] = asdict(arch)
+    cfg.update(dtype=data.dtype, n_train=n, architecture=arch.describe())
+    return MLPResult(cfg, backend.describe(), done.curves[0], done.seconds, n * config.epochs,
+                     host_params)
+
+
+def _copies(xp, layers):
+    return [tuple(None if p is None else xp.astype(p, p.dtype, copy=True) for p in layer)
+            for layer in layers]
+
+
+class _Network:
+    """A deeper network's parameters and optimiser state as ``runner.run`` trains them."""
+
+    models = 1
+
+    def __init__(self, data: DeviceData, config: MLPConfig, host):
+        backend, xp = data.backend, data.backend.xp
+        self.data, self.config, self.xp = data, config, xp
+        self.batch_size = config.batch_size
+        self.total_steps = -(-data.n_train // config.batch_size) * config.epochs
+        self.params = [(backend.to_device(W), None if b is None else backend.to_device(b))
+                       for W, b in host]
+        self.velocity = [(xp.zeros_like(W), None if b is None else xp.zeros_like(b))
+                         for W, b in self.params]
+        self.plan = network.ConvPlan(config.arch, backend) if config.arch.conv else None
+        self.dropout_rng = np.random.default_rng([config.seed, 2])  # a stream of its own
+        self.step = 0
+        self.worst = None  # the worst batch loss per image since the last checkpoint, on device
+        self.loss_bound = None  # set by the evaluation at the start
+        self.at_good = None
+
+    def _train_step(self, params, velocity, one, step: int, dropout_rng):
+        """One SGD step over the batch ``one``: its loss summed over its images (on device)."""
+        data, config, xp = self.data, self.config, self.xp
+        Xb, Yb = batch(data.train_x, data.train_y, one.start, one.stop, one.order, xp)
+        size = one.stop - one.start
+        masks = network.dropout_masks(config.arch, dropout_rng, size, data.dtype, data.backend)
+        loss, grads = network.gradients(params, Xb, Yb, config.arch, xp, self.plan, masks)
+        return loss, lambda: network.sgd_step(params, grads, velocity,
+                                              config.lr_at(step, self.total_steps), size,
+                                              config.momentum, config.weight_decay)
+
+    def train(self, segment):
+        xp = self.xp
+        for one in segment.steps(self.batch_size):
+            loss, update = self._train_step(self.params, self.velocity, one, self.step,
+                                            self.dropout_rng)
+            # The worst batch loss per image, kept on the device: a blow-up that the network
+            # survives (its units dead, its loss back down) still counts.
+            per_image = loss / (one.stop - one.start)
+            self.worst = per_image if self.worst is None else xp.maximum(self.worst, per_image)
+            update()
+            self.step += 1
+
+    def _finite(self, params) -> bool:
+        return all(bool(all_finite(p, xp=self.xp)) for layer in params for p in layer
+                   if p is not None)
+
+    def non_finite(self, diverged) -> list[int]:
+        return [] if self._finite(self.params) else [0]
+
+    def score(self, seen, diverged) -> list:
+        data = self.data
+        correct, loss = network.evaluate(self.params, data.test_x, data.test_labels, data.test_y,
+                                         self.config.arch, xp=self.xp, plan=self.plan)
+        point = Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
+        if self.loss_bound is None:
+            self.loss_bound = DIVERGED_LOSS_FACTOR * max(point.mse, 1.0)
+        return [point]
+
+    def over_bound(self, model, point) -> bool:
+        # A NaN loss fails these comparisons too.
+        return (not point.mse <= self.loss_bound
+                or (self.worst is not None and not float(self.worst) <= self.loss_bound))
+
+    def mark_good(self):
+        self.at_good = (_copies(self.xp, self.params), _copies(self.xp, self.velocity),
+                        self.step, self.dropout_rng.bit_generator.state)
+        self.worst = None
+
+    def diverge(self, model, segments, seen, point) -> Divergence:
+        """Replay the failed epoch one step at a time from its start to name the step where the
+        weights stopped being finite or the batch's loss per image passed the bound."""
+        params, velocity, step, state = self.at_good
+        params, velocity = _copies(self.xp, params), _copies(self.xp, velocity)
+        dropout_rng = np.random.default_rng()
+        dropout_rng.bit_generator.state = state  # the same masks as the failed epoch's
+        counter = [step]
+
+        def replayed(one):
+            loss, update = self._train_step(params, velocity, one, counter[0], dropout_rng)
+            per_image = float(loss) / (one.stop - one.start)
+            if not per_image <= self.loss_bound:
+                return (f"the loss per image on its batch reached {per_image:.4g}, over "
+                        f"{DIVERGED_LOSS_FACTOR:g} times its start")
+            update()
+            counter[0] += 1
+            return None if self._finite(params) else "the weights became NaN or infinite"
+
+        one, what = runner.replay(segments, self.batch_size, replayed)
+        n, b, lr = self.data.n_train, self.batch_size, self.config.lr
+        epoch = segments[0].offset // n + 1
+        if one is None:  # no single batch showed it: name the epoch, and what its evaluation found
+            what = ("the weights became NaN or infinite" if point is None else
+                    f"the test loss per image reached {point.mse:.4g}, over "
+                    f"{DIVERGED_LOSS_FACTOR:g} times its start")
+            where = f"in epoch {epoch}"
+        else:
+            where = (f"in epoch {epoch} at step {one.start // b + 1:,} of {-(-n // b):,} (images "
+                     f"{one.start + 1:,} to {one.stop:,} of the epoch)")
+        return Divergence(where, seen, f"training diverged {where}: {what} (lr = {lr}); try a "
+                                       "smaller --lr")
