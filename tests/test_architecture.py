@@ -1,0 +1,181 @@
+"""The import rule of ``docs/architecture.md``, read from the source with ``ast``: imports point one
+way, down the layers; no module reaches into another's private names; only the backend layer and
+the kernels name an array library or branch on a backend's name; no module is longer than 400
+lines.
+
+Every import counts, at the top of a module or inside a function (an import on demand is still a
+dependency)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+PACKAGE = REPO / "mnist_gpu"
+# Bottom to top: a module imports from its own package and from those below it, never above.
+# ``mnist_gpu`` itself (its ``__init__``: the public API) sits above what it re-exports.
+LAYERS = ("backend", "io", "data", "model", "kernels", "training", "", "sweep", "viz", "bench",
+          "cli")
+ARRAY_LIBRARIES = {"cupy", "cupyx", "array_api_strict", "array_api_compat", "torch"}
+BACKEND_NAMES = {"numpy", "cupy", "array_api_strict", "torch"}
+# Where a library or a backend may be named: the backend layer, and the kernels found by name.
+MAY_NAME_LIBRARIES = ("backend", "kernels")
+# The benchmark's PyTorch peer times PyTorch itself, beside our rows.
+PEERS = {"mnist_gpu.bench.peers": {"torch"}}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES.get(name, Path()).name == "__init__.py"
+
+
+def _imports(name: str, tree: ast.AST):
+    """(line, module imported, names taken from it) for every import of ``name``'s source,
+    relative ones resolved; ``from package import module`` counts as importing the module."""
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, ()
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in MODULES:
+                    yield node.lineno, f"{base}.{alias.name}", ()
+                else:
+                    yield node.lineno, base, (alias.name,)
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1] if len(parts) > 1 else "")
+
+
+def _graph():
+    edges = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        edges[name] = [(line, target, taken) for line, target, taken in _imports(name, tree)]
+    return edges
+
+
+EDGES = _graph()
+
+
+def test_imports_point_down_the_layers():
+    wrong = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
+             for name, imports in EDGES.items() for line, target, _ in imports
+             if target in MODULES and _layer(target) > _layer(name)]
+    assert not wrong, "imports that point up (docs/architecture.md):\n" + "\n".join(wrong)
+
+
+def test_no_module_imports_the_cli_but_the_cli():
+    wrong = [f"{name} imports {target}" for name, imports in EDGES.items()
+             for _, target, _ in imports
+             if target.startswith("mnist_gpu.cli") and not name.startswith("mnist_gpu.cli")]
+    assert not wrong
+
+
+def test_no_import_cycle():
+    internal = {name: {t for _, t, _ in imports if t in MODULES and t != name}
+                for name, imports in EDGES.items()}
+    state, stack = {}, []
+
+    def visit(name):
+        state[name] = "open"
+        stack.append(name)
+        for target in sorted(internal[name]):
+            if state.get(target) == "open":
+                cycle = stack[stack.index(target):] + [target]
+                pytest.fail("an import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        stack.pop()
+        state[name] = "done"
+
+    for name in sorted(internal):
+        if name not in state:
+            visit(name)
+
+
+def test_no_module_takes_another_modules_private_names():
+    wrong = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        imported = {alias.asname or alias.name.rpartition(".")[2]
+                    for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names}
+        for line, target, taken in EDGES[name]:
+            if target.startswith("mnist_gpu") and any(t.startswith("_") and not t.startswith("__")
+                                                      for t in taken):
+                wrong.append(f"{path.relative_to(REPO)}:{line} takes {taken} from {target}")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in imported and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and node.value.id not in ("os", "sys")):
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno} reads "
+                             f"{node.value.id}.{node.attr}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _may_name_libraries(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) > 1 and parts[1] in MAY_NAME_LIBRARIES
+
+
+def test_only_the_backend_layer_and_the_kernels_name_an_array_library():
+    wrong = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
+             for name, imports in EDGES.items() if not _may_name_libraries(name)
+             for line, target, _ in imports
+             if target.split(".")[0] in ARRAY_LIBRARIES - PEERS.get(name, set())]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_backend_layer_and_the_kernels_branch_on_a_backends_name():
+    wrong = []
+    for name, path in MODULES.items():
+        if _may_name_libraries(name):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    listed = isinstance(side, (ast.Tuple, ast.List, ast.Set))
+                    values = side.elts if listed else [side]
+                    if any(isinstance(v, ast.Constant) and v.value in BACKEND_NAMES
+                           for v in values):
+                        wrong.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not wrong, "comparisons with a backend's name:\n" + "\n".join(wrong)
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {str(path.relative_to(REPO)): n for path in MODULES.values()
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert not long
+
+
+def test_the_rule_sees_what_it_forbids(tmp_path):
+    """The checks above, on sources written to break them: they cannot pass by seeing nothing."""
+    source = "from ..cli import main\nfrom .runner import _private\nimport cupy\n"
+    tree = ast.parse(source)
+    found = list(_imports("mnist_gpu.training.example", tree))
+    assert ("mnist_gpu.cli" in {t for _, t, _ in found}
+            and ("_private",) in [taken for _, _, taken in found]
+            and "cupy" in {t for _, t, _ in found})
+    assert _layer("mnist_gpu.cli") > _layer("mnist_gpu.training.tutorial")
+    assert len(EDGES) == len(MODULES) > 40
