@@ -71,9 +71,15 @@ def _no_children_left():
 
 def test_a_distributed_sweep_equals_the_in_process_one(mnist_dir_path, tmp_path, in_process,
                                                        capsys):
+    import copy
+
+    import dask
+
+    before = copy.deepcopy(dask.config.config)
     json_path, weights = tmp_path / "s.json", tmp_path / "s.npz"
     assert cli.main(_sweep_argv(mnist_dir_path, json_path, "--cluster", "local:2",
                                 "--chunk-models", "3", "--save", str(weights))) == 0
+    assert dask.config.config == before  # the caller's settings, untouched
     out = capsys.readouterr().out
     assert "sweep of 12 models" in out and "all 3 diverged" in out
     _assert_same(json_path, weights, in_process)
@@ -85,11 +91,16 @@ def test_a_distributed_sweep_equals_the_in_process_one(mnist_dir_path, tmp_path,
 
 def test_a_worker_killed_mid_chunk_still_gives_identical_results(
         mnist_dir_path, tmp_path, in_process, monkeypatch, capsys):
+    import dask
+    from cluster_kill_once import FLAG_VARIABLE
+
     flag = tmp_path / "killed-once"
-    monkeypatch.setenv(cluster.KILL_ONCE_VARIABLE, str(flag))
+    monkeypatch.setenv(FLAG_VARIABLE, str(flag))
     json_path, weights = tmp_path / "s.json", tmp_path / "s.npz"
-    assert cli.main(_sweep_argv(mnist_dir_path, json_path, "--cluster", "local:2",
-                                "--chunk-models", "4", "--save", str(weights))) == 0
+    preload = str(Path(__file__).with_name("cluster_kill_once.py"))
+    with dask.config.set({"distributed.worker.preload": [preload]}):
+        assert cli.main(_sweep_argv(mnist_dir_path, json_path, "--cluster", "local:2",
+                                    "--chunk-models", "4", "--save", str(weights))) == 0
     assert flag.exists()  # a worker did die, in its first task
     _assert_same(json_path, weights, in_process)
     if sys.platform == "linux":

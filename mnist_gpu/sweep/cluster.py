@@ -40,9 +40,10 @@ from .run import ModelResult, SweepResult
 
 # A lost worker's task is rerun at most this many times before it is reported as failed.
 ALLOWED_FAILURES = 2
-# The test suite's hook: a worker that finds this variable naming a file that does not exist yet
-# creates it and dies at the start of its task, once per file (see tests/test_cluster.py).
-KILL_ONCE_VARIABLE = "MNIST_GPU_TEST_KILL_WORKER_ONCE"
+# What the clusters started here are started with, for their own scheduler and workers only (the
+# caller's Dask configuration is left as it was).
+CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                  "distributed.worker.daemon": False}
 # One model's weights, as a results line carries them.
 _MODEL_SHAPE = (N_INPUTS, N_OUTPUTS)
 
@@ -63,8 +64,6 @@ def connect(spec: str, log=None):
     except ImportError as err:
         raise ClusterError(f"--cluster needs Dask's distributed ({err}): pip install "
                            "'mnist-gpu[cluster]'") from None
-    dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                     "distributed.worker.daemon": False})
     cluster = None
     try:
         if spec.startswith("local:"):
@@ -72,16 +71,19 @@ def connect(spec: str, log=None):
             # Each worker's compiled loops share the cores with the other workers' (Numba
             # starts as many threads as there are cores otherwise).
             threads = max(1, (os.cpu_count() or 1) // workers)
-            cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": str(threads)})
+            with dask.config.set(CLUSTER_CONFIG):
+                cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                    env={"NUMBA_NUM_THREADS": str(threads)})
         elif spec == "cuda":
             try:
                 from dask_cuda import LocalCUDACluster
             except ImportError as err:
                 raise ClusterError(f"--cluster cuda needs dask-cuda ({err}): pip install "
                                    "dask-cuda") from None
-            cluster = LocalCUDACluster(dashboard_address=None)
+            with dask.config.set(CLUSTER_CONFIG):
+                cluster = LocalCUDACluster(dashboard_address=None)
         elif "://" in spec:
             pass
         else:
@@ -172,14 +174,10 @@ def _has_data(directory: str) -> bool:
                or (Path(directory) / spec.name).is_file() for spec in MNIST_FILES)
 
 
-def _train_chunk(settings: dict, indices, members, source) -> list[dict]:
+def train_chunk(settings: dict, indices, members, source) -> list[dict]:
     """A task: the members of one chunk trained side by side on this worker's device."""
     from .run import run_sweep
 
-    flag = os.environ.get(KILL_ONCE_VARIABLE)
-    if flag and not os.path.exists(flag):
-        Path(flag).write_text(str(os.getpid()))
-        os._exit(1)  # the test's worker death, mid-task
     began = time.perf_counter()
     config = TrainConfig(**settings["config"])
     data = _worker_data(source, settings["backend"], settings["device"], settings["dtype"],
@@ -287,7 +285,7 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
         if log:
             log(f"some workers have no MNIST in {source}: sending them this client's copy, once")
         source = client.scatter(load_mnist(data_dir, offline=True), broadcast=True)
-    futures = {client.submit(_train_chunk, settings, chunk, [as_pairs[i] for i in chunk],
+    futures = {client.submit(train_chunk, settings, chunk, [as_pairs[i] for i in chunk],
                              source, retries=1, pure=False): chunk for chunk in todo}
     failed = []
     for future in as_completed(futures):
