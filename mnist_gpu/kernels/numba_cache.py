@@ -48,7 +48,9 @@ class _Locator(caching.UserProvidedCacheLocator):
     def __init__(self, py_func, py_file):
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        self._cache_path = str(chosen_dir())
+        # One folder per source folder, as Numba's own locators keep it: two checkouts or
+        # installs sharing the cache never overwrite each other's index.
+        self._cache_path = str(chosen_dir() / self.get_suitable_cache_subpath(py_file))
 
     @classmethod
     def from_function(cls, py_func, py_file):
