@@ -47,8 +47,8 @@ def lit_pixels(X):  # pragma: no cover - compiled
     values = np.empty(indptr[n], dtype=X.dtype)
     for i in numba.prange(n):
         # Write every pixel at the cursor and advance it only past lit ones: no branch on the
-        # pixel's value to mispredict (25% faster here). The test keeps trailing zeros out of
-        # the next image's list.
+        # pixel's value to mispredict. The test keeps trailing zeros out of the next image's
+        # list.
         t, end = indptr[i], indptr[i + 1]
         for k in range(n_pixels):
             value = X[i, k]
