@@ -53,6 +53,12 @@ STAGE_LIMITS_S = {"device": 60, "gpu_tests": 170, "train_fused": 40, "train_arra
 # What a training stage's --json result keeps in the report.
 TRAINED_KEYS = ("final_accuracy", "seconds", "images_per_second", "kernel", "curve")
 FULL_BENCH_LIMIT_S = 600
+USAGE = (f"The GPU check: evidence that the CuPy paths work, within one short window of GPU time "
+         f"(at most {DEADLINE_S // 60 + 1} minutes). It needs the four MNIST files in "
+         f"$MNIST_GPU_DATA (else ./data), CuPy and a GPU that answers; it runs the package from "
+         f"this checkout on PYTHONPATH, the GPU tests (pytest -m gpu --require-gpu), the tutorial "
+         f"on CuPy and the quick benchmark (--full: the full one, ~10 minutes), and never touches "
+         f"the network.")
 
 
 class Check:
@@ -152,7 +158,7 @@ def junit_summary(path: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="gpu_check", description=USAGE)
     parser.add_argument("out", nargs="?", default="bench/out", help="report folder [bench/out]")
     parser.add_argument("--full", action="store_true",
                         help="the full benchmark (both dtypes, every batch size): ~10 minutes")

@@ -7,11 +7,11 @@ import errno
 import gzip
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 import types
 import zipfile
@@ -201,7 +201,10 @@ def test_ctrl_c_during_training(mnist_dir_path, tmp_path):
          "array", "--epochs", "200", "--save", str(saved), "--data-dir", str(mnist_dir_path),
          "--offline", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    time.sleep(4)  # past start-up, well inside the 200 epochs
+    # Each row is printed and flushed as its checkpoint is evaluated: the first is the start,
+    # after which 200 epochs remain to be interrupted.
+    while not re.match(r"\s+0\s", line := proc.stdout.readline()):
+        assert line, f"the run ended early: {proc.stderr.read()}"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -125,19 +125,26 @@ def test_ctrl_c_keeps_the_rows_already_printed(mnist_dir_path):
     assert len(rows) >= 2 and rows[0].split()[0] == "0"  # the start and at least one epoch
 
 
-def test_ctrl_c_with_json_writes_what_finished(mnist_dir_path):
-    env = {**os.environ, "MNIST_GPU_DATA": str(mnist_dir_path.resolve())}
-    process = subprocess.Popen([sys.executable, "-m", "mnist_gpu.cli", *DEEP_AND_LONG, "--json",
-                                "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    import time
+def test_ctrl_c_with_json_writes_what_finished(mnist_dir_path, monkeypatch, capsys):
+    """Ctrl-C arrives (as Python turns SIGINT into KeyboardInterrupt) just after the second
+    checkpoint: the JSON holds the two points that finished."""
+    from mnist_gpu.cli.tables import TrainingTable
 
-    time.sleep(8)  # the data loaded and some epochs done (the assertion below says how many)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    row = TrainingTable.row
+
+    def interrupted_after_two(table, point):
+        row(table, point)
+        if len(table.points) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainingTable, "row", interrupted_after_two)
+    status = cli.main([*DEEP_AND_LONG, "--limit", "2000", "--json", "--quiet", "--data-dir",
+                       str(mnist_dir_path)])
+    out, err = capsys.readouterr()
+    assert status == 130 and err.strip() == "mnist-gpu: interrupted"
     report = json.loads(out)
-    assert report["interrupted"] is True and report["curve"][0]["images_seen"] == 0
+    assert report["interrupted"] is True
+    assert [p["images_seen"] for p in report["curve"]] == [0, 2000]
     assert report["config"]["architecture"].startswith("784-128-10")
 
 
