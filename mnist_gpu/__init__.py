@@ -9,7 +9,11 @@ The Python API, for notebooks::
     data = mg.to_device_data(backend, mnist)  # uploaded once, scaled and one-hot on the device
     result = mg.train(data, mg.TrainConfig(alpha=0.01))
     result.final_accuracy, result.weights     # a float, and a NumPy (784, 10) array
+    result                                    # in a notebook: its curve, as a table
 
+    mlp = mg.train_mlp(data, mg.config_from_preset("mlp"))   # a documented deeper network
+
+``notebooks/tutorial.ipynb`` tells the tutorial step by step with it.
 Importing this package imports no optional library (CuPy, Numba, array_api_strict).
 """
 
@@ -20,12 +24,13 @@ from .data import MNIST, DataError, load_mnist
 from .io.weights import load_weights, save_weights
 from .model.tutorial import init_weights
 from .training import (
-    DeviceData, TrainConfig, TrainingDiverged, TrainResult, evaluate_weights, to_device_data,
-    train,
+    Checkpoint, Curve, DeviceData, MLPConfig, MLPResult, TrainConfig, TrainingDiverged,
+    TrainResult, config_from_preset, evaluate_weights, to_device_data, train, train_mlp,
 )
 
 __all__ = [
-    "Backend", "BackendUnavailable", "DataError", "DeviceData", "MNIST", "TrainConfig",
-    "TrainResult", "TrainingDiverged", "evaluate_weights", "get_backend", "init_weights",
-    "load_mnist", "load_weights", "save_weights", "to_device_data", "train",
+    "Backend", "BackendUnavailable", "Checkpoint", "Curve", "DataError", "DeviceData", "MLPConfig",
+    "MLPResult", "MNIST", "TrainConfig", "TrainResult", "TrainingDiverged", "config_from_preset",
+    "evaluate_weights", "get_backend", "init_weights", "load_mnist", "load_weights",
+    "save_weights", "to_device_data", "train", "train_mlp",
 ]

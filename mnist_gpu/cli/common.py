@@ -27,12 +27,18 @@ def log(message):
 
 
 def progress_bar(total, quiet, unit="img"):
-    """A tqdm bar on stderr when it is a terminal; None (no bar) otherwise."""
-    if quiet or not sys.stderr.isatty():
+    """A tqdm bar when stderr is a terminal (on stderr) or a notebook's (a widget, through
+    ``tqdm.auto``); None (no bar) otherwise, so that a log or a pipe gets none."""
+    if quiet or not (sys.stderr.isatty() or in_notebook()):
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (tqdm.auto's own test: its shell is loaded)."""
+    return "ipykernel.zmqshell" in sys.modules
 
 
 @contextlib.contextmanager

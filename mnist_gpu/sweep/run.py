@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from ..io.display import Table, joined_html, joined_text
 from ..model.tutorial import N_INPUTS, N_OUTPUTS, init_weights
 from ..training import (
-    Checkpoint, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name, train_mlp,
-    train_models,
+    Checkpoint, Curve, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name,
+    train_mlp, train_models,
 )
+from ..training.results import ran_on
 from .grid import Member
 
 # --------------------------------------------------------------------------- memory
@@ -68,9 +70,12 @@ class ModelResult:
 
     alpha: float
     seed: int
-    curve: list[Checkpoint]
+    curve: Curve  # a list of Checkpoint; it stops where the model diverged
     diverged: str | None = None  # where it diverged ("at step 6 (...)"), or None
     diverged_at: int | None = None  # the images seen at the checkpoint that found it
+
+    def __post_init__(self):
+        self.curve = Curve(self.curve)
 
     @property
     def final_accuracy(self) -> float | None:
@@ -87,8 +92,11 @@ class ModelResult:
                 "diverged_at": self.diverged_at, "curve": [asdict(c) for c in self.curve]}
 
 
-@dataclass
+@dataclass(repr=False)
 class SweepResult:
+    """A sweep's models, each as its own run reports it; shows itself as two tables, per
+    learning rate over its seeds and per model."""
+
     settings: dict
     backend: dict
     kernel: str
@@ -122,6 +130,41 @@ class SweepResult:
                 "models": [m.to_json() for m in self.models], "summaries": self.summaries(),
                 "seconds": self.seconds, "chunks": self.chunks,
                 "model_images_per_second": self.model_images_per_second}
+
+    def tables(self) -> tuple[Table, Table]:
+        """(per learning rate over its seeds, per model)."""
+        s = self.settings
+        mode = "per-image" if s["batch_size"] == 1 else f"mini-batches of {s['batch_size']}"
+        title = (f"sweep of {len(self.models)} models ({len(s['alphas'])} learning rate(s) x "
+                 f"{len(s['seeds'])} seed(s)): {s.get('architecture', '784-10, the tutorial')}, "
+                 f"{mode} ({self.kernel} kernel), {s['epochs']} epoch(s); {ran_on(self.backend)}, "
+                 f"{s['dtype']}")
+        summary = [(f"{row['alpha']:g}", f"{row['models']}", f"{row['diverged']}",
+                    *(("-",) * 3 if row["mean"] is None else
+                      (f"{row['mean']:.2%}", f"{row['min']:.2%}", f"{row['max']:.2%}")))
+                   for row in self.summaries()]
+        chunks = f", in {self.chunks} chunks" if self.chunks > 1 else ""
+        per_alpha = Table(title, ("alpha", "models", "diverged", "mean final", "min", "max"),
+                          summary, [f"trained {len(self.models)} models x "
+                                    f"{self.images_per_model:,} images in {self.seconds:.3f} s "
+                                    f"({self.model_images_per_second:,.0f} model-images/s"
+                                    f"{chunks})"])
+        rows = []
+        for m in self.models:
+            best = m.best
+            rows.append((f"{m.alpha:g}", f"{m.seed}",
+                         "-" if m.final_accuracy is None else f"{m.final_accuracy:.2%}",
+                         f"{best.accuracy:.2%} ({best.images_seen:,})" if best else "-",
+                         f"diverged {m.diverged}" if m.diverged else "ok"))
+        per_model = Table("", ("alpha", "seed", "final", "best (images seen)", "status"), rows,
+                          left=("status",))
+        return per_alpha, per_model
+
+    def __repr__(self) -> str:
+        return joined_text(*self.tables())
+
+    def _repr_html_(self) -> str:
+        return joined_html(*self.tables())
 
 
 # --------------------------------------------------------------------------- running

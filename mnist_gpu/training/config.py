@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.architecture import Architecture
+from ..model.presets import ARCHITECTURE_SETTINGS, PRESETS
 
 TUTORIAL_CHECKPOINTS = (0, 100, 1_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000)
 KERNELS = ("auto", "fused", "array")
@@ -91,3 +92,28 @@ def shuffle_rng(seed: int, data_seed: int | None) -> np.random.Generator:
     """The generator of a run's shuffled orders: seeded by ``data_seed`` (else ``seed``), in a
     stream apart from the weights' (which ``seed`` alone draws)."""
     return np.random.default_rng([seed if data_seed is None else data_seed, 1])
+
+
+# Settings that only the deeper networks' training has: any of them makes a preset one.
+NETWORK_TRAINING_SETTINGS = ("momentum", "weight_decay", "schedule")
+
+
+def config_from_preset(name: str, **changes) -> TrainConfig | MLPConfig:
+    """The configuration ``mnist-gpu train --preset NAME`` trains, with ``changes`` to its
+    settings (named as ``model/presets.py`` names them: ``alpha``, ``epochs``, ``hidden``, ...,
+    and ``seed``): an ``MLPConfig`` for a deeper network, else a ``TrainConfig``; checked."""
+    if name not in PRESETS:
+        raise ValueError(f"no preset {name!r}: choose from {', '.join(PRESETS)}")
+    settings = {**PRESETS[name].settings, **changes}
+    arch = {key: settings.pop(key) for key in ARCHITECTURE_SETTINGS if key in settings}
+    deep = bool(arch) or any(key in settings for key in NETWORK_TRAINING_SETTINGS)
+    try:
+        if deep:
+            config = MLPConfig(Architecture(**arch), lr=settings.pop("alpha", MLPConfig.lr),
+                               **settings)
+        else:
+            config = TrainConfig(**settings)
+    except TypeError as err:  # a setting the configuration does not have
+        raise ValueError(f"preset {name!r}: {err}") from None
+    config.validate()
+    return config

@@ -1,11 +1,13 @@
 """What a training run returns: its accuracy curve, its timing and its final weights, on the
-host."""
+host. A result and its curve show themselves as tables (as text, and as HTML in a notebook)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from ..io.display import Table
 
 
 class TrainingDiverged(RuntimeError):
@@ -19,8 +21,40 @@ class Checkpoint:
     mse: float  # the test loss per image (the tutorial's: squared error per output)
 
 
+class Curve(list):
+    """A run's checkpoints, in order: a list of ``Checkpoint`` that shows itself as a table.
+
+    ``loss`` names what each point's ``mse`` holds (``"MSE"``, the tutorial's squared error, or
+    ``"cross-entropy"``), for the table's header only.
+    """
+
+    def __init__(self, points=(), loss: str = "MSE"):
+        super().__init__(points)
+        self.loss = loss
+
+    @property
+    def images_seen(self) -> list[int]:
+        return [point.images_seen for point in self]
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [point.accuracy for point in self]
+
+    def table(self, title: str = "", notes=()) -> Table:
+        rows = [(f"{p.images_seen:,}", f"{p.accuracy:.2%}", f"{p.mse:.4f}") for p in self]
+        return Table(title, ("images seen", "test accuracy", f"test {self.loss}"), rows,
+                     list(notes))
+
+    def __repr__(self) -> str:
+        return self.table().text()
+
+    def _repr_html_(self) -> str:
+        return self.table().html()
+
+
 class ResultSummary:
-    """What every training result reports, derived from its curve, images and seconds."""
+    """What every training result reports, derived from its curve, images and seconds, and how
+    it shows itself: its settings, the curve as a table, the time and the final accuracy."""
 
     @property
     def final_accuracy(self) -> float:
@@ -42,33 +76,84 @@ class ResultSummary:
             "images_per_second": self.images_per_second,
         }
 
+    def describe(self) -> str:
+        """One line: the network, how it was trained, and where."""
+        raise NotImplementedError
 
-@dataclass
+    def table(self) -> Table:
+        return self.curve.table(self.describe(), [
+            f"trained {self.images_trained:,} images in {self.seconds:.3f} s "
+            f"({self.images_per_second:,.0f} images/s); final test accuracy "
+            f"{self.final_accuracy:.2%}"])
+
+    def __repr__(self) -> str:
+        return self.table().text()
+
+    def _repr_html_(self) -> str:
+        return self.table().html()
+
+
+def ran_on(backend: dict) -> str:
+    """The library and the device a run used, as in "numpy on cpu"."""
+    return f"{backend.get('backend')} on {backend.get('gpu') or backend.get('device', '?')}"
+
+
+@dataclass(repr=False)
 class TrainResult(ResultSummary):
     config: dict
     backend: dict
     kernel: str
-    curve: list[Checkpoint]
+    curve: Curve  # a list of Checkpoint
     seconds: float  # training only: evaluation at the checkpoints is not counted
     prepare_seconds: float  # the fused kernels' one-off listing of lit pixels (0 without them)
     images_trained: int
     weights: np.ndarray = field(repr=False)
     evaluation: str = "array"  # how the checkpoints' test-set figures were computed
 
+    def __post_init__(self):
+        self.curve = Curve(self.curve, "MSE")
+
     def to_json(self) -> dict:
         return {**super().to_json(), "prepare_seconds": self.prepare_seconds,
                 "evaluation": self.evaluation}
 
+    def describe(self) -> str:
+        cfg = self.config
+        mode = ("per-image" if cfg["batch_size"] == 1
+                else f"mini-batches of {cfg['batch_size']}")
+        return (f"784-10, the tutorial: {mode} ({self.kernel} kernel), alpha {cfg['alpha']}, "
+                f"{_epochs(cfg)}, seed {cfg['seed']}{_shuffled(cfg)}; {ran_on(self.backend)}, "
+                f"{cfg['dtype']}")
 
-@dataclass
+
+@dataclass(repr=False)
 class MLPResult(ResultSummary):
     config: dict
     backend: dict
-    curve: list[Checkpoint]  # after each epoch; ``mse`` holds the mean test loss per image
+    curve: Curve  # after each epoch; ``mse`` holds the mean test loss per image
     seconds: float
     images_trained: int
     params: list = field(repr=False)  # host (W, b) per layer
     kernel: str = "array"  # mini-batches always run as array calls
+
+    def __post_init__(self):
+        loss = (self.config.get("arch") or {}).get("loss")
+        self.curve = Curve(self.curve, "cross-entropy" if loss == "ce" else "MSE")
+
+    def describe(self) -> str:
+        cfg = self.config
+        momentum = f", momentum {cfg['momentum']}" if cfg.get("momentum") else ""
+        return (f"{cfg.get('architecture', 'a network')}: mini-batches of {cfg['batch_size']}, "
+                f"lr {cfg['lr']}{momentum}, {_epochs(cfg)}, seed {cfg['seed']}{_shuffled(cfg)}; "
+                f"{ran_on(self.backend)}, {cfg['dtype']}")
+
+
+def _epochs(cfg: dict) -> str:
+    return f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}"
+
+
+def _shuffled(cfg: dict) -> str:
+    return ", shuffled" if cfg.get("shuffle") else ""
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Pictures of training, as ``matplotlib.figure.Figure`` objects (the ``plot`` extra).
 
-Every function returns a figure drawn on its own Agg canvas, never through pyplot's global state
-or ``matplotlib.use``: a notebook shows it inline (and keeps its own backend), a script saves it
-with ``save_png``.
+Every function returns a figure drawn on its own Agg canvas (``canvas.InlineFigure``), never
+through pyplot's global state or ``matplotlib.use``: a notebook shows it inline when a cell
+returns it (and keeps its own backend), a script saves it with ``save_png``.
 
+* ``plot_digits``: a grid of digits with their labels (and predictions, if given).
 * ``plot_curves``: accuracy against images seen over several seeds (median line, min-max band).
 * ``plot_sweep``: a sweep's accuracy against its learning rates, and its curves.
 * ``plot_weight_maps``: what the network learned, each output's (or first-layer unit's) weights as
@@ -28,18 +29,15 @@ class MissingExtra(ImportError):
 
 
 def new_figure(**options):
-    """A ``matplotlib.figure.Figure`` on its own Agg canvas (no pyplot, no global backend), or
-    ``MissingExtra`` saying what to install."""
+    """A ``matplotlib.figure.Figure`` on its own Agg canvas (no pyplot, no global backend) that
+    a notebook shows inline, or ``MissingExtra`` saying what to install."""
     try:
         import matplotlib  # noqa: F401 - first: whether it is installed at all
-
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
     except ImportError:
         raise MissingExtra("this needs matplotlib: pip install 'mnist-gpu[plot]'") from None
-    figure = Figure(**options)
-    FigureCanvasAgg(figure)
-    return figure
+    from .canvas import InlineFigure
+
+    return InlineFigure(**options)
 
 
 def png_bytes(figure) -> bytes:
@@ -54,12 +52,51 @@ def save_png(figure, path) -> None:
     write_atomically(path, png_bytes(figure))
 
 
+def plot_digits(images, labels=None, predictions=None, count: int = 40, columns: int = 10,
+                title: str | None = None):
+    """The first ``count`` of ``images`` ((n, 784) or (n, 28, 28), uint8 or scaled) in a grid,
+    each titled with its label, and with its prediction where ``predictions`` are given (red
+    where it is wrong)."""
+    images = np.asarray(images)[:count].reshape(-1, 28, 28)
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = int(np.ceil(count / columns))
+    fig = new_figure(figsize=(1.1 * columns, 1.25 * rows + 0.4), dpi=100)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= count:
+            continue
+        ax.imshow(images[index], cmap="gray_r")
+        caption, colour = [], "black"
+        if labels is not None:
+            caption.append(str(int(labels[index])))
+        if predictions is not None:
+            guess = int(predictions[index])
+            caption.append(f"-> {guess}")
+            if labels is not None and guess != int(labels[index]):
+                colour = "C3"
+        ax.set_title(" ".join(caption), fontsize=9, color=colour)
+    if title is None:
+        title = (f"{count} digits: label -> prediction (red: wrong)" if predictions is not None
+                 else f"{count} digits and their labels")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_curves(series: dict, title="Test accuracy as images stream in"):
-    """``series[label] = (images_seen, accuracies)`` with accuracies (seeds, checkpoints)."""
+    """``series[label]``: one run's curve (a ``Curve``, list of checkpoints), the curves of
+    several seeds (a list of them), or ``(images_seen, accuracies)`` with accuracies of shape
+    (seeds, checkpoints)."""
     fig = new_figure(figsize=(8, 5), dpi=100)
     ax = fig.subplots()
-    for label, (seen, accuracies) in series.items():
+    for label, curves in series.items():
+        seen, accuracies = _seen_and_accuracies(curves)
         acc = np.asarray(accuracies) * 100
+        if len(acc) == 1:  # one run: its line, no band
+            ax.plot(seen, acc[0], marker="o", label=label)
+            continue
         line, = ax.plot(seen, np.median(acc, axis=0), marker="o", label=f"{label} (median)")
         ax.fill_between(seen, acc.min(axis=0), acc.max(axis=0), alpha=0.2, color=line.get_color(),
                         label=f"{label} (min-max over {acc.shape[0]} seeds)")
@@ -69,6 +106,16 @@ def plot_curves(series: dict, title="Test accuracy as images stream in"):
     _accuracy_axes(ax, title, "test accuracy (%)")
     fig.tight_layout()
     return fig
+
+
+def _seen_and_accuracies(curves):
+    """(images seen, accuracies (seeds, checkpoints)) of one series of ``plot_curves``."""
+    if isinstance(curves, tuple):
+        return curves
+    if curves and hasattr(curves[0], "images_seen"):  # one curve: a list of checkpoints
+        curves = [curves]
+    return ([point.images_seen for point in curves[0]],
+            [[point.accuracy for point in curve] for curve in curves])
 
 
 def _images_seen_axis(ax) -> None:
