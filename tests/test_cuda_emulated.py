@@ -28,14 +28,6 @@ from mnist_gpu.training import TrainConfig, to_device_data
 WARP = 32
 
 
-@pytest.fixture(scope="session")
-def emulated_library(tmp_path_factory):
-    if emulated_cuda.compiler() is None:
-        pytest.skip("g++ not found: the CUDA kernel cannot be emulated")
-    return emulated_cuda.build(fused_cuda.KERNEL_SOURCE.read_text(),
-                               tmp_path_factory.mktemp("emulated_cuda"))
-
-
 def _fused(library, properties=emulated_cuda.H200):
     return fused_cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
 

@@ -6,9 +6,9 @@ from .config import KERNELS, TUTORIAL_CHECKPOINTS, MLPConfig, TrainConfig
 from .device_data import DTYPES, DeviceData, DeviceOutOfMemory, to_device_data
 from .network import train_mlp
 from .results import Checkpoint, MLPResult, TrainingDiverged, TrainResult
-from .tutorial import evaluate_weights, kernel_name, train, train_models
+from .tutorial import evaluate_weights, kernel_name, kernel_note, train, train_models
 
 __all__ = ["DTYPES", "KERNELS", "TUTORIAL_CHECKPOINTS", "Checkpoint", "DeviceData",
            "DeviceOutOfMemory", "MLPConfig", "MLPResult", "TrainConfig", "TrainResult",
-           "TrainingDiverged", "evaluate_weights", "kernel_name", "to_device_data", "train",
-           "train_mlp", "train_models"]
+           "TrainingDiverged", "evaluate_weights", "kernel_name", "kernel_note", "to_device_data",
+           "train", "train_mlp", "train_models"]

@@ -30,21 +30,38 @@ FUSED_MINIBATCH_MAX_MODELS = 256
 
 def choose_kernel(backend: Backend, config: TrainConfig, models: int = 1):
     """(name, compiled pass or None): how ``config`` trains ``models`` models on ``backend``.
-    An explicit ``fused`` that the backend cannot give raises ``KernelUnavailable``."""
+
+    ``auto`` takes the backend's compiled pass only if it has been verified on its hardware
+    (``verified``: correct before fast on what has never run), and not for mini-batches of more
+    than ``FUSED_MINIBATCH_MAX_MODELS`` models; otherwise the array path. An explicit ``fused``
+    takes the pass, verified or not (``kernel_note`` says which), or raises
+    ``KernelUnavailable`` where the backend has none.
+    """
     if config.kernel == "array" or (config.kernel == "auto" and config.batch_size > 1
                                     and models > FUSED_MINIBATCH_MAX_MODELS):
         return "array", None
     try:
-        return "fused", kernels.training_pass(backend, config.batch_size)
+        fused = kernels.training_pass(backend, config.batch_size)
     except kernels.KernelUnavailable:
         if config.kernel == "fused":
             raise
         return "array", None
+    if config.kernel == "auto" and not fused.verified:
+        return "array", None
+    return "fused", fused
 
 
 def kernel_name(backend: Backend, config: TrainConfig, models: int = 1) -> str:
     """The compute path ``train`` (``train_models`` with ``models``) takes: fused or array."""
     return choose_kernel(backend, config, models)[0]
+
+
+def kernel_note(backend: Backend, config: TrainConfig, models: int = 1) -> str | None:
+    """What a user should be told about the path ``config`` takes: that its compiled pass has
+    not been verified on this hardware, and how to check it (only an explicit ``fused`` takes
+    such a pass); None when there is nothing to say."""
+    _, fused = choose_kernel(backend, config, models)
+    return None if fused is None or fused.verified else fused.unverified
 
 
 def _choose_evaluation(backend: Backend, kernel: str):
@@ -72,16 +89,20 @@ def check_initial_weights(weights, dtype: str) -> np.ndarray:
 
 
 def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None,
-          progress=None, on_checkpoint=None) -> TrainResult:
+          progress=None, on_checkpoint=None, log=None) -> TrainResult:
     """Train the tutorial's network on ``data``.
 
     ``init_weights`` (a host array) replaces the seeded uniform draw. ``progress(images_seen)``
     is called after each segment, ``on_checkpoint(point)`` with each ``Checkpoint`` as soon as it
-    is evaluated (so that a caller can show it before the run ends). Weights that stop being
-    finite raise ``TrainingDiverged`` naming the step.
+    is evaluated (so that a caller can show it before the run ends), ``log(line)`` with what a
+    user should know before it starts (``kernel_note``). Weights that stop being finite raise
+    ``TrainingDiverged`` naming the step.
     """
     config = config or TrainConfig()
     config.validate()
+    note = kernel_note(data.backend, config)
+    if note and log:
+        log(note)
     if init_weights is None:
         host_w = tutorial.init_weights(config.seed, data.dtype)
     else:
