@@ -9,6 +9,7 @@ weights are trained over a segment, scored and replayed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -95,7 +96,8 @@ def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None
     ``init_weights`` (a host array) replaces the seeded uniform draw. ``progress(images_seen)``
     is called after each segment, ``on_checkpoint(point)`` with each ``Checkpoint`` as soon as it
     is evaluated (so that a caller can show it before the run ends), ``log(line)`` with what a
-    user should know before it starts (``kernel_note``). Weights that stop being finite raise
+    user should know before it starts (``kernel_note``). A run that diverges (weights no longer
+    finite, or a test MSE past ``runner.loss_bound`` of its start) raises
     ``TrainingDiverged`` naming the step.
     """
     config = config or TrainConfig()
@@ -128,9 +130,11 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
 
     With several, a model whose weights stop being finite is marked diverged at its step (found
     by replaying it alone from the last checkpoint), its weights frozen at the last finite step
-    and taken out of the stack (zero weights, zero rate), and the others go on exactly as they
-    would have: no column of the stack depends on another. ``on_checkpoint(points)`` gets each
-    checkpoint's list of M points (None for diverged models).
+    and taken out of the stack (zero weights, zero rate); one whose test MSE at a checkpoint is
+    more than ``runner.DIVERGED_FACTOR`` times its MSE at 0 images (``runner.loss_bound``) is
+    marked diverged at that checkpoint and frozen there, as it is. The others go on exactly as
+    they would have: no column of the stack depends on another. ``on_checkpoint(points)`` gets
+    each checkpoint's list of M points (None for diverged models).
     """
     backend = data.backend
     n = data.n_train
@@ -221,6 +225,7 @@ class _Stack:
         self.score_test = _scorer(data, inference, self.models)
         self.frozen: dict[int, np.ndarray] = {}
         self.last_good = None
+        self.start_mse = None  # per model, its test MSE at 0 images: what its bound counts from
 
     def train(self, segment):
         train_segment(self.W, self.data, self.batch_size, segment, self.rates, self.fused,
@@ -236,22 +241,39 @@ class _Stack:
 
     def score(self, seen, diverged) -> list:
         points = _checkpoints(self.data, self.score_test(self.W), seen, self.models)
+        if self.start_mse is None:  # the first score, at 0 images (runner.run sees to it)
+            self.start_mse = [point.mse for point in points]
         return [None if m in diverged else point for m, point in enumerate(points)]
 
     def over_bound(self, model, point) -> bool:
-        return False
+        # Past runner.loss_bound of its start; a NaN MSE fails the comparison too.
+        return not point.mse <= runner.loss_bound(self.start_mse[model])
 
     def diverge(self, model, segments, seen, point) -> Divergence:
-        """Find model ``model``'s step by replaying it alone from the last good checkpoint,
-        freeze it there and take it out of the stack (zero weights and a zero rate keep its
-        columns finite, so nothing it computes from here on can overflow)."""
-        frozen, where = self._replay(model, segments)
+        """Freeze model ``model`` and take it out of the stack (zero weights and a zero rate keep
+        its columns finite, so nothing it computes from here on can overflow). Weights that are
+        no longer finite (``point`` None) are frozen at their last finite step, found by
+        replaying the model alone from the last good checkpoint; finite weights whose test MSE
+        passed its bound (``point``), as they are at this checkpoint."""
+        alpha = self.alphas[model]
+        if point is None:
+            frozen, where = self._replay(model, segments)
+            message = (f"the weights became NaN or infinite {where} (alpha = {alpha}); try a "
+                       "smaller --alpha")
+        else:
+            frozen = self.data.backend.to_host(self.W[:, stack.columns(model)])
+            start = self.start_mse[model]
+            over = (f"over {runner.DIVERGED_FACTOR:,g} times its {start:,.4g} at 0 images"
+                    if start >= 1 else f"over {runner.loss_bound(start):,g}")
+            mse = (f"{point.mse:.3g}" if math.isfinite(point.mse) else
+                   "NaN" if math.isnan(point.mse) else f"past the {self.data.dtype} range")
+            where = f"at {seen:,} images seen (test MSE {mse}, {over})"
+            message = (f"the test MSE reached {mse} at {seen:,} images seen, {over}: the "
+                       f"weights blew up (alpha = {alpha}); try a smaller --alpha")
         self.frozen[model] = frozen
         self.W[:, stack.columns(model)] = 0
         self.rates.stop(model)
-        alpha = self.alphas[model]
-        return Divergence(where, seen, f"the weights became NaN or infinite {where} (alpha = "
-                                       f"{alpha}); try a smaller --alpha")
+        return Divergence(where, seen, message)
 
     def _replay(self, model, segments):
         """(its weights before the step that made them non-finite, where that step was), by the
