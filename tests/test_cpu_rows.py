@@ -17,6 +17,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 numba = pytest.importorskip("numba")
 from numba.core.errors import TypingError  # noqa: E402
@@ -188,7 +189,8 @@ def test_the_passes_give_the_same_bits_with_opaque_pointers(mnist_dir_path, tmp_
     script.write_text(textwrap.dedent(_PASSES))
     env = {**os.environ, "LLVMLITE_ENABLE_IR_LAYER_TYPED_POINTERS": "0",
            # Compiled afresh: a cached build would be the typed one.
-           "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "MNIST_GPU_DATA": str(mnist_dir_path)}
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "MNIST_GPU_DATA": str(mnist_dir_path),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, str(script), str(count), str(tmp_path / "opaque.npz")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
