@@ -265,11 +265,16 @@ class _Stack:
             start = self.start_mse[model]
             over = (f"over {runner.DIVERGED_FACTOR:,g} times its {start:,.4g} at 0 images"
                     if start >= 1 else f"over {runner.loss_bound(start):,g}")
-            mse = (f"{point.mse:.3g}" if math.isfinite(point.mse) else
-                   "NaN" if math.isnan(point.mse) else f"past the {self.data.dtype} range")
+            if math.isfinite(point.mse):
+                mse, went = f"{point.mse:.3g}", f"reached {point.mse:.3g}"
+            elif math.isnan(point.mse):
+                mse, went = "NaN", "became NaN"
+            else:
+                mse = f"past the {self.data.dtype} range"
+                went = f"overflowed the {self.data.dtype} range"
             where = f"at {seen:,} images seen (test MSE {mse}, {over})"
-            message = (f"the test MSE reached {mse} at {seen:,} images seen, {over}: the "
-                       f"weights blew up (alpha = {alpha}); try a smaller --alpha")
+            message = (f"the test MSE {went} at {seen:,} images seen, {over}: the weights blew "
+                       f"up (alpha = {alpha}); try a smaller --alpha")
         self.frozen[model] = frozen
         self.W[:, stack.columns(model)] = 0
         self.rates.stop(model)
