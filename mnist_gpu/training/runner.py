@@ -34,8 +34,9 @@ DIVERGED_FACTOR = 1e3
 
 def loss_bound(start: float) -> float:
     """The loss past which a run that started at loss ``start`` is diverged: ``DIVERGED_FACTOR``
-    times its start, or times 1 when the start is below 1 (a model that starts near its optimum
-    may rise from there a long way and still be learning)."""
+    times its start, or ``DIVERGED_FACTOR`` itself when the start is below 1 (a run that starts
+    near its optimum, from weights already trained, is held to a bound far above any healthy
+    loss rather than to a multiple of a small number)."""
     return DIVERGED_FACTOR * max(start, 1.0)
 
 
