@@ -12,9 +12,16 @@ exit status 2. Then each stage runs in its own process under its own time limit,
 overall deadline (``DEADLINE_S``, so the whole check ends in about 6 minutes on an H200):
 
 1. ``device``: the GPU, driver, CUDA and CuPy versions;
-2. ``gpu_tests``: ``pytest -m gpu --require-gpu`` (a GPU test cannot pass by skipping: a missing
+2. ``train_fused``, ``train_array``, ``train_fused_float64``, ``train_array_float64``: the
+   tutorial on CuPy (``mnist-gpu train``, 60,000 images per image) by the hand-written CUDA kernel
+   (``--kernel fused``, which no GPU had run before) and by the array path (CuPy's own kernels
+   and cuBLAS, what ``--kernel auto`` takes on a GPU until this check has passed), in float32 and
+   float64, each saving its weights; then ``compare_paths`` (on the host, no process): per dtype,
+   the largest difference between the two paths' weights, against the parity suite's tolerance
+   (tests/test_parity.py). That comparison, with the GPU tests' kernel checks and the benchmark's
+   rows, is the evidence on which to make the kernel ``verified`` (``kernels/cuda.py``);
+3. ``gpu_tests``: ``pytest -m gpu --require-gpu`` (a GPU test cannot pass by skipping: a missing
    device or missing data fails it), every skip listed with its reason;
-3. ``train_fused``, ``train_array``: the tutorial on CuPy, by the fused kernel and the array path;
 4. ``bench``: the quick benchmark on NumPy and CuPy side by side, with the sweep rows (on CuPy up
    to 1,024 models side by side, per image and by batches: the sweep's GPU target) (``--full``:
    the full one, both dtypes, which needs a longer window);
@@ -29,7 +36,7 @@ path and by the one-block-per-model kernel; neighbours; divergence).
 The network is never touched (``MNIST_GPU_OFFLINE=1``). The report, ``gpu_check.json``, is
 rewritten after every stage, so what finished is kept if a later stage dies; its ``status`` is
 ``passed`` only when every stage passed. Beside it: ``gpu_check.log`` (every stage's output),
-``gpu_tests.xml`` (JUnit) and ``bench.json``.
+``gpu_tests.xml`` (JUnit), ``bench.json`` and ``weights/`` (the four tutorial runs' weights).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -48,17 +56,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 345  # the whole check, so that it ends within 6 minutes with its own start-up
 FULL_DEADLINE_S = 900
-STAGE_LIMITS_S = {"device": 60, "gpu_tests": 170, "train_fused": 40, "train_array": 60,
-                  "bench": 150, "train_cnn_fast": 40, "train_cnn": 60}
+# Each stage's limit is cut to what the deadline leaves. The four tutorial runs take seconds each
+# (one launch per checkpoint segment for the kernel; about six small launches per image for the
+# array path), most of it the process's start and CuPy's first compiles.
+STAGE_LIMITS_S = {"device": 45, "train_fused": 25, "train_array": 35, "train_fused_float64": 25,
+                  "train_array_float64": 35, "gpu_tests": 150, "bench": 150,
+                  "train_cnn_fast": 40, "train_cnn": 60}
 # What a training stage's --json result keeps in the report.
 TRAINED_KEYS = ("final_accuracy", "seconds", "images_per_second", "kernel", "curve")
 FULL_BENCH_LIMIT_S = 600
 USAGE = (f"The GPU check: evidence that the CuPy paths work, within one short window of GPU time "
          f"(at most {DEADLINE_S // 60 + 1} minutes). It needs the four MNIST files in "
          f"$MNIST_GPU_DATA (else ./data), CuPy and a GPU that answers; it runs the package from "
-         f"this checkout on PYTHONPATH, the GPU tests (pytest -m gpu --require-gpu), the tutorial "
-         f"on CuPy and the quick benchmark (--full: the full one, ~10 minutes), and never touches "
-         f"the network.")
+         f"this checkout on PYTHONPATH, the tutorial on CuPy by the CUDA kernel and by the array "
+         f"path (their weights compared), the GPU tests (pytest -m gpu --require-gpu) and the "
+         f"quick benchmark (--full: the full one, ~10 minutes), and never touches the network.")
+
+# The two paths' weights must agree as the parity suite's CuPy runs agree with NumPy's
+# (tests/test_parity.py's TOLERANCE): only the order of the sums differs. On this project's CPU
+# the fused pass and the array path differ by 3.9e-7 (float32) and 7.8e-16 (float64) after the
+# tutorial's 60,000 images.
+PATH_TOLERANCE = {"float32": {"rtol": 1e-5, "atol": 1e-5},
+                  "float64": {"rtol": 1e-10, "atol": 1e-12}}
+DTYPES = ("float32", "float64")
 
 
 class Check:
@@ -158,7 +178,9 @@ def junit_summary(path: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gpu_check", description=USAGE)
+    parser = argparse.ArgumentParser(prog="gpu_check",
+                                     description=textwrap.fill(USAGE, break_on_hyphens=False),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", nargs="?", default="bench/out", help="report folder [bench/out]")
     parser.add_argument("--full", action="store_true",
                         help="the full benchmark (both dtypes, every batch size): ~10 minutes")
@@ -200,19 +222,20 @@ def main(argv=None) -> int:
     check.report["device"] = _last_json(device["output_tail"])
     check.save()
 
+    # The kernel against the array path first: the evidence this check exists for.
+    for name, command in tutorial_stages(python, out / "weights"):
+        _keep_training_result(check, check.stage(name, command, STAGE_LIMITS_S[name]))
+    print("== compare_paths", flush=True)
+    check.report["stages"]["compare_paths"] = compare_paths(check.report["stages"],
+                                                            out / "weights")
+    check.save()
+
     xml = out / "gpu_tests.xml"
     check.stage("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "--require-gpu", "-q",
                               "-p", "no:cacheprovider", "-o", "addopts=-ra",
                               f"--junitxml={xml}"], STAGE_LIMITS_S["gpu_tests"])
     check.report["stages"]["gpu_tests"]["summary"] = junit_summary(xml)
     check.save()
-
-    for kernel in ("fused", "array"):
-        name = f"train_{kernel}"
-        result = check.stage(name, [python, "-m", "mnist_gpu.cli", "train", "--backend", "cupy",
-                                    "--kernel", kernel, "--quiet", "--json"],
-                             STAGE_LIMITS_S[name])
-        _keep_training_result(check, result)
 
     bench = [python, "-m", "mnist_gpu.cli", "bench", "--backend", "numpy,cupy",
              "--json", str(out / "bench.json")]
@@ -232,6 +255,59 @@ def main(argv=None) -> int:
     failed = failed_stages(check.report)
     return check.finish("failed" if failed else "passed",
                         f"stages not passed: {', '.join(failed)}" if failed else "")
+
+
+def _stage_name(kernel: str, dtype: str) -> str:
+    return f"train_{kernel}" + ("" if dtype == "float32" else f"_{dtype}")
+
+
+def tutorial_stages(python: str, weights: Path) -> list[tuple[str, list[str]]]:
+    """(name, command) of the tutorial's four runs on CuPy: by the fused kernel and by the array
+    path, in each dtype, each saving its weights in ``weights``."""
+    weights.mkdir(parents=True, exist_ok=True)
+    return [(_stage_name(kernel, dtype),
+             [python, "-m", "mnist_gpu.cli", "train", "--backend", "cupy", "--kernel", kernel,
+              "--dtype", dtype, "--quiet", "--json", "--save",
+              str(weights / f"tutorial-{kernel}-{dtype}.npz")])
+            for dtype in DTYPES for kernel in ("fused", "array")]
+
+
+def compare_paths(stages: dict, weights: Path) -> dict:
+    """The ``compare_paths`` stage: per dtype, how far the fused kernel's weights are from the
+    array path's after the same run, and whether that is within ``PATH_TOLERANCE``. Passed when
+    both dtypes agree; skipped (and the check failed by the training stage) when a run did not
+    pass."""
+    import numpy as np
+
+    from mnist_gpu.io.weights import WeightsFileError, load_weights
+
+    missing = [_stage_name(k, d) for d in DTYPES for k in ("fused", "array")
+               if stages.get(_stage_name(k, d), {}).get("status") != "passed"]
+    if missing:
+        return {"status": "skipped", "reason": f"not trained: {', '.join(missing)}"}
+    result = {"status": "passed"}
+    for dtype in DTYPES:
+        try:
+            fused, _ = load_weights(weights / f"tutorial-fused-{dtype}.npz")
+            array, _ = load_weights(weights / f"tutorial-array-{dtype}.npz")
+        except (OSError, WeightsFileError) as err:
+            return {"status": "failed", "reason": f"{dtype}: {err}"}
+        difference = np.abs(fused.astype(np.float64) - array.astype(np.float64))
+        agree = bool(fused.dtype == array.dtype == np.dtype(dtype)
+                     and np.allclose(fused, array, **PATH_TOLERANCE[dtype]))
+        accuracy = {kernel: stages[_stage_name(kernel, dtype)].get("result", {})
+                    .get("final_accuracy") for kernel in ("fused", "array")}
+        result[dtype] = {"max_abs_difference": float(difference.max()),
+                         "max_abs_weight": float(np.abs(array).max()),
+                         "differing_weights": int(np.count_nonzero(difference)),
+                         "final_accuracy": accuracy, "tolerance": PATH_TOLERANCE[dtype],
+                         "agree": agree}
+        print(f"   {dtype}: the kernel's weights {'agree' if agree else 'DISAGREE'} with the "
+              f"array path's: max |difference| {difference.max():.3g}, accuracy "
+              f"{accuracy['fused']} against {accuracy['array']}", flush=True)
+        if not agree:
+            result["status"] = "failed"
+    return result
 
 
 def failed_stages(report: dict) -> list[str]:

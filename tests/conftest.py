@@ -108,6 +108,18 @@ def mnist_dir_path(request):
     return _data_or_skip(request)
 
 
+@pytest.fixture(scope="session")
+def emulated_library(tmp_path_factory):
+    """``kernels/fused_pass.cu`` compiled by g++ for the CPU (``emulated_cuda.py``), once."""
+    import emulated_cuda
+    from mnist_gpu.kernels import cuda
+
+    if emulated_cuda.compiler() is None:
+        pytest.skip("g++ not found: the CUDA kernel cannot be emulated")
+    return emulated_cuda.build(cuda.KERNEL_SOURCE.read_text(),
+                               tmp_path_factory.mktemp("emulated_cuda"))
+
+
 @pytest.fixture
 def run(mnist_dir_path, capsys):
     """Run the CLI in-process on the real data; returns (exit status, stdout, stderr)."""

@@ -7,6 +7,11 @@ where a warp synchronises; see there), and ``emulated_cupy()`` stands in for the
 kernel. What this proves: the kernel's indexing, synchronisation and arithmetic, in both dtypes,
 bit for bit against a model of its summation order. What it cannot: speed, and the behaviour of the
 real memory system (the GPU check does that on a GPU).
+
+``stand_in_cupy()`` goes one step further: a whole ``cupy`` module as mnist-gpu uses it (NumPy's
+functions on host arrays, plus the device, events, memory pool and ``RawModule``), for the real
+``CupyBackend`` and everything above it (the CLI included) to run on, with the emulated kernel or
+with a ``RawModule`` that fails as CuPy's do (``FailingModule``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+import time
 import types
 from pathlib import Path
 
@@ -86,14 +92,25 @@ class _Function:
 class _Device(contextlib.AbstractContextManager):
     id = 0
 
+    def __init__(self, device_id=0):
+        self.id = device_id
+
     def __exit__(self, *exc):
         return None
 
+    def synchronize(self):
+        return None
 
-def emulated_cupy(library: ctypes.CDLL, properties=H200):
-    """A stand-in for the CuPy backend as ``FusedCUDA`` uses it: its ``xp`` (``cupy`` as the pass
-    uses it), ``activate()`` and ``device_id``."""
 
+class CompileException(Exception):
+    """CuPy's ``cupy.cuda.compiler.CompileException``: its message is NVRTC's log."""
+
+
+class CUDADriverError(RuntimeError):
+    """CuPy's ``cupy.cuda.driver.CUDADriverError``."""
+
+
+def _raw_module(library):
     class RawModule:
         def __init__(self, code, options=()):
             self.options = options
@@ -101,8 +118,109 @@ def emulated_cupy(library: ctypes.CDLL, properties=H200):
         def get_function(self, name):
             return _Function(library, name)
 
+    return RawModule
+
+
+class FailingModule:
+    """A ``RawModule`` class that fails as CuPy's does: at the compile (``"compile"``: NVRTC's
+    log), when the launch's shared memory is set (``"shared memory"``: the driver refuses it) or
+    at the launch (``"launch"``), there only from launch number ``launches`` on (counting from
+    1: the trial launch of ``FusedCUDA.prepare`` is the first)."""
+
+    def __init__(self, failure, launches=1):
+        self.failure, self.launches, self.calls = failure, launches, 0
+
+    def __call__(self, code, options=()):
+        return self
+
+    def get_function(self, name):
+        if self.failure == "compile":
+            raise CompileException(
+                "/tmp/tmpd0e5/4b1a.cu(117): error: identifier \"lane\" is undefined\n\n"
+                "1 error detected in the compilation of \"/tmp/tmpd0e5/4b1a.cu\".\n")
+        return _FailingFunction(self)
+
+
+class _FailingFunction:
+    preferred_shared_memory_carveout = -1
+
+    def __init__(self, module):
+        self.module = module
+
+    @property
+    def max_dynamic_shared_size_bytes(self):
+        return 48 * 1024
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value):
+        if self.module.failure == "shared memory":
+            raise CUDADriverError("CUDA_ERROR_INVALID_VALUE: invalid argument")
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        self.module.calls += 1
+        if self.module.failure == "launch" and self.module.calls >= self.module.launches:
+            raise CUDADriverError("CUDA_ERROR_LAUNCH_FAILED: unspecified launch failure")
+
+
+def _cuda_namespace(properties):
     runtime = types.SimpleNamespace(getDeviceProperties=lambda device: dict(properties))
+    return types.SimpleNamespace(runtime=runtime,
+                                 compiler=types.SimpleNamespace(CompileException=CompileException),
+                                 driver=types.SimpleNamespace(CUDADriverError=CUDADriverError))
+
+
+def emulated_cupy(library: ctypes.CDLL, properties=H200):
+    """A stand-in for the CuPy backend as ``FusedCUDA`` uses it: its ``xp`` (``cupy`` as the pass
+    uses it), ``activate()``, ``synchronize()`` and ``device_id``."""
     names = ("zeros", "cumsum", "sum", "nonzero", "asarray", "bincount", "int64", "uint8")
-    cupy = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime),
+    cupy = types.SimpleNamespace(RawModule=_raw_module(library), cuda=_cuda_namespace(properties),
                                  asnumpy=np.asarray, **{name: getattr(np, name) for name in names})
-    return types.SimpleNamespace(xp=cupy, activate=_Device, device_id=_Device.id)
+    return types.SimpleNamespace(xp=cupy, activate=_Device, synchronize=lambda: None,
+                                 device_id=_Device.id)
+
+
+class _Event:
+    def record(self):
+        self.at = time.perf_counter()
+
+    def synchronize(self):
+        return None
+
+
+class _MemoryPool:
+    def free_all_blocks(self):
+        return None
+
+    def total_bytes(self):
+        return 0
+
+    def free_bytes(self):
+        return 0
+
+
+class OutOfMemoryError(MemoryError):
+    """CuPy's ``cupy.cuda.memory.OutOfMemoryError``."""
+
+
+def stand_in_cupy(library: ctypes.CDLL | None = None, properties=H200, raw_module=None):
+    """A ``cupy`` module as mnist-gpu uses it, on the host: NumPy's functions, one device (an
+    H200's properties, 140 GB free), CUDA events, a memory pool, and ``RawModule``: the emulated
+    kernels of ``library``, or ``raw_module`` (a ``FailingModule``). For the real
+    ``CupyBackend``."""
+    cupy = types.ModuleType("cupy")
+    cupy.__dict__.update({name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
+    cuda = _cuda_namespace(properties)
+    cuda.runtime = types.SimpleNamespace(
+        getDeviceCount=lambda: 1,
+        getDeviceProperties=lambda device: {**properties, "name": b"NVIDIA H200 (stand-in)"},
+        runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12080,
+        memGetInfo=lambda: (140 * 10**9, 141 * 10**9))
+    cuda.Device, cuda.Event = _Device, _Event
+    cuda.get_elapsed_time = lambda start, stop: (stop.at - start.at) * 1000.0
+    cuda.memory = types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError)
+    pool = _MemoryPool()
+    cupy.__dict__.update(
+        __version__="14.0.0", cuda=cuda, asnumpy=np.asarray, is_available=lambda: True,
+        get_default_memory_pool=lambda: pool,
+        RawModule=raw_module if raw_module is not None else _raw_module(library))
+    return cupy

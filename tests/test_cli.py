@@ -90,6 +90,23 @@ def test_divergence_names_the_step_and_keeps_good_weights(run, tmp_path):
     assert meta == {"note": "previous"} and np.all(weights == 1)  # nothing saved over them
 
 
+@pytest.mark.parametrize("checkpoints", [None, "1000"])
+def test_an_exploding_model_is_diverged_with_its_test_mse(run, tmp_path, checkpoints):
+    # Alpha 0.03: at 1,000 images the weights are near 4e11, still finite, and the test MSE is
+    # 1e21 times its start. Without a checkpoint at 0 the start is still measured (not shown).
+    save = tmp_path / "w.npz"
+    status, out, err = run("train", "--backend", "numpy", "--alpha", "0.03", "--limit", "1000",
+                           "--save", str(save),
+                           *(["--checkpoints", checkpoints] if checkpoints else []))
+    assert status == 1 and not save.exists() and "saved" not in out
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"mnist-gpu: error: the test MSE reached \S+ at 1,000 images seen, over "
+                        r"1,000 times its 2,933 at 0 images: the weights blew up \(alpha = 0.03\); "
+                        r"try a smaller --alpha", line), line
+    rows = re.findall(r"^\s*([\d,]+)\s+[\d.]+%", out, flags=re.M)
+    assert rows == ([] if checkpoints else ["0", "100"])
+
+
 BAD_ARGUMENTS = [
     ["--alpha", "0"], ["--alpha", "-1"], ["--alpha", "fast"], ["--batch-size", "0"],
     ["--epochs", "0"], ["--backend", "tpu"], ["--dtype", "float16"], ["--limit", "0"],

@@ -28,14 +28,6 @@ from mnist_gpu.training import TrainConfig, to_device_data
 WARP = 32
 
 
-@pytest.fixture(scope="session")
-def emulated_library(tmp_path_factory):
-    if emulated_cuda.compiler() is None:
-        pytest.skip("g++ not found: the CUDA kernel cannot be emulated")
-    return emulated_cuda.build(fused_cuda.KERNEL_SOURCE.read_text(),
-                               tmp_path_factory.mktemp("emulated_cuda"))
-
-
 def _fused(library, properties=emulated_cuda.H200):
     return fused_cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
 
@@ -212,26 +204,31 @@ def _numpy_with_the_kernel(library, monkeypatch):
 
 
 def test_a_sweep_trains_through_the_kernel(emulated_library, mnist, monkeypatch):
-    # The sweep's loop (segments between checkpoints, a shuffled order, a diverging model taken
+    # The sweep's loop (segments between checkpoints, a shuffled order, diverging models taken
     # out of the stack) around the emulated kernel, as on CuPy.
     small = type(mnist)(mnist.train_images[:150], mnist.train_labels[:150],
                         mnist.test_images[:100], mnist.test_labels[:100])
     config = TrainConfig(checkpoints=(0, 50, 150), kernel="fused", shuffle=True)
-    members = [Member(0.01, 0), Member(5.0, 1), Member(0.003, 1)]
+    # Alpha 5 blows the test MSE up by 1e219 in 50 images, weights still finite; alpha 1e7
+    # overflows the weights within 50.
+    members = [Member(0.01, 0), Member(5.0, 1), Member(0.003, 1), Member(1e7, 2)]
     on_cpu = run_sweep(to_device_data(get_backend("numpy"), small, "float64"), members, config)
 
     backend = _numpy_with_the_kernel(emulated_library, monkeypatch)
     data = to_device_data(backend, small, "float64")
     wild = run_sweep(data, members, config)
     sane = run_sweep(data, [members[0], members[2]], config)
-    assert wild.models[1].diverged == on_cpu.models[1].diverged
-    assert wild.models[1].diverged.startswith("at step ")
+    assert [m.diverged for m in wild.models] == [m.diverged for m in on_cpu.models]
+    assert wild.models[1].diverged.startswith("at 50 images seen (test MSE ")
+    assert wild.models[3].diverged.startswith("at step ")
     for index, alone in ((0, 0), (2, 1)):
         assert np.array_equal(wild.weights[index], sane.weights[alone])
         assert wild.models[index].curve == sane.models[alone].curve
     np.testing.assert_allclose(wild.weights[[0, 2]], on_cpu.weights[[0, 2]], rtol=0, atol=1e-12)
-    # The diverged model frozen at its last finite step: weights of 1e178 and more.
-    np.testing.assert_allclose(wild.weights[1], on_cpu.weights[1], rtol=1e-12)
+    # The diverged models frozen: at the checkpoint that found the MSE (weights of 1e109), and
+    # at the last finite step (1e304).
+    np.testing.assert_allclose(wild.weights[[1, 3]], on_cpu.weights[[1, 3]], rtol=1e-12)
+    assert 1e100 < np.abs(wild.weights[1]).max() < 1e120 < np.abs(wild.weights[3]).max()
 
 
 def test_the_benchmark_records_each_launch(emulated_library, mnist, monkeypatch):

@@ -1,10 +1,10 @@
 """The 16-lane row operations of every fused CPU pass, and the fused mini-batch pass itself.
 
-The row operations (``simd_rows``) keep the array path's rounding, one multiply and one add per
-term in pixel order, so they must equal a NumPy loop doing the same in the same dtype to the
-bit. The pass splits each batch into fixed chunks of images, whatever the number of threads, so
-its weights must not depend on that number. Its agreement with the array path over whole
-training runs is in ``test_parity.py``.
+The row operations (``kernels/cpu_rows.py``) keep the array path's rounding, one multiply and
+one add per term in pixel order, so they must equal a NumPy loop doing the same in the same dtype
+to the bit. The pass splits each batch into fixed chunks of images, whatever the number of
+threads, so its weights must not depend on that number. Its agreement with the array path over
+whole training runs is in ``test_parity.py``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, mnist_dir
 
@@ -163,3 +164,59 @@ def test_check_says_what_it_needs():
     said = " ".join(done.stdout.split())
     for fact in ("MNIST_GPU_DATA", "--require-gpu", "6 minutes", "PYTHONPATH", "--full"):
         assert fact in said
+
+
+def test_the_tutorial_runs_by_both_paths_in_both_dtypes_saving_their_weights(tmp_path):
+    gpu_check = _gpu_check_module()
+    stages = gpu_check.tutorial_stages("python3", tmp_path / "weights")
+    assert [name for name, _ in stages] == ["train_fused", "train_array", "train_fused_float64",
+                                            "train_array_float64"]
+    for name, command in stages:
+        kernel = command[command.index("--kernel") + 1]
+        dtype = command[command.index("--dtype") + 1]
+        assert name == f"train_{kernel}" + ("" if dtype == "float32" else "_float64")
+        assert command[command.index("--backend") + 1] == "cupy" and "--json" in command
+        assert command[command.index("--save") + 1] == str(
+            tmp_path / "weights" / f"tutorial-{kernel}-{dtype}.npz")
+        assert gpu_check.STAGE_LIMITS_S[name] <= gpu_check.DEADLINE_S
+
+
+def _runs(tmp_path, difference):
+    """The four runs' weights (the array path's, and the kernel's ``difference[dtype]`` away)
+    and their passed stages, as the check leaves them."""
+    from mnist_gpu.io.weights import save_weights
+
+    gpu_check = _gpu_check_module()
+    stages = {}
+    for dtype in gpu_check.DTYPES:
+        array = np.random.default_rng(0).random((784, 10)).astype(dtype)
+        fused = array.copy()
+        fused[3, 4] += difference[dtype]
+        for kernel, weights in (("fused", fused), ("array", array)):
+            save_weights(tmp_path / f"tutorial-{kernel}-{dtype}.npz", weights, {})
+            stages[gpu_check._stage_name(kernel, dtype)] = {
+                "status": "passed", "result": {"final_accuracy": 0.6815}}
+    return gpu_check, stages
+
+
+def test_the_paths_are_compared_per_dtype_against_the_parity_tolerance(tmp_path):
+    gpu_check, stages = _runs(tmp_path, {"float32": 3e-7, "float64": 1e-15})
+    result = gpu_check.compare_paths(stages, tmp_path)
+    assert result["status"] == "passed"
+    assert result["float32"]["agree"] and result["float64"]["agree"]
+    assert result["float32"]["max_abs_difference"] == pytest.approx(3e-7, rel=0.5)
+    assert result["float64"]["max_abs_difference"] == pytest.approx(1e-15, rel=0.5)
+    assert result["float64"]["differing_weights"] == 1
+    assert result["float32"]["final_accuracy"] == {"fused": 0.6815, "array": 0.6815}
+
+    gpu_check, stages = _runs(tmp_path, {"float32": 3e-7, "float64": 1e-6})
+    result = gpu_check.compare_paths(stages, tmp_path)
+    assert result["status"] == "failed" and not result["float64"]["agree"]
+    assert gpu_check.failed_stages({"stages": {"compare_paths": result}}) == ["compare_paths"]
+
+
+def test_the_paths_are_not_compared_when_a_run_failed(tmp_path):
+    gpu_check, stages = _runs(tmp_path, {"float32": 0.0, "float64": 0.0})
+    stages["train_fused_float64"]["status"] = "failed"
+    result = gpu_check.compare_paths(stages, tmp_path)
+    assert result["status"] == "skipped" and "train_fused_float64" in result["reason"]

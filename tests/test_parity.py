@@ -50,10 +50,12 @@ def test_per_image_parity(backend, numpy_backend, mnist, host_start, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size", [32, 1000, 60000])
 def test_minibatch_parity(backend, numpy_backend, mnist, host_start, dtype, batch_size):
-    ours = trained(backend, mnist, dtype, host_start, batch_size=batch_size, alpha=0.05,
+    # Alpha 0.05 blows batches of 32 up (their test MSE passes 1,000 times its start: diverged).
+    alpha = 0.03 if batch_size == 32 else 0.05
+    ours = trained(backend, mnist, dtype, host_start, batch_size=batch_size, alpha=alpha,
                    kernel="array")
     reference = trained(numpy_backend, mnist, dtype, host_start, batch_size=batch_size,
-                        alpha=0.05, kernel="array")
+                        alpha=alpha, kernel="array")
     assert_same_weights(ours, reference, dtype)
     # The same test-set accuracy (a handful of borderline images may flip in float32).
     assert abs(ours.final_accuracy - reference.final_accuracy) <= (0 if dtype == "float64"

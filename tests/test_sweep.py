@@ -104,6 +104,73 @@ def test_a_diverging_model_is_isolated(backend, mnist, kernel):
         train(data, replace(config, alpha=5.0, seed=1))
 
 
+def _per_image_loop(mnist, alpha, seed, images, dtype):
+    """The tutorial's loop in plain NumPy: the weights after ``images`` images."""
+    W = tutorial.init_weights(seed, dtype)
+    X = (mnist.train_images[:images].reshape(images, -1) / 255).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for x, label in zip(X, mnist.train_labels[:images]):
+            delta = x @ W - np.eye(10, dtype=dtype)[label]
+            W -= W.dtype.type(alpha) * np.outer(x, delta)
+    return W
+
+
+@pytest.mark.parametrize("kernel", ["array", "fused"])
+def test_a_model_whose_mse_explodes_is_diverged_and_frozen_there(backend, mnist, kernel):
+    if kernel == "fused" and backend.name != "numpy":
+        pytest.skip("the fused stack passes run on the CPU (and CUDA, in the GPU tests)")
+    # Alpha 0.03 (the README's grid): after 400 images the weights are still finite (near 1e5)
+    # but the test MSE is thousands of times its start; with --limit 400, the sweep used to call
+    # it "ok".
+    data = to_device_data(backend, _small(mnist), "float32")
+    config = TrainConfig(checkpoints=CHECKPOINTS, kernel=kernel)
+    sane = run_sweep(data, [Member(0.01, 0), Member(0.003, 1), Member(0.001, 2)], config)
+    wild = run_sweep(data, [Member(0.01, 0), Member(0.03, 1), Member(0.001, 2)], config)
+    bad = wild.models[1]
+    assert bad.diverged.startswith("at 400 images seen (test MSE ")
+    assert bad.diverged.endswith(f"over 1,000 times its {bad.curve[0].mse:,.4g} at 0 images)")
+    assert bad.diverged_at == 400 and bad.final_accuracy is None
+    assert [c.images_seen for c in bad.curve] == [0, 100]
+    # Frozen at that checkpoint, as it was there; the others exactly as without it.
+    frozen = wild.weights[1]
+    assert np.all(np.isfinite(frozen)) and np.abs(frozen).max() > 1e4
+    # (to the rounding of another summation order, which the blow-up amplifies; the weights at
+    # 100 images are a thousand times smaller.)
+    expected = _per_image_loop(mnist, 0.03, 1, 400, "float32")
+    assert np.linalg.norm(frozen - expected) < 1e-4 * np.linalg.norm(expected)
+    for index in (0, 2):
+        assert np.array_equal(sane.weights[index], wild.weights[index])
+        assert sane.models[index].curve == wild.models[index].curve
+    # Alone, it is a diverged `train` run, with the same kind of message as a non-finite one.
+    from mnist_gpu.training import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"^the test MSE reached \S+ at 400 images seen, "
+                       r"over 1,000 times its [\d,]+ at 0 images: the weights blew up \(alpha = "
+                       r"0.03\); try a smaller --alpha$"):
+        train(data, replace(config, alpha=0.03, seed=1))
+
+
+def test_the_start_is_scored_when_zero_is_not_a_checkpoint(numpy_backend, mnist):
+    from mnist_gpu.training import TrainingDiverged
+
+    data = to_device_data(numpy_backend, _small(mnist), "float32")
+    with pytest.raises(TrainingDiverged, match="at 400 images seen"):
+        train(data, TrainConfig(alpha=0.03, checkpoints=(400,)))
+    # A healthy run's curve is still the checkpoints asked for, its weights those of the
+    # run with a checkpoint at 0.
+    healthy = train(data, TrainConfig(checkpoints=(100, 400)))
+    assert [c.images_seen for c in healthy.curve] == [100, 400]
+    with_zero = train(data, TrainConfig(checkpoints=CHECKPOINTS))
+    assert np.array_equal(healthy.weights, with_zero.weights)
+
+
+def test_the_loss_bound_counts_from_the_start_or_from_one():
+    from mnist_gpu.training import runner
+
+    assert runner.loss_bound(2933.27) == pytest.approx(2.93327e6)
+    assert runner.loss_bound(0.1) == runner.loss_bound(1.0) == 1000.0
+
+
 def test_the_fused_stack_follows_the_array_path(numpy_backend, mnist):
     data = to_device_data(numpy_backend, _small(mnist), "float64")
     members = grid(ALPHAS, SEEDS)

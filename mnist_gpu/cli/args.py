@@ -157,7 +157,9 @@ def add_training_args(parser, sweep: bool) -> dict:
                    help="fused (compiled passes over the lit pixels: per image on the CPU "
                         "and GPU, mini-batches on the CPU; the checkpoints' test-set evaluation "
                         "too, where the backend has it), array (one array call per operation, "
-                        "the reference) or auto (fused where available) [auto]")
+                        "the reference) or auto (fused where it has been verified on its "
+                        "hardware: on the CPU; on a GPU the array path, until the CUDA kernel "
+                        "is measured there) [auto]")
     if sweep:
         p.add_argument("--json", default=None, metavar="PATH",
                        help="write every model's settings, curve and accuracy, and the sweep's "

@@ -36,9 +36,8 @@ def run(args) -> int:
                            on_chunk=bar.update if bar else None)
         failed = next((m for m in result.models if m.diverged), None)
         if failed:
-            raise TrainingDiverged(f"seed {failed.seed}: the weights became NaN or infinite "
-                                   f"{failed.diverged} (alpha = {failed.alpha}); try a smaller "
-                                   "--alpha")
+            raise TrainingDiverged(f"seed {failed.seed}: training diverged {failed.diverged} "
+                                   f"(alpha = {failed.alpha}); try a smaller --alpha")
         accuracies = [[c.accuracy for c in m.curve] for m in result.models]
         seen = [c.images_seen for c in result.models[0].curve]
         series[label] = (seen, accuracies)

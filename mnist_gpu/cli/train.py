@@ -33,7 +33,7 @@ def run(args) -> int:
     with images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
         with table.interruptible():
             result = train(data, config, init_weights=init, progress=progress,
-                           on_checkpoint=table.row)
+                           on_checkpoint=table.row, log=log)
     table.finish(result, {}, result.weights)
     return 0
 

@@ -12,18 +12,18 @@ A training pass has ``prepare(X)`` (the lit pixels of a set of images, once per 
 ``train(W, lit, labels, alphas, batch_size, start, stop, order)`` (in place, one model or
 several side by side), ``launch_plan(models, dtype, lit)`` (how a launch lays out on the device,
 or None), ``verified`` (whether it has been measured on its hardware; ``--kernel auto`` takes only
-such passes) and ``minibatch`` (whether it trains mini-batches). An inference pass has
+such passes, and an unverified one says in ``unverified`` what a user who asks for it should
+know) and ``minibatch`` (whether it trains mini-batches). A pass that cannot run (it does not
+compile, or its launch fails) raises ``KernelUnavailable``. An inference pass has
 ``prepare``, ``classify(W, lit)`` and ``evaluate(W, lit, labels)``. A pass is imported only when
 asked for, so that importing mnist-gpu imports no Numba.
 """
 
 from __future__ import annotations
 
-from ..backend import BackendUnavailable
+from .errors import KernelUnavailable
 
-
-class KernelUnavailable(BackendUnavailable):
-    """No compiled pass of the kind asked for on this backend; the message says why."""
+__all__ = ["INFERENCE", "TRAINING", "KernelUnavailable", "inference_pass", "training_pass"]
 
 
 def _cpu_passes(backend):

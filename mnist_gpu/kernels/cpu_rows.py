@@ -22,8 +22,17 @@ operations directly, for the steps of a sparse forward and backward pass:
 Each term is a separate multiply and add, as the array path rounds them (no fused multiply-add,
 no reassociation): results differ from the dense product only by the order of the sums.
 
-``W`` and ``G`` must be C-contiguous 2-D arrays of 16 columns and ``indices`` must be valid rows:
-the callers check shapes and the listing guarantees the indices, for nothing is checked here.
+Types are checked when a loop is compiled: each intrinsic refuses (a Numba ``TypingError``) any
+argument whose type would make its IR wrong, such as weights that are not a C-contiguous float32 or
+float64 array of the right dimensions, a listing whose values are not in the weights' dtype or
+whose indices are not int32 or int64, or a delta of another dtype. Values are not: ``W`` and ``G``
+must have 16 columns and ``indices`` must name valid rows; the callers check shapes and the
+listing guarantees the indices.
+
+The IR is written for opaque pointers (``ir.PointerType()``), as llvmlite's deprecation of typed
+pointers asks: every address is computed by a GEP that names its element type and every load names
+the type it loads, so nothing depends on a pointer's pointee type (tests/test_fused_minibatch.py
+compiles the passes with llvmlite's typed pointers turned off and compares their weights).
 """
 
 from __future__ import annotations
@@ -31,12 +40,59 @@ from __future__ import annotations
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 LANES = 16
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
+# The opaque pointer: an address with no element type (what every pointer is in LLVM itself).
+_POINTER = ir.PointerType()
+_FLOATS = (types.float32, types.float64)
+_INDICES = (types.int32, types.int64)
+
+
+# --------------------------------------------------------------------------- type guards
+# The intrinsics emit vector loads and stores of whole 16-lane rows, so a row array must be
+# C-contiguous in float32 or float64, and every operand of one operation must share its dtype:
+# anything else would be wrong IR or a wrong address. Checked when a loop is typed, never at run
+# time.
+
+
+def _require(condition, message):
+    if not condition:
+        raise TypingError(message)
+
+
+def _check_rows(name, array, ndim, writes=False):
+    """A C-contiguous ``ndim``-d float32 or float64 array (writable if the operation stores)."""
+    _require(isinstance(array, types.Array) and array.ndim == ndim and array.layout == "C"
+             and array.dtype in _FLOATS and (array.mutable or not writes),
+             f"{name} must be a{' writable' if writes else ''} C-contiguous {ndim}-d array of "
+             f"float32 or float64, not {array}")
+
+
+def _check_listing(indices, values, dtype):
+    """The lit pixels' numbers (int32 or int64) and values (in the weights' dtype), 1-d and
+    C-contiguous."""
+    _require(isinstance(indices, types.Array) and indices.ndim == 1 and indices.layout == "C"
+             and indices.dtype in _INDICES,
+             f"indices must be a C-contiguous 1-d array of int32 or int64, not {indices}")
+    _require(isinstance(values, types.Array) and values.ndim == 1 and values.layout == "C"
+             and values.dtype == dtype,
+             f"values must be a C-contiguous 1-d array of {dtype} (the weights' dtype), not "
+             f"{values}")
+
+
+def _check_integers(**named):
+    for name, value in named.items():
+        _require(isinstance(value, types.Integer), f"{name} must be an integer, not {value}")
+
+
+def _check_lanes(name, value, dtype):
+    _require(value == types.UniTuple(dtype, LANES),
+             f"{name} must be a {LANES}-tuple of {dtype} (the weights' dtype), not {value}")
 
 
 # --------------------------------------------------------------------------- IR helpers
@@ -66,14 +122,6 @@ def _vector_of_tuple(builder, tup, vector_type):
     return vec
 
 
-def _item_pointer(context, builder, array_type, array, inds):
-    """The address of ``array[inds]`` (a ``make_array`` struct), with no bounds check."""
-    return cgutils.get_item_pointer2(
-        context, builder, data=array.data, shape=cgutils.unpack_tuple(builder, array.shape),
-        strides=cgutils.unpack_tuple(builder, array.strides), layout=array_type.layout,
-        inds=inds, wraparound=False)
-
-
 def _tuple_of_vector(builder, vec, tuple_type):
     tup = ir.Constant(tuple_type, ir.Undefined)
     for lane in range(LANES):
@@ -82,29 +130,66 @@ def _tuple_of_vector(builder, vec, tuple_type):
     return tup
 
 
+class _Array:
+    """A C-contiguous array argument inside a codegen: its shape, and its data as an opaque
+    pointer, from which each element's address is one GEP that names the element type."""
+
+    def __init__(self, context, builder, array_type, value):
+        self.builder = builder
+        self.element = context.get_value_type(array_type.dtype)
+        self.shape = cgutils.unpack_tuple(
+            builder, context.make_array(array_type)(context, builder, value).shape)
+        # The data pointer read from the array's struct as an opaque pointer. Numba's structs
+        # still hold typed pointers, and llvmlite's bitcast from one to ``ptr`` returns it
+        # unchanged (the two types compare equal), which leaves a typed pointer that refuses to
+        # store a vector; the load's own type makes it opaque. LLVM folds the stack slot away.
+        field = context.data_model_manager[array_type].get_field_position("data")
+        slot = cgutils.alloca_once_value(builder, value)
+        self.data = builder.load(
+            builder.gep(slot, [ir.Constant(_I32, 0), ir.Constant(_I32, field)], inbounds=True,
+                        source_etype=value.type),
+            typ=_POINTER)
+
+    def address(self, inds):
+        """The address of ``array[inds]`` (64-bit indices, unchecked): the sum of each index
+        times the product of the sizes after it, as Numba indexes a C-contiguous array."""
+        builder = self.builder
+        offset = ir.Constant(_I64, 0)
+        for axis, index in enumerate(inds):
+            step = ir.Constant(_I64, 1)
+            for size in self.shape[axis + 1:]:
+                step = builder.mul(step, size)
+            offset = builder.add(offset, builder.mul(index, step))
+        return builder.gep(self.data, [offset], source_etype=self.element)
+
+    def load(self, inds):
+        """The element ``array[inds]``."""
+        return self.builder.load(self.address(inds), typ=self.element)
+
+
 class _LitPixelReader:
     """Loads of the listing's entries and of the 16-lane rows they name, inside a codegen."""
 
     def __init__(self, context, builder, rows_type, rows, indices_type, indices, values_type,
                  values):
-        self.context, self.builder = context, builder
-        self.arrays = [(t, context.make_array(t)(context, builder, v))
-                       for t, v in ((rows_type, rows), (indices_type, indices),
-                                    (values_type, values))]
+        self.builder = builder
+        self.rows = _Array(context, builder, rows_type, rows)
+        self.indices = _Array(context, builder, indices_type, indices)
+        self.values = _Array(context, builder, values_type, values)
         self.vector_type = _vector_type(context, rows_type.dtype)
 
-    def _pointer(self, which, indices):
-        array_type, array = self.arrays[which]
-        return _item_pointer(self.context, self.builder, array_type, array, indices)
+    def pixel(self, t):
+        """The pixel number of entry ``t``, as a 64-bit integer."""
+        return _as_i64(self.builder, self.indices.load([t]))
+
+    def value(self, t):
+        """The value of entry ``t``, splatted to all lanes."""
+        return _splat(self.builder, self.values.load([t]), self.vector_type)
 
     def entry(self, t):
-        """(pointer to the 16-lane row of lit pixel ``t``, its value splatted to all lanes)."""
-        builder = self.builder
-        pixel = _as_i64(builder, builder.load(self._pointer(1, [t])))
-        value = builder.load(self._pointer(2, [t]))
-        row = builder.bitcast(self._pointer(0, [pixel, ir.Constant(_I64, 0)]),
-                              self.vector_type.as_pointer())
-        return row, _splat(builder, value, self.vector_type)
+        """(the address of the 16-lane row of lit pixel ``t``, its value splatted to all
+        lanes)."""
+        return self.rows.address([self.pixel(t), ir.Constant(_I64, 0)]), self.value(t)
 
 
 def _for_each_lit_pixel(builder, first, last):
@@ -118,6 +203,9 @@ def _for_each_lit_pixel(builder, first, last):
 @intrinsic
 def lit_scores(typingctx, W, indices, values, first, last):
     """``x @ W`` over the lit pixels ``first:last``, in pixel order: a 16-tuple of W's dtype."""
+    _check_rows("W", W, 2)
+    _check_listing(indices, values, W.dtype)
+    _check_integers(first=first, last=last)
     result_type = types.UniTuple(W.dtype, LANES)
 
     def codegen(context, builder, signature, args):
@@ -128,9 +216,10 @@ def lit_scores(typingctx, W, indices, values, first, last):
         total = cgutils.alloca_once_value(builder, ir.Constant(vector_type, [0.0] * LANES))
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
-            product = builder.fmul(value, builder.load(row, align=4))
-            builder.store(builder.fadd(builder.load(total), product), total)
-        return _tuple_of_vector(builder, builder.load(total), context.get_value_type(result_type))
+            product = builder.fmul(value, builder.load(row, typ=vector_type, align=4))
+            builder.store(builder.fadd(builder.load(total, typ=vector_type), product), total)
+        return _tuple_of_vector(builder, builder.load(total, typ=vector_type),
+                                context.get_value_type(result_type))
 
     return result_type(W, indices, values, first, last), codegen
 
@@ -150,42 +239,42 @@ def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, las
     The scores are ``lit_scores`` taken in one walk over the lit pixels with independent running
     sums, so that the additions of one vector do not wait for each other (each sum still in pixel
     order, as ``lit_scores`` takes it)."""
+    _check_rows("W16s", W16s, 3)
+    _check_listing(indices, values, W16s.dtype)
+    _check_rows("out", out, 2, writes=True)
+    _require(out.dtype == W16s.dtype,
+             f"out must be in the weights' dtype {W16s.dtype}, not {out.dtype}")
+    _check_integers(vector=vector, count=count, first=first, last=last, label=label,
+                    columns=columns)
 
     def codegen(context, builder, signature, args):
         W_, vector_, count_, indices_, values_, first_, last_, label_, columns_, out_ = args
-        rows = context.make_array(W16s)(context, builder, W_)
-        index_array = context.make_array(indices)(context, builder, indices_)
-        value_array = context.make_array(values)(context, builder, values_)
-        out_array = context.make_array(out)(context, builder, out_)
-        vector_type = _vector_type(context, W16s.dtype)
-
-        def pointer(array_type, array, inds):
-            return _item_pointer(context, builder, array_type, array, inds)
+        reader = _LitPixelReader(context, builder, W16s, W_, indices, indices_, values, values_)
+        out_array = _Array(context, builder, out, out_)
+        vector_type = reader.vector_type
 
         zero = ir.Constant(vector_type, [0.0] * LANES)
         totals = [cgutils.alloca_once_value(builder, zero) for _ in range(SCORE_GROUP)]
         v0, n = _as_i64(builder, vector_), _as_i64(builder, count_)
         used = [builder.icmp_signed("<", ir.Constant(_I64, q), n) for q in range(SCORE_GROUP)]
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
-            pixel = _as_i64(builder, builder.load(pointer(indices, index_array, [t])))
-            value = _splat(builder, builder.load(pointer(values, value_array, [t])), vector_type)
+            pixel, value = reader.pixel(t), reader.value(t)
             for q, total in enumerate(totals):
                 with builder.if_then(used[q], likely=True):
                     v = builder.add(v0, ir.Constant(_I64, q))
-                    row = builder.bitcast(pointer(W16s, rows, [v, pixel, ir.Constant(_I64, 0)]),
-                                          vector_type.as_pointer())
-                    product = builder.fmul(value, builder.load(row, align=4))
-                    builder.store(builder.fadd(builder.load(total), product), total)
+                    row = reader.rows.address([v, pixel, ir.Constant(_I64, 0)])
+                    product = builder.fmul(value, builder.load(row, typ=vector_type, align=4))
+                    builder.store(builder.fadd(builder.load(total, typ=vector_type), product),
+                                  total)
         for q, total in enumerate(totals):
             with builder.if_then(used[q], likely=True):
                 column0 = builder.mul(builder.add(v0, ir.Constant(_I64, q)),
                                       ir.Constant(_I64, LANES))
                 onehot = _onehot(builder, vector_type, label_, column0,
                                  _as_i64(builder, columns_))
-                target = builder.bitcast(
-                    pointer(out, out_array, [ir.Constant(_I64, q), ir.Constant(_I64, 0)]),
-                    vector_type.as_pointer())
-                builder.store(builder.fsub(builder.load(total), onehot), target, align=4)
+                target = out_array.address([ir.Constant(_I64, q), ir.Constant(_I64, 0)])
+                builder.store(builder.fsub(builder.load(total, typ=vector_type), onehot), target,
+                              align=4)
         return context.get_dummy_value()
 
     return (types.void(W16s, vector, count, indices, values, first, last, label, columns, out),
@@ -195,15 +284,16 @@ def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, las
 @intrinsic
 def delta_row(typingctx, out, q):
     """Row ``q`` of a (group, 16) array as a 16-tuple, the form the row updates take."""
+    _check_rows("out", out, 2)
+    _check_integers(q=q)
     result_type = types.UniTuple(out.dtype, LANES)
 
     def codegen(context, builder, signature, args):
         out_, q_ = args
-        array = context.make_array(out)(context, builder, out_)
         vector_type = _vector_type(context, out.dtype)
-        row = _item_pointer(context, builder, out, array,
-                            [_as_i64(builder, q_), ir.Constant(_I64, 0)])
-        vec = builder.load(builder.bitcast(row, vector_type.as_pointer()), align=4)
+        row = _Array(context, builder, out, out_).address([_as_i64(builder, q_),
+                                                          ir.Constant(_I64, 0)])
+        vec = builder.load(row, typ=vector_type, align=4)
         return _tuple_of_vector(builder, vec, context.get_value_type(result_type))
 
     return result_type(out, q), codegen
@@ -227,6 +317,10 @@ def _onehot(builder, vector_type, label, column0, columns):
 @intrinsic
 def minus_onehot(typingctx, scores, label):
     """``scores - onehot(label)``: one subtracted from lane ``label``, zero from the others."""
+    _require(isinstance(scores, types.UniTuple) and scores.count == LANES
+             and scores.dtype in _FLOATS,
+             f"scores must be a {LANES}-tuple of float32 or float64, not {scores}")
+    _check_integers(label=label)
 
     def codegen(context, builder, signature, args):
         scores_, label_ = args
@@ -242,15 +336,21 @@ def minus_onehot(typingctx, scores, label):
 @intrinsic
 def add_lit_outer(typingctx, G, indices, values, first, last, delta):
     """``G[k] += x[k] * delta`` for every lit pixel ``k`` of ``first:last``."""
+    _check_rows("G", G, 2, writes=True)
+    _check_listing(indices, values, G.dtype)
+    _check_integers(first=first, last=last)
+    _check_lanes("delta", delta, G.dtype)
 
     def codegen(context, builder, signature, args):
         G_, indices_, values_, first_, last_, delta_ = args
         reader = _LitPixelReader(context, builder, G, G_, indices, indices_, values, values_)
-        delta_vector = _vector_of_tuple(builder, delta_, reader.vector_type)
+        vector_type = reader.vector_type
+        delta_vector = _vector_of_tuple(builder, delta_, vector_type)
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
             product = builder.fmul(value, delta_vector)
-            builder.store(builder.fadd(builder.load(row, align=4), product), row, align=4)
+            builder.store(builder.fadd(builder.load(row, typ=vector_type, align=4), product),
+                          row, align=4)
         return context.get_dummy_value()
 
     return types.void(G, indices, values, first, last, delta), codegen
@@ -259,19 +359,29 @@ def add_lit_outer(typingctx, G, indices, values, first, last, delta):
 @intrinsic
 def sub_lit_outer(typingctx, W, indices, values, first, last, delta, alpha):
     """``W[k] -= alpha * (x[k] * delta)`` for every lit pixel ``k`` of ``first:last``: the
-    tutorial's per-image update, rounded as the array path rounds it."""
+    tutorial's per-image update, rounded as the array path rounds it. ``alpha``: one number or
+    one per lane, in W's dtype."""
+    _check_rows("W", W, 2, writes=True)
+    _check_listing(indices, values, W.dtype)
+    _check_integers(first=first, last=last)
+    _check_lanes("delta", delta, W.dtype)
+    _require(alpha == W.dtype or alpha == types.UniTuple(W.dtype, LANES),
+             f"alpha must be a {W.dtype} or a {LANES}-tuple of {W.dtype} (the weights' dtype), "
+             f"not {alpha}")
 
     def codegen(context, builder, signature, args):
         W_, indices_, values_, first_, last_, delta_, alpha_ = args
         reader = _LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
-        delta_vector = _vector_of_tuple(builder, delta_, reader.vector_type)
-        alpha_vector = (_vector_of_tuple(builder, alpha_, reader.vector_type)
+        vector_type = reader.vector_type
+        delta_vector = _vector_of_tuple(builder, delta_, vector_type)
+        alpha_vector = (_vector_of_tuple(builder, alpha_, vector_type)
                         if isinstance(alpha, types.UniTuple)
-                        else _splat(builder, alpha_, reader.vector_type))
+                        else _splat(builder, alpha_, vector_type))
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
             step = builder.fmul(alpha_vector, builder.fmul(value, delta_vector))
-            builder.store(builder.fsub(builder.load(row, align=4), step), row, align=4)
+            builder.store(builder.fsub(builder.load(row, typ=vector_type, align=4), step), row,
+                          align=4)
         return context.get_dummy_value()
 
     return types.void(W, indices, values, first, last, delta, alpha), codegen

@@ -9,6 +9,14 @@ run at once (1,024 float32 models in one wave on an H200).
 
 It works through the CuPy backend it is given (its namespace and device); it imports no
 library itself.
+
+No GPU has run it yet: it is checked on the CPU, compiled by g++ around an emulation of a warp
+(tests/test_cuda_emulated.py), bit for bit against a model of its sums, but the NVRTC compile, the
+shared-memory opt-in and real block concurrency are unmeasured. So it is not ``verified``:
+``--kernel auto`` trains by CuPy's own kernels, and only an explicit ``--kernel fused`` runs it,
+told so (``unverified``). A kernel that does not compile, shared memory the device refuses, or a
+launch that fails is a ``KernelUnavailable`` naming why, found by ``prepare`` before any training
+(it compiles the kernel and launches it once on one image).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from importlib import resources
 import numpy as np
 
 from ..data import N_PIXELS
+from .errors import KernelUnavailable
 from .lit import LitPixels
 
 KERNEL_SOURCE = resources.files(__package__).joinpath("fused_pass.cu")
@@ -82,8 +91,13 @@ class FusedCUDA:
 
     name = "cuda"
     # Compiled and checked on the CPU (tests/test_cuda_emulated.py) but not yet measured on a
-    # GPU: ``--kernel auto`` does not take it.
+    # GPU: ``--kernel auto`` does not take it. bench/gpu_check.sh trains the tutorial by it and
+    # by the array path and compares their weights: the evidence on which to set this.
     verified = False
+    unverified = ("the fused CUDA kernel has not yet been verified on a GPU (only its emulation "
+                  "on the CPU has been checked); to check it on this machine, run "
+                  "`bash bench/gpu_check.sh` from a checkout of mnist-gpu, which trains by it and "
+                  "by CuPy's own kernels and compares their weights")
     minibatch = False
 
     def __init__(self, backend):
@@ -91,12 +105,23 @@ class FusedCUDA:
         self.cp = backend.xp
         self._module = None
         self._properties = None
+        self._launched = set()  # the dtypes whose kernel has been launched once
+
+    def _errors(self):
+        """How CuPy reports a kernel that does not compile (NVRTC's log, in a CompileException)
+        or does not launch (the driver's and runtime's errors, RuntimeErrors, as is a CUDA
+        library that cannot be loaded)."""
+        return (self.cp.cuda.compiler.CompileException, RuntimeError)
 
     def _kernel(self, dtype):
-        if self._module is None:
-            self._module = self.cp.RawModule(code=KERNEL_SOURCE.read_text(),
-                                             options=COMPILE_OPTIONS)
-        return self._module.get_function(f"per_image_pass_{np.dtype(dtype).name}")
+        try:
+            if self._module is None:
+                self._module = self.cp.RawModule(code=KERNEL_SOURCE.read_text(),
+                                                 options=COMPILE_OPTIONS)
+            return self._module.get_function(f"per_image_pass_{np.dtype(dtype).name}")
+        except self._errors() as err:
+            raise KernelUnavailable(f"the fused CUDA kernel did not compile ({_why(err)}); "
+                                    "kernel 'auto' trains without it") from None
 
     def prepare(self, X) -> LitPixels:
         cp = self.cp
@@ -114,8 +139,21 @@ class FusedCUDA:
             rank_of_pixel[pixel_of_rank] = np.arange(N_PIXELS, dtype=np.int32)
             prepared = LitPixels(indptr, cp.asarray(rank_of_pixel)[columns], X[lit], N_PIXELS,
                                  cp.asarray(pixel_of_rank), counts[pixel_of_rank])
-            self._kernel(X.dtype)  # compile now, not inside the first timed segment
+            # Compiled and launched now, not inside the first timed segment, and not after a
+            # run has begun: a kernel that cannot run fails here.
+            self._kernel(X.dtype)
+            if np.dtype(X.dtype) not in self._launched and X.shape[0] > 0:
+                self._trial_launch(prepared, X.dtype)
         return prepared
+
+    def _trial_launch(self, lit: LitPixels, dtype):
+        """One launch on the first image with a model of zeros and a zero rate, waited for: the
+        plan of one model, whose block keeps every lit row on chip, asks for the most shared
+        memory any launch on these images asks for."""
+        labels = self.cp.zeros(lit.indptr.shape[0] - 1, dtype=self.cp.uint8)
+        W = self.cp.zeros((N_PIXELS, N_OUT), dtype=dtype)
+        self.train(W, lit, labels, [0.0], 1, 0, 1)
+        self._launched.add(np.dtype(dtype))
 
     def plan(self, models: int, dtype, lit: LitPixels) -> LaunchPlan:
         """The launch of ``models`` blocks of ``dtype`` weights on this device."""
@@ -131,8 +169,8 @@ class FusedCUDA:
         """Train models side by side, ``W`` (784, 10 M) in place, model m with ``alphas[m]``,
         over positions ``start:stop`` (of ``order`` if given): one launch of M blocks, one model
         each (one model: one block). Per image only (``batch_size`` 1): the GPU's mini-batches
-        are cuBLAS products. Nothing is read back, so the call returns once the launch is
-        queued."""
+        are cuBLAS products. Returns when the launch is done (nothing is read back); a launch
+        that fails raises ``KernelUnavailable``."""
         cp = self.cp
         models = len(alphas)
         if batch_size != 1:
@@ -149,20 +187,34 @@ class FusedCUDA:
                 return W
             kernel = self._kernel(W.dtype)
             plan = self.plan(models, W.dtype, lit)
-            # Past the 48 KiB a block gets without opting in (a float64 model's rows take up to
-            # 62,720 bytes), and with the multiprocessors' memory given to shared memory rather
-            # than to L1, so that plan.blocks_per_sm blocks fit at once.
-            kernel.max_dynamic_shared_size_bytes = plan.shared_bytes
-            kernel.preferred_shared_memory_carveout = 100
+            try:
+                # Past the 48 KiB a block gets without opting in (a float64 model's rows take
+                # up to 62,720 bytes), and with the multiprocessors' memory given to shared
+                # memory rather than to L1, so that plan.blocks_per_sm blocks fit at once.
+                kernel.max_dynamic_shared_size_bytes = plan.shared_bytes
+                kernel.preferred_shared_memory_carveout = 100
+            except self._errors() as err:
+                raise KernelUnavailable(
+                    f"the device refused the fused CUDA kernel's {plan.shared_bytes:,} bytes of "
+                    f"shared memory per block ({_why(err)}); kernel 'auto' trains without "
+                    "it") from None
             use_order = order is not None
             order = order.astype(cp.int64, copy=False) if use_order else lit.indptr  # unread
             labels = labels.astype(cp.uint8, copy=False)
             rates = cp.asarray(np.asarray(alphas, dtype=np.float64).astype(W.dtype))
-            kernel((models,), (WARP,),
-                   (W, np.int64(N_OUT * models), rates, lit.pixel_of_rank,
-                    np.int32(plan.shared_rows), lit.indptr, lit.indices, lit.values, labels,
-                    order, np.int32(use_order), np.int64(start), np.int64(stop)),
-                   shared_mem=plan.shared_bytes)
+            try:
+                kernel((models,), (WARP,),
+                       (W, np.int64(N_OUT * models), rates, lit.pixel_of_rank,
+                        np.int32(plan.shared_rows), lit.indptr, lit.indices, lit.values, labels,
+                        order, np.int32(use_order), np.int64(start), np.int64(stop)),
+                       shared_mem=plan.shared_bytes)
+                # Waited for here, where the trainer's clock waits anyway, so that a launch
+                # that fails on the device is reported as this kernel's failure, not as the
+                # next call's.
+                self.backend.synchronize()
+            except self._errors() as err:
+                raise KernelUnavailable(f"the fused CUDA kernel failed to launch ({_why(err)}); "
+                                        "kernel 'auto' trains without it") from None
         return W
 
 
@@ -192,3 +244,12 @@ def check_positions(lit: LitPixels, labels, start, stop, order) -> None:
         if low < 0 or high >= n_images:
             raise ValueError(f"the order holds image {low if low < 0 else high}, outside "
                              f"0:{n_images}")
+
+
+def _why(err: Exception) -> str:
+    """A CuPy error in one line: NVRTC's first error line for a compile log, else the first line
+    of the message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    line = (errors or lines or [type(err).__name__])[0]
+    return line if len(line) <= 300 else line[:297] + "..."

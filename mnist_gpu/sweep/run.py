@@ -25,7 +25,7 @@ from ..io.display import Table, joined_html, joined_text
 from ..model.tutorial import N_INPUTS, N_OUTPUTS, init_weights
 from ..training import (
     Checkpoint, Curve, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name,
-    train_mlp, train_models,
+    kernel_note, train_mlp, train_models,
 )
 from ..training.results import ran_on
 from .grid import Member
@@ -174,12 +174,17 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
               chunk_models: int | None = None, log=None, on_chunk=None) -> SweepResult:
     """Train the tutorial's network for every member of the grid, side by side (see the module
     docstring). ``config`` holds the shared settings (its alpha and seed are the members'); its
-    ``data_seed`` orders the images for all (the first member's seed if None)."""
+    ``data_seed`` orders the images for all (the first member's seed if None). ``log(line)``
+    is told what a user should know: the chunks, and a compiled pass not yet verified on this
+    hardware (``kernel_note``)."""
     config = replace(config, data_seed=(members[0].seed if config.data_seed is None
                                         else config.data_seed))
     config.validate()
     backend = data.backend
     kernel = kernel_name(backend, config, len(members))
+    note = kernel_note(backend, config, len(members))
+    if note and log:
+        log(note)
     per_model = bytes_per_model(config.batch_size, np.dtype(data.dtype).itemsize,
                                 kernel == "fused")
     chunks = plan_chunks(len(members), per_model, backend.memory_available(), chunk_models)

@@ -6,9 +6,9 @@ from .config import KERNELS, TUTORIAL_CHECKPOINTS, MLPConfig, TrainConfig, confi
 from .device_data import DTYPES, DeviceData, DeviceOutOfMemory, to_device_data
 from .network import train_mlp
 from .results import Checkpoint, Curve, MLPResult, TrainingDiverged, TrainResult
-from .tutorial import evaluate_weights, kernel_name, train, train_models
+from .tutorial import evaluate_weights, kernel_name, kernel_note, train, train_models
 
 __all__ = ["DTYPES", "KERNELS", "TUTORIAL_CHECKPOINTS", "Checkpoint", "Curve", "DeviceData",
            "DeviceOutOfMemory", "MLPConfig", "MLPResult", "TrainConfig", "TrainResult",
            "TrainingDiverged", "config_from_preset", "evaluate_weights", "kernel_name",
-           "to_device_data", "train", "train_mlp", "train_models"]
+           "kernel_note", "to_device_data", "train", "train_mlp", "train_models"]

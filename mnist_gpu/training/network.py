@@ -2,10 +2,10 @@
 every epoch, through the same loop as the tutorial's (``runner.run``).
 
 Diverged training stops with one message naming the epoch and the step: the weights are no longer
-finite, or the loss per image (of a batch, or of the test set) passed ``DIVERGED_LOSS_FACTOR``
-times the test loss at the start (or 1, if that was smaller), even while the weights are still
-finite. A healthy run stays far below; a learning rate far too large blows the loss up by orders
-of magnitude, then often leaves dead units and the accuracy at chance.
+finite, or the loss per image (of a batch, or of the test set) passed ``runner.loss_bound``
+(``DIVERGED_LOSS_FACTOR`` times the test loss at the start, or 1 if that was smaller), even while
+the weights are still finite. A healthy run stays far below; a learning rate far too large blows
+the loss up by orders of magnitude, then often leaves dead units and the accuracy at chance.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .config import MLPConfig, shuffle_rng
 from .device_data import DeviceData, device_memory_guard
 from .results import Checkpoint, Divergence, MLPResult, TrainingDiverged
 
-DIVERGED_LOSS_FACTOR = 1e3
+DIVERGED_LOSS_FACTOR = runner.DIVERGED_FACTOR
 
 
 def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
@@ -121,7 +121,7 @@ class _Network:
                                          self.config.arch, xp=self.xp, plan=self.plan)
         point = Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
         if self.loss_bound is None:
-            self.loss_bound = DIVERGED_LOSS_FACTOR * max(point.mse, 1.0)
+            self.loss_bound = runner.loss_bound(point.mse)
         return [point]
 
     def over_bound(self, model, point) -> bool:

@@ -10,10 +10,11 @@ where a model diverged. The loop around it is the same for all:
 * each epoch's order is drawn on the host (identical on every backend) and uploaded once;
 * the epoch is cut at the checkpoints, rounded up to the end of their batch, and each segment is
   timed between synchronisations (evaluation is never counted as training);
-* at a checkpoint, a model whose weights are no longer finite, or whose score passed its bound,
-  is diverged: the trainee replays it (``replay``) from the last good checkpoint to name its
-  step, freezes it and takes it out; the others go on exactly as they would have. A run of one
-  model stops there.
+* at a checkpoint, a model whose weights are no longer finite, or whose score passed its bound
+  (``loss_bound``: ``DIVERGED_FACTOR`` times its score at 0 images, which is measured even when
+  0 is not a checkpoint), is diverged: the trainee names where (replaying it from the last good
+  checkpoint, ``replay``, where it can name a step), freezes it and takes it out; the others go
+  on exactly as they would have. A run of one model stops there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .results import Checkpoint, Divergence
+
+# A run whose test loss (the tutorial's MSE, a deeper network's loss per image) passes this many
+# times its loss at the start has blown up, even while its weights are still finite: a healthy
+# run falls far below its start (the tutorial's, from 2,933 to 0.09), a learning rate far too
+# large multiplies it by orders of magnitude within a few hundred images.
+DIVERGED_FACTOR = 1e3
+
+
+def loss_bound(start: float) -> float:
+    """The loss past which a run that started at loss ``start`` is diverged: ``DIVERGED_FACTOR``
+    times its start, or ``DIVERGED_FACTOR`` itself when the start is below 1 (a run that starts
+    near its optimum, from weights already trained, is held to a bound far above any healthy
+    loss rather than to a multiple of a small number)."""
+    return DIVERGED_FACTOR * max(start, 1.0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,8 @@ def run(trainee, backend, n: int, epochs: int, checkpoints, order_rng, shuffle: 
 
     seconds = 0.0
     if checkpoints[0] != 0:
+        # Scored, not reported: the start that the bounds on a diverging loss count from.
+        trainee.score(0, diverged)
         trainee.mark_good()
     elif not check(0):
         return Progress(curves, diverged, seconds)

@@ -9,6 +9,7 @@ weights are trained over a segment, scored and replayed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import numpy as np
@@ -30,21 +31,38 @@ FUSED_MINIBATCH_MAX_MODELS = 256
 
 def choose_kernel(backend: Backend, config: TrainConfig, models: int = 1):
     """(name, compiled pass or None): how ``config`` trains ``models`` models on ``backend``.
-    An explicit ``fused`` that the backend cannot give raises ``KernelUnavailable``."""
+
+    ``auto`` takes the backend's compiled pass only if it has been verified on its hardware
+    (``verified``: correct before fast on what has never run), and not for mini-batches of more
+    than ``FUSED_MINIBATCH_MAX_MODELS`` models; otherwise the array path. An explicit ``fused``
+    takes the pass, verified or not (``kernel_note`` says which), or raises
+    ``KernelUnavailable`` where the backend has none.
+    """
     if config.kernel == "array" or (config.kernel == "auto" and config.batch_size > 1
                                     and models > FUSED_MINIBATCH_MAX_MODELS):
         return "array", None
     try:
-        return "fused", kernels.training_pass(backend, config.batch_size)
+        fused = kernels.training_pass(backend, config.batch_size)
     except kernels.KernelUnavailable:
         if config.kernel == "fused":
             raise
         return "array", None
+    if config.kernel == "auto" and not fused.verified:
+        return "array", None
+    return "fused", fused
 
 
 def kernel_name(backend: Backend, config: TrainConfig, models: int = 1) -> str:
     """The compute path ``train`` (``train_models`` with ``models``) takes: fused or array."""
     return choose_kernel(backend, config, models)[0]
+
+
+def kernel_note(backend: Backend, config: TrainConfig, models: int = 1) -> str | None:
+    """What a user should be told about the path ``config`` takes: that its compiled pass has
+    not been verified on this hardware, and how to check it (only an explicit ``fused`` takes
+    such a pass); None when there is nothing to say."""
+    _, fused = choose_kernel(backend, config, models)
+    return None if fused is None or fused.verified else fused.unverified
 
 
 def _choose_evaluation(backend: Backend, kernel: str):
@@ -72,16 +90,21 @@ def check_initial_weights(weights, dtype: str) -> np.ndarray:
 
 
 def train(data: DeviceData, config: TrainConfig | None = None, init_weights=None,
-          progress=None, on_checkpoint=None) -> TrainResult:
+          progress=None, on_checkpoint=None, log=None) -> TrainResult:
     """Train the tutorial's network on ``data``.
 
     ``init_weights`` (a host array) replaces the seeded uniform draw. ``progress(images_seen)``
     is called after each segment, ``on_checkpoint(point)`` with each ``Checkpoint`` as soon as it
-    is evaluated (so that a caller can show it before the run ends). Weights that stop being
-    finite raise ``TrainingDiverged`` naming the step.
+    is evaluated (so that a caller can show it before the run ends), ``log(line)`` with what a
+    user should know before it starts (``kernel_note``). A run that diverges (weights no longer
+    finite, or a test MSE past ``runner.loss_bound`` of its start) raises
+    ``TrainingDiverged`` naming the step.
     """
     config = config or TrainConfig()
     config.validate()
+    note = kernel_note(data.backend, config)
+    if note and log:
+        log(note)
     if init_weights is None:
         host_w = tutorial.init_weights(config.seed, data.dtype)
     else:
@@ -107,9 +130,11 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
 
     With several, a model whose weights stop being finite is marked diverged at its step (found
     by replaying it alone from the last checkpoint), its weights frozen at the last finite step
-    and taken out of the stack (zero weights, zero rate), and the others go on exactly as they
-    would have: no column of the stack depends on another. ``on_checkpoint(points)`` gets each
-    checkpoint's list of M points (None for diverged models).
+    and taken out of the stack (zero weights, zero rate); one whose test MSE at a checkpoint is
+    more than ``runner.DIVERGED_FACTOR`` times its MSE at 0 images (``runner.loss_bound``) is
+    marked diverged at that checkpoint and frozen there, as it is. The others go on exactly as
+    they would have: no column of the stack depends on another. ``on_checkpoint(points)`` gets
+    each checkpoint's list of M points (None for diverged models).
     """
     backend = data.backend
     n = data.n_train
@@ -200,6 +225,7 @@ class _Stack:
         self.score_test = _scorer(data, inference, self.models)
         self.frozen: dict[int, np.ndarray] = {}
         self.last_good = None
+        self.start_mse = None  # per model, its test MSE at 0 images: what its bound counts from
 
     def train(self, segment):
         train_segment(self.W, self.data, self.batch_size, segment, self.rates, self.fused,
@@ -215,22 +241,44 @@ class _Stack:
 
     def score(self, seen, diverged) -> list:
         points = _checkpoints(self.data, self.score_test(self.W), seen, self.models)
+        if self.start_mse is None:  # the first score, at 0 images (runner.run sees to it)
+            self.start_mse = [point.mse for point in points]
         return [None if m in diverged else point for m, point in enumerate(points)]
 
     def over_bound(self, model, point) -> bool:
-        return False
+        # Past runner.loss_bound of its start; a NaN MSE fails the comparison too.
+        return not point.mse <= runner.loss_bound(self.start_mse[model])
 
     def diverge(self, model, segments, seen, point) -> Divergence:
-        """Find model ``model``'s step by replaying it alone from the last good checkpoint,
-        freeze it there and take it out of the stack (zero weights and a zero rate keep its
-        columns finite, so nothing it computes from here on can overflow)."""
-        frozen, where = self._replay(model, segments)
+        """Freeze model ``model`` and take it out of the stack (zero weights and a zero rate keep
+        its columns finite, so nothing it computes from here on can overflow). Weights that are
+        no longer finite (``point`` None) are frozen at their last finite step, found by
+        replaying the model alone from the last good checkpoint; finite weights whose test MSE
+        passed its bound (``point``), as they are at this checkpoint."""
+        alpha = self.alphas[model]
+        if point is None:
+            frozen, where = self._replay(model, segments)
+            message = (f"the weights became NaN or infinite {where} (alpha = {alpha}); try a "
+                       "smaller --alpha")
+        else:
+            frozen = self.data.backend.to_host(self.W[:, stack.columns(model)])
+            start = self.start_mse[model]
+            over = (f"over {runner.DIVERGED_FACTOR:,g} times its {start:,.4g} at 0 images"
+                    if start >= 1 else f"over {runner.loss_bound(start):,g}")
+            if math.isfinite(point.mse):
+                mse, went = f"{point.mse:.3g}", f"reached {point.mse:.3g}"
+            elif math.isnan(point.mse):
+                mse, went = "NaN", "became NaN"
+            else:
+                mse = f"past the {self.data.dtype} range"
+                went = f"overflowed the {self.data.dtype} range"
+            where = f"at {seen:,} images seen (test MSE {mse}, {over})"
+            message = (f"the test MSE {went} at {seen:,} images seen, {over}: the weights blew "
+                       f"up (alpha = {alpha}); try a smaller --alpha")
         self.frozen[model] = frozen
         self.W[:, stack.columns(model)] = 0
         self.rates.stop(model)
-        alpha = self.alphas[model]
-        return Divergence(where, seen, f"the weights became NaN or infinite {where} (alpha = "
-                                       f"{alpha}); try a smaller --alpha")
+        return Divergence(where, seen, message)
 
     def _replay(self, model, segments):
         """(its weights before the step that made them non-finite, where that step was), by the
