@@ -150,6 +150,9 @@ def test_bench_plot_gives_each_kind_of_row_its_own_panel():
     report = json.loads((results / "cpu-2core-cnn-2026-11-29.json").read_text())
     sweeps = json.loads((results / "cpu-2core-sweeps-2026-11-28.json").read_text())
     report["rows"] += [r for r in sweeps["rows"] if r["kind"] == "sweep"]
+    one = next(r for r in report["rows"] if r["name"] == "mini-batch 1024")
+    report["rows"].append({**one, "name": "mini-batch 1", "batch_size": 1,
+                           "images_per_second": 123_456.0})  # beside the per-image loop
     panels = {ax.get_title(): ax for ax in plot(report).axes if ax.get_title()}
     training = panels["training the tutorial's network (784-10)"]
     assert training.get_ylabel() == "training images/s"
@@ -159,6 +162,10 @@ def test_bench_plot_gives_each_kind_of_row_its_own_panel():
         xs, ys = line.get_xdata(), line.get_ydata()
         assert len(set(xs)) == len(xs)  # no vertical stacks of other rows at one batch size
         assert 128 not in xs and not (set(ys) & (cnn_rates | sweep_rates))
+    per_image = {r["images_per_second"] for r in report["rows"] if "per-image" in r["name"]
+                 and r["kind"] != "sweep"}
+    stars = {float(y) for points in training.collections for _, y in points.get_offsets()}
+    assert stars == per_image
     sweep = panels["sweeps: many tutorial models at once"]
     assert "model-images/s" in sweep.get_ylabel() and "models" in sweep.get_xlabel()
     assert {x for line in sweep.get_lines() for x in line.get_xdata()} == {1, 8, 32, 128, 1024}
@@ -288,6 +295,11 @@ def test_a_deeper_networks_json_names_its_loss_and_has_the_tutorials_keys(run):
     assert set(tutorial["curve"][0]) == {"images_seen", "accuracy", "mse"}
     assert set(tutorial) <= set(deep)  # evaluation, prepare_seconds and the rest
     assert deep["evaluation"] == "array" and deep["prepare_seconds"] == 0.0
+    status, out, _ = run("sweep", "--backend", "numpy", "--hidden", "8", "--bias", "--loss",
+                         "ce", "--batch-size", "100", "--limit", "500", "--json")
+    swept = json.loads(out)["models"][0]
+    assert set(swept["curve"][0]) == set(swept["best"]) == {"images_seen", "accuracy",
+                                                            "cross_entropy"}
 
 
 # --------------------------------------------------------------------------- 9. one loader

@@ -1,8 +1,7 @@
 """The benchmark's picture: a panel per kind of row, each with axes that say what they count.
 
 * training, the tutorial's network: images/s against batch size, log-log, one line per backend,
-  dtype and kernel (a per-image row is its line's point at B = 1: the per-image update is a
-  mini-batch of one), the peers dashed;
+  dtype and kernel, the peers dashed, and the per-image loops as stars at B = 1;
 * sweeps: model-images/s (images x models, per second) against the models side by side, one
   line per backend, dtype and training mode;
 * the CNN (``--preset cnn``'s network) at its batch size, and inference over the test set:
@@ -68,14 +67,22 @@ def _lines(ax, series: dict) -> None:
 
 
 def _training(ax, rows) -> None:
-    series = {}
+    series, per_image = {}, {}
     for r in rows:
         label = f"{r['backend']} {r['dtype']}"
         if not _peer(r):
             label += " fused" if r["name"].endswith(" fused") else " array"
-        series.setdefault(label, []).append((r["batch_size"] or 1, r["images_per_second"]))
+        # The per-image loop is a row of its own at B = 1, beside a mini-batch of one.
+        into = per_image if "per-image" in r["name"] else series
+        into.setdefault(label, []).append((r["batch_size"] or 1, r["images_per_second"]))
     _lines(ax, series)
-    ax.set_xlabel("batch size (images per update; 1: the tutorial's per-image update)")
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    for label, points in sorted(per_image.items()):
+        xs, ys = zip(*points)
+        ax.scatter(xs, ys, marker="*", s=120, zorder=3, color=colours.get(label),
+                   label=f"{label} per-image loop")
+    ax.legend(fontsize=7)
+    ax.set_xlabel("batch size (images per update; stars: the tutorial's per-image loop)")
     ax.set_ylabel("training images/s")
     ax.set_title("training the tutorial's network (784-10)")
 

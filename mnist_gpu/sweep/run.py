@@ -26,6 +26,7 @@ from ..training import (
     Checkpoint, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name, train_mlp,
     train_models,
 )
+from ..training.results import curve_json
 from .grid import Member
 
 # --------------------------------------------------------------------------- memory
@@ -99,11 +100,13 @@ class ModelResult:
     def best(self) -> Checkpoint | None:
         return max(self.curve, key=lambda c: c.accuracy) if self.curve else None
 
-    def to_json(self) -> dict:
+    def to_json(self, loss: str = "mse") -> dict:
+        """As JSON, the test loss named for the ``loss`` trained (``curve_json``)."""
         best = self.best
         return {"alpha": self.alpha, "seed": self.seed, "final_accuracy": self.final_accuracy,
-                "best": asdict(best) if best else None, "diverged": self.diverged,
-                "diverged_at": self.diverged_at, "curve": [asdict(c) for c in self.curve]}
+                "best": curve_json([best], loss)[0] if best else None,
+                "diverged": self.diverged, "diverged_at": self.diverged_at,
+                "curve": curve_json(self.curve, loss)}
 
 
 @dataclass
@@ -144,8 +147,9 @@ class SweepResult:
         return out
 
     def to_json(self) -> dict:
+        loss = (self.settings.get("arch") or {}).get("loss", "mse")
         return {"settings": self.settings, "backend": self.backend, "kernel": self.kernel,
-                "models": [m.to_json() for m in self.models], "summaries": self.summaries(),
+                "models": [m.to_json(loss) for m in self.models], "summaries": self.summaries(),
                 "seconds": self.seconds, "chunks": self.chunks,
                 "models_trained": self.models_trained, "models_resumed": self.resumed,
                 "model_images_per_second": self.model_images_per_second}
