@@ -118,10 +118,10 @@ def test_ctrl_c_while_the_flags_are_parsed_is_an_interruption(monkeypatch, capsy
 def test_ctrl_c_during_a_large_sweep(mnist_dir_path):
     env = {**os.environ, "MNIST_GPU_DATA": str(mnist_dir_path), "MNIST_GPU_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_gpu.cli", "sweep", "--seed", "0-99999", "--limit", "100",
-         "--chunk-models", "20", "--backend", "numpy", "--quiet"],
+        [sys.executable, "-m", "mnist_gpu.cli", "sweep", "--seed", "0-9999", "--limit", "100",
+         "--chunk-models", "5", "--backend", "numpy", "--quiet"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)  # past start-up, inside the 5,000 chunks
+    time.sleep(4)  # past start-up, inside the 2,000 chunks
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err

@@ -121,7 +121,10 @@ def output_problem(path: str | os.PathLike) -> str | None:
     a new name), through its symbolic link if it is one, needs a writable directory.
     """
     path = Path(path)
-    kind = _existing_kind(path)
+    try:
+        kind = _existing_kind(path)
+    except OSError as err:  # a loop of links, a name too long, a folder not ours to look in
+        return err.strerror or str(err)
     if kind == "directory":
         return "is a directory (give a file name)"
     if kind == "other":
