@@ -31,6 +31,18 @@ import numpy as np
 BACKEND_CHOICES = ("auto", "numpy", "cupy")
 
 
+def host_memory_available() -> int | None:
+    """Bytes of host memory a run may still plan for (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class BackendUnavailable(RuntimeError):
     """The backend asked for cannot run here; the message says why."""
 
@@ -109,14 +121,7 @@ class Backend:
     def memory_available(self) -> int | None:
         """Bytes the device can still give (what a run may plan for), or None if unknown. On
         the CPU: the host's available memory (Linux's MemAvailable)."""
-        try:
-            with open("/proc/meminfo") as handle:
-                for line in handle:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
+        return host_memory_available()
 
     def reset_memory_pool(self) -> None:
         """Release cached device memory; what is still held is the resident set (the data,

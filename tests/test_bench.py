@@ -58,7 +58,7 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
     from PIL import Image
 
     image = np.asarray(Image.open(plot_path).convert("L"))
-    assert image.shape == (550, 800) and image.std() > 10  # drawn, not blank
+    assert image.shape == (960, 1400) and image.std() > 10  # four panels drawn, not blank
 
 
 def test_work_is_counted_exactly():

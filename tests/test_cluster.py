@@ -119,10 +119,31 @@ def test_resume_trains_only_what_is_missing(mnist_dir_path, tmp_path, in_process
     results.write_text("\n".join(kept) + "\n" + kept[-1][:40])
     capsys.readouterr()
     assert cli.main([*argv, "--resume"]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "--resume: 7 of 12 models already in" in err
     assert "trained 2 of 4 chunks" in err  # models 6-8 (one missing) and 9-11
+    # The summary counts what this run trained (models 6 to 11), not the resumed ones.
+    assert "this run trained 6 of the 12 models" in out
+    assert "of the others, 6 came from the results file of an earlier run" in out
+    report = json.loads(json_path.read_text())
+    assert report["models_trained"] == 6 and report["models_resumed"] == 6
     _assert_same(json_path, weights, in_process)
+
+
+def test_a_local_cluster_leaves_nothing_in_the_temporary_folder(mnist_dir_path, tmp_path,
+                                                                monkeypatch, capsys):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the workers' processes
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # this one's (the scheduler)
+    argv = ["sweep", "--seed", "0-1", "--limit", "200", "--backend", "numpy", "--data-dir",
+            str(mnist_dir_path), "--offline", "--quiet", "--json", str(tmp_path / "s.json"),
+            "--cluster", "local:1"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*"))
+    assert left == []  # no dask-scratch-space/global.lock, purge.lock, worker folders
 
 
 def test_an_unreachable_scheduler_is_one_line(mnist_dir_path, tmp_path, capsys):
@@ -144,6 +165,7 @@ def test_a_missing_dask_is_one_line(mnist_dir_path, tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("argv, message", [
     (["--cluster", "local:2"], "--cluster needs --json"),
+    (["--cluster", "local:2", "--json"], "--cluster needs --json PATH, a file"),
     (["--resume"], "--resume continues a --cluster sweep"),
     (["--cluster", "somewhere", "--json", "x.json"], "expected local:N, cuda or tcp://"),
     (["--cluster", "local:0", "--json", "x.json"], "N must be at least 1"),

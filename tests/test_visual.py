@@ -126,7 +126,10 @@ def test_predict_on_mnist_images_written_as_png(small_mlp, mnist, tmp_path, caps
         agree += int(out.split("digit: ")[1].split()[0]) == expected[index]
     assert agree >= 0.9 * len(images), agree
     seen = np.asarray(Image.open(tmp_path / "seen.png"))
-    assert seen.shape == (28, 28) and seen.max() > 200 and seen[0].max() < 50  # light on black
+    assert seen.shape == (280, 280)  # each of the 28x28 pixels drawn 10x10, to be seen
+    assert np.array_equal(seen, np.kron(seen[::10, ::10], np.ones((10, 10), np.uint8)))
+    seen = seen[::10, ::10]
+    assert seen.max() > 200 and seen[0].max() < 50  # light on black
 
 
 def test_predict_refuses_a_blank_image_and_bad_weights(small_mlp, tmp_path, capsys):

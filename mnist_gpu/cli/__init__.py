@@ -2,9 +2,10 @@
 share (``common.py``) and print (``tables.py``), and the parser (``parser.py``).
 
 Exit statuses: 0 success; 1 a run that failed on its own terms (data unavailable, training
-diverged, accuracy below ``--min-accuracy``); 2 a bad argument or an unusable backend; 130
-interrupted. Every error is one line on stderr, never a traceback. Nothing imports this package:
-it is the top of mnist-gpu.
+diverged, accuracy below ``--min-accuracy``, an output that could not be written, stdout full);
+2 a bad argument or an unusable backend; 130 interrupted; 141 stdout closed by its reader
+(``| head``), quietly, as a Unix tool killed by SIGPIPE. Every error is one line on stderr, never
+a traceback. Nothing imports this package: it is the top of mnist-gpu.
 """
 
 from __future__ import annotations
@@ -20,12 +21,64 @@ from .common import Failure, UsageError, log
 from .parser import build_parser
 
 
+class StdoutFailed(Exception):
+    """Writing to stdout failed (``error``: a full device, a closed pipe): told apart from the
+    command's own I/O, which has its own messages."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Stdout:
+    """``sys.stdout`` for the length of a command: its failed writes raised as
+    ``StdoutFailed``; everything else is the stream's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise StdoutFailed(err) from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except OSError as err:
+            raise StdoutFailed(err) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = apply_preset(parser.parse_args(argv), argv)
+    stream = sys.stdout
+    sys.stdout = _Stdout(stream)
     try:
-        return args.run(args)
+        return _run(argv)
+    except StdoutFailed as failed:
+        # What is still buffered would fail again when Python flushes stdout at exit (and print
+        # "Exception ignored ..."): from now on the descriptor writes to the null device.
+        _silence(stream)
+        if isinstance(failed.error, BrokenPipeError):  # the reader went away (`| head`)
+            return 141
+        log(f"error: cannot write to stdout: {failed.error.strerror or failed.error}")
+        return 1
+    finally:
+        sys.stdout = stream
+
+
+def _run(argv) -> int:
+    # Everything inside: Ctrl-C while the flags are parsed is an interruption like any other.
+    try:
+        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = apply_preset(parser.parse_args(argv), argv)
+        status = args.run(args)
+        sys.stdout.flush()  # a full or closed stdout is found here, not at exit
+        return status
     except (UsageError, BackendUnavailable) as err:
         log(f"error: {err}")
         return 2
@@ -35,8 +88,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         log("interrupted")
         return 130
-    except BrokenPipeError:
-        # The reader of stdout went away (`mnist-gpu ... | head`): stop quietly, as `cat` does,
-        # and keep Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError as err:  # a pipe of the command's own, not stdout
+        raise StdoutFailed(err) from None
+
+
+def _silence(stream) -> None:
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return  # not a real file (a test's capture): nothing is flushed at exit
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)

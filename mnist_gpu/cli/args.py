@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..backend import BACKEND_CHOICES
 from ..model.architecture import ACTIVATIONS, LOSSES, PADDINGS, Architecture
-from ..model.presets import PRESETS
+from ..model.presets import MEASURED_ON, PRESETS
 from ..training import DTYPES, KERNELS, TUTORIAL_CHECKPOINTS, MLPConfig, TrainConfig
 from ..training.config import SCHEDULES
-from .common import UsageError
+from .common import STDOUT, UsageError
 
 
 def positive_float(text):
@@ -112,6 +113,24 @@ def add_backend_args(parser):
                         help="CUDA device number for --backend cupy/auto [0]")
 
 
+def add_json_flag(parser, what, not_suffixes=tuple):
+    """``--json``, one meaning on every command: alone (or ``--json -``) ``what`` as one JSON
+    object on stdout instead of the table; ``--json PATH`` written to PATH beside the table.
+    ``not_suffixes()``: the suffixes of the command's inputs, never a JSON file's (``predict
+    a.png --json b.png`` must not write over a picture)."""
+    def path(text):
+        if Path(text).suffix.lower() in not_suffixes():
+            raise argparse.ArgumentTypeError(
+                f"{text} is a picture, not where the JSON goes: give --json PATH.json, or put "
+                "--json (stdout) after the pictures")
+        return text
+
+    return parser.add_argument(
+        "--json", nargs="?", const=STDOUT, default=None, metavar="PATH", type=path,
+        help=f"{what} as one JSON object: on stdout instead of the table (--json alone, or "
+             "--json -), or written to PATH")
+
+
 def add_data_args(parser):
     parser.add_argument("--data-dir", default=None,
                         help="where the MNIST files are or go (else $MNIST_GPU_DATA, else ./data)")
@@ -161,9 +180,7 @@ def add_training_args(parser, sweep: bool) -> dict:
                         "hardware: on the CPU; on a GPU the array path, until the CUDA kernel "
                         "is measured there) [auto]")
     if sweep:
-        p.add_argument("--json", default=None, metavar="PATH",
-                       help="write every model's settings, curve and accuracy, and the sweep's "
-                            "timing, as JSON")
+        add_json_flag(p, "every model's settings, curve and accuracy, and the sweep's timing")
         p.add_argument("--save", default=None, metavar="PATH",
                        help="write every model's weights (.npz, key 'weights', shape (M, 784, "
                             "10)) with each model's settings; eval/predict --model K use one")
@@ -186,8 +203,7 @@ def add_training_args(parser, sweep: bool) -> dict:
                        help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
         p.add_argument("--save", default=None, metavar="PATH",
                        help="write the weights, configuration and accuracy to PATH (.npz)")
-        p.add_argument("--json", action="store_true",
-                       help="print one JSON object on stdout instead of the table")
+        add_json_flag(p, "the configuration, backend, kernel, curve, accuracy and timing")
         p.add_argument("--min-accuracy", type=fraction, default=None, metavar="X",
                        help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -221,7 +237,8 @@ def add_training_args(parser, sweep: bool) -> dict:
     if not sweep:
         p.add_argument("--preset", default=None, metavar="NAME",
                        help="a documented configuration (explicit flags override its values): "
-                            + ", ".join(PRESETS) + "; --preset list shows them")
+                            + ", ".join(PRESETS) + "; --preset list shows them and what each "
+                            "measured, on which machine")
     return p.names
 
 
@@ -244,6 +261,7 @@ def apply_preset(args, argv):
     if not getattr(args, "preset", None):
         return args
     if args.preset == "list":
+        print(f"measured on {MEASURED_ON}")
         for name, preset in PRESETS.items():
             print(f"{name:<10} {' '.join(preset.flags()) or '(the defaults)'}\n{'':<10} "
                   f"measured: {preset.measured}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from ..backend import get_backend
 from ..data import load_mnist
-from ..io.files import write_atomically
-from .common import check_outputs, log, require_plotting, save_figure
+from .common import (
+    check_outputs, emit_json, json_on_stdout, log, require_plotting, save_figure, say,
+)
 
 
 def run(args) -> int:
@@ -26,13 +25,13 @@ def run(args) -> int:
         backends, mnist, args.dtype, tuple(args.batch_sizes), args.repeats, quick=args.quick,
         peers=not args.no_peers, log=log,
         sweep_models=() if args.no_sweeps else tuple(args.sweep_models), cnn=not args.no_cnn)
-    print(report.format_table(measured))
-    for line in report.ratios(measured):
-        print(line)
+    if not json_on_stdout(args):
+        print(report.format_table(measured))
+        for line in report.ratios(measured):
+            print(line)
     if args.json:
-        write_atomically(args.json, json.dumps(measured, indent=1).encode())
-        print(f"wrote {args.json}")
+        emit_json(args, measured)
     if args.plot:
         save_figure(plot.plot(measured), args.plot)
-        print(f"wrote {args.plot}")
+        say(args, f"wrote {args.plot}")
     return 0

@@ -1,17 +1,21 @@
 """What every command shares: its errors and their exit statuses, the one-line log on stderr,
-progress bars, the backend and data chosen at the edge, and the checks made on output paths
-before any work."""
+progress bars, the backend and data chosen at the edge, the checks made on output paths before
+any work, and the writing of every output (one line and exit status 1 when it fails)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 
 from ..backend import get_backend
 from ..data import load_mnist
-from ..io.files import output_problem
+from ..io.files import output_problem, write_atomically
 from ..io.weights import weights_path
+
+# ``--json`` alone (or ``--json -``): the JSON object goes to stdout, instead of the table.
+STDOUT = "-"
 
 
 class UsageError(Exception):
@@ -63,7 +67,7 @@ def check_outputs(args, *flags):
     lost after it was done)."""
     for flag in flags:
         value = getattr(args, flag.replace("-", "_"))
-        if not value:
+        if not value or (flag == "json" and value == STDOUT):
             continue
         path = weights_path(value) if flag == "save" and not Path(value).is_dir() else value
         problem = output_problem(path)
@@ -82,8 +86,43 @@ def require_plotting(flag):
         raise UsageError(f"{flag}: {err}") from None
 
 
-def save_figure(figure, path) -> None:
+@contextlib.contextmanager
+def writing(flag, path):
+    """The writing of one output: an ``OSError`` (a full disk or device, a directory that
+    vanished) becomes one line and exit status 1; ``write_atomically`` leaves nothing partial."""
+    try:
+        yield
+    except OSError as err:
+        raise Failure(f"cannot write {flag} {path}: {err.strerror or err}") from None
+
+
+def json_on_stdout(args) -> bool:
+    """Whether stdout carries the command's JSON object (``--json`` alone): then it carries
+    nothing else, and the lines that say what was written go to stderr."""
+    return getattr(args, "json", None) == STDOUT
+
+
+def say(args, line) -> None:
+    """A line beside the results ("wrote ..."): on stdout, or stderr when stdout is the JSON."""
+    if json_on_stdout(args):
+        log(line)
+    else:
+        print(line, flush=True)
+
+
+def emit_json(args, document) -> None:
+    """``--json``: ``document`` as one JSON object on stdout, or written to ``--json PATH``."""
+    if json_on_stdout(args):
+        print(json.dumps(document), flush=True)
+        return
+    with writing("--json", args.json):
+        write_atomically(args.json, (json.dumps(document, indent=1) + "\n").encode())
+    say(args, f"wrote {args.json}")
+
+
+def save_figure(figure, path, flag="--plot") -> None:
     """Write a figure as a PNG, atomically."""
     from ..viz.figures import save_png
 
-    save_png(figure, path)
+    with writing(flag, path):
+        save_png(figure, path)

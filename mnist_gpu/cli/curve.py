@@ -3,12 +3,11 @@ picture with the tutorial's published figures."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from .common import (
-    backend_and_mnist, check_outputs, log, progress_bar, require_plotting, save_figure,
+    backend_and_mnist, check_outputs, emit_json, json_on_stdout, log, progress_bar,
+    require_plotting, save_figure, say,
 )
 
 
@@ -17,7 +16,7 @@ def run(args) -> int:
     from ..training import TrainConfig, TrainingDiverged, to_device_data
     from ..viz.figures import TUTORIAL_POINTS, plot_curves
 
-    check_outputs(args, "plot")
+    check_outputs(args, "plot", "json")
     if args.plot:
         require_plotting("--plot")
     backend, mnist = backend_and_mnist(args)
@@ -27,7 +26,7 @@ def run(args) -> int:
         runs.append((f"mini-batch {args.compare_batch_size}",
                      TrainConfig(alpha=args.compare_alpha, batch_size=args.compare_batch_size,
                                  checkpoints=args.checkpoints)))
-    bar = progress_bar(len(runs) * args.seeds, args.quiet or args.json, unit="run")
+    bar = progress_bar(len(runs) * args.seeds, args.quiet or json_on_stdout(args), unit="run")
     series, report = {}, {}
     for label, config in runs:
         # The seeds of one configuration are one sweep: trained side by side, each model as its
@@ -47,18 +46,17 @@ def run(args) -> int:
                          "per_seed": accuracies}
     if bar:
         bar.close()
-    if args.json:
-        print(json.dumps({"backend": backend.describe(), "seeds": args.seeds, "series": report,
-                          "tutorial": TUTORIAL_POINTS}))
-    else:
+    if not json_on_stdout(args):
         for label, row in report.items():
             alpha = runs[0][1].alpha if label == "per-image" else args.compare_alpha
             print(f"{label} (alpha {alpha}, {args.seeds} seeds): images seen -> test accuracy, "
                   "median [min-max]")
             for n, med, lo, hi in zip(row["images_seen"], row["median"], row["min"], row["max"]):
                 print(f"{n:>10,}  {med:7.2%}  [{lo:.2%} - {hi:.2%}]")
+    if args.json:
+        emit_json(args, {"backend": backend.describe(), "seeds": args.seeds, "series": report,
+                         "tutorial": TUTORIAL_POINTS})
     if args.plot:
         save_figure(plot_curves(series), args.plot)
-        if not args.json:
-            print(f"wrote {args.plot}")
+        say(args, f"wrote {args.plot}")
     return 0

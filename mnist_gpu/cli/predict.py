@@ -3,25 +3,31 @@ saved network."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..backend import get_backend
-from .common import UsageError, check_outputs, log
-from .evaluate import load_model_or_usage_error
+from .common import UsageError, check_outputs, emit_json, json_on_stdout, log, say, writing
+from .evaluate import load_model_info_or_usage_error, sweep_model_line
+
+
+# ``--show`` draws each of the 28x28 pixels as a square of this many screen pixels (280x280).
+SHOW_SCALE = 10
 
 
 def run(args) -> int:
     from ..model import network
     from ..viz import digits, figures
 
-    check_outputs(args, "show")
+    check_outputs(args, "show", "json")
     files = image_files(args.images, digits.IMAGE_SUFFIXES)
     if args.show and len(files) != 1:
         raise UsageError(f"--show writes the image of one file, and {len(files)} were given")
-    arch, params = load_model_or_usage_error(args.weights, args.model)
+    arch, params, info = load_model_info_or_usage_error(args.weights, args.model)
+    about_model = sweep_model_line(args.model, info, arch)
+    if about_model and info.get("diverged"):
+        log(f"warning: {about_model}")
     plan = network.ConvPlan(arch, get_backend("numpy")) if arch.conv else None
     results = []
     for path in files:
@@ -37,29 +43,45 @@ def run(args) -> int:
         results.append({"file": str(path), "digit": int(np.argmax(scores)),
                         "scores": [float(v) for v in scores], "image": image})
     failed = [r for r in results if "error" in r]
-    if args.json:
-        print(json.dumps({"weights": args.weights, "architecture": arch.describe(),
-                          "predictions": [{k: v for k, v in r.items() if k != "image"}
-                                          for r in results]}))
-    elif len(files) == 1:
-        if failed:
+    if not json_on_stdout(args):
+        if len(files) == 1 and failed and not args.json:
             raise UsageError(failed[0]["error"])
-        result = results[0]
-        print(f"digit: {result['digit']}")
-        print("scores: " + "  ".join(f"{d}: {v:.3f}" for d, v in enumerate(result["scores"])))
-    else:
-        for r in results:
-            if "error" in r:
-                log(f"error: {r['error']}")
-            else:
-                print(f"{r['file']}: {r['digit']}  (score {max(r['scores']):.3f})")
+        _print_predictions(results, len(files) == 1)
+    if args.json:
+        emit_json(args, {"weights": args.weights, "architecture": arch.describe(),
+                         "predictions": [{k: v for k, v in r.items() if k != "image"}
+                                         for r in results]})
     if len(files) == 1 and failed:
         return 2  # one file, as any bad argument
     if args.show and not failed:
-        digits.save_gray_png(results[0]["image"], args.show)
-        if not args.json:
-            print(f"wrote {args.show} (the 28x28 image the network saw)")
+        with writing("--show", args.show):
+            digits.save_gray_png(results[0]["image"], args.show, scale=SHOW_SCALE)
+        say(args, f"wrote {args.show} (the 28x28 image the network saw, each pixel drawn "
+                  f"{SHOW_SCALE}x{SHOW_SCALE}: {28 * SHOW_SCALE}x{28 * SHOW_SCALE})")
     return 1 if failed else 0
+
+
+def _print_predictions(results, single: bool) -> None:
+    if single:
+        result = results[0]
+        if "error" in result:
+            log(f"error: {result['error']}")
+            return
+        print(f"digit: {result['digit']}")
+        print("scores: " + "  ".join(f"{d}: {v:.3f}" for d, v in enumerate(result["scores"])))
+        return
+    for r in results:
+        if "error" in r:
+            log(f"error: {r['error']}")
+        else:
+            print(f"{r['file']}: {r['digit']}  (score {max(r['scores']):.3f})")
+
+
+def image_suffixes() -> tuple:
+    """The suffixes of the pictures predict reads (imported only when asked)."""
+    from ..viz.digits import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
 
 
 def image_files(arguments, suffixes) -> list:

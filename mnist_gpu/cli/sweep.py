@@ -3,16 +3,16 @@ together, in one process or on a Dask cluster, with its table, JSON, weights and
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 
-from ..io.files import write_atomically
+from ..backend import host_memory_available
 from ..io.weights import save_weights
-from .args import training_config, wants_network
+from .args import architecture, training_config, wants_network
 from .common import (
-    Failure, UsageError, backend_and_mnist, check_outputs, log, progress_bar, require_plotting,
-    save_figure,
+    STDOUT, Failure, UsageError, backend_and_mnist, check_outputs, emit_json, json_on_stdout, log,
+    progress_bar, require_plotting, save_figure, say, writing,
 )
 from .tables import print_sweep
 from .train import say_dropped_checkpoints, training_data
@@ -30,9 +30,10 @@ def run(args) -> int:
     if args.cluster or args.resume:
         if not args.cluster:
             raise UsageError("--resume continues a --cluster sweep: give the same --cluster")
-        if not args.json:
-            raise UsageError("--cluster needs --json PATH: finished models are kept beside it "
-                             "(PATH.results.jsonl), which is what --resume reads")
+        if not args.json or args.json == STDOUT or (Path(args.json).exists()
+                                                    and not Path(args.json).is_file()):
+            raise UsageError("--cluster needs --json PATH, a file: finished models are kept "
+                             "beside it (PATH.results.jsonl), which is what --resume reads")
         if deep:
             raise UsageError("--cluster sweeps the tutorial's network (and softmax regression "
                              "through it) only; deeper networks sweep in one process")
@@ -40,6 +41,7 @@ def run(args) -> int:
         raise UsageError("--checkpoints and --kernel fused apply to the tutorial's network "
                          "only (a deeper network is evaluated after every epoch)")
     config = training_config(args, members[0].alpha, members[0].seed, data_seed)
+    _check_grid_fits(args, len(members), deep)
     if args.cluster:
         result = _on_cluster(args, members, config)
         _finish(args, result, deep)
@@ -83,6 +85,8 @@ def _on_cluster(args, members, config):
             client, members, config, args.backend, args.device, args.dtype, args.limit,
             resolve_data_dir(args.data_dir), args.json, args.chunk_models, args.resume,
             log=log, progress=bar.update if bar else None)
+    except cluster.ResultsFileError as err:
+        raise Failure(str(err)) from None
     finally:
         if bar:
             bar.close()
@@ -95,19 +99,34 @@ def _on_cluster(args, members, config):
     return done.result
 
 
+def _check_grid_fits(args, models: int, deep: bool) -> None:
+    """Refuse, before any work, a grid whose result (every model's weights and curve) would
+    not fit this machine's memory: it would grow until it failed, long after it started."""
+    from ..sweep import grid_problem
+
+    parameters = sum(rows * columns + (columns if args.bias else 0)
+                     for (rows, columns), _ in architecture(args).layer_shapes())
+    checkpoints = max(len(args.checkpoints or ()), 9) + args.epochs + 1  # at most about so many
+    problem = grid_problem(models, parameters, np.dtype(args.dtype).itemsize, checkpoints,
+                           host_memory_available())
+    if problem:
+        raise UsageError(problem)
+
+
 def _finish(args, result, deep):
-    print_sweep(result, len(args.alpha), len(args.seed))
+    if not json_on_stdout(args):
+        print_sweep(result, len(args.alpha), len(args.seed))
     if args.json:
-        write_atomically(args.json, json.dumps(result.to_json(), indent=1).encode())
-        print(f"wrote {args.json}")
+        emit_json(args, result.to_json())
     if args.save:
-        saved = _save(args.save, result, deep)
-        print(f"saved {len(result.models)} models' weights to {saved}")
+        with writing("--save", args.save):
+            saved = _save(args.save, result, deep)
+        say(args, f"saved {len(result.models)} models' weights to {saved}")
     if args.plot:
         from ..viz.figures import plot_sweep
 
         save_figure(plot_sweep(result), args.plot)
-        print(f"wrote {args.plot}")
+        say(args, f"wrote {args.plot}")
 
 
 def _save(path, result, deep):

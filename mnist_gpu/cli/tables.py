@@ -4,11 +4,10 @@ measured, and a sweep's table of models and summaries."""
 from __future__ import annotations
 
 import contextlib
-import json
-from dataclasses import asdict
 
 from ..io.weights import save_weights
-from .common import Failure
+from ..training.results import curve_json
+from .common import Failure, emit_json, json_on_stdout, say, writing
 
 
 class TrainingTable:
@@ -21,10 +20,11 @@ class TrainingTable:
         self.points = []
 
     def row(self, point):
-        if not self.points and not self.args.json:
+        table = not json_on_stdout(self.args)
+        if not self.points and table:
             self._print(*self._header())
         self.points.append(point)
-        if not self.args.json:
+        if table:
             self._print(f"{point.images_seen:>12,}  {point.accuracy:>12.2%}  {point.mse:>10.4f}")
 
     def _header(self):
@@ -53,28 +53,26 @@ class TrainingTable:
             yield
         except KeyboardInterrupt:
             if self.args.json:
-                self._print(json.dumps({"interrupted": True, "config": self.config,
-                                        "backend": self.backend, "kernel": self.kernel,
-                                        "curve": [asdict(p) for p in self.points]}))
+                loss = self.config.get("loss", "mse")
+                emit_json(self.args, {"interrupted": True, "config": self.config,
+                                      "backend": self.backend, "kernel": self.kernel,
+                                      "curve": curve_json(self.points, loss)})
             raise
 
     def finish(self, result, arrays, weights):
-        """Save, print the summary (or the JSON) and apply the accuracy gate."""
+        """Save (``weights`` as ``weights``, and the other ``arrays``), print the summary and the
+        JSON, and apply the accuracy gate."""
         args = self.args
         if args.save:
-            try:
-                saved = save_weights(args.save, weights, result.to_json(),
-                                     **{k: v for k, v in arrays.items() if k != "weights"})
-            except OSError as err:
-                raise Failure(f"cannot write --save {args.save}: {err.strerror or err}") from None
-            if not args.json:
-                self._print(f"saved weights to {saved}")
-        if args.json:
-            self._print(json.dumps(result.to_json()))
-        else:
+            with writing("--save", args.save):
+                saved = save_weights(args.save, weights, result.to_json(), **arrays)
+            say(args, f"saved weights to {saved}")
+        if not json_on_stdout(args):
             self._print(f"trained {result.images_trained:,} images in {result.seconds:.3f} s "
                         f"({result.images_per_second:,.0f} images/s)",
                         f"final test accuracy: {result.final_accuracy:.2%}")
+        if args.json:
+            emit_json(args, result.to_json())
         if args.min_accuracy is not None and result.final_accuracy < args.min_accuracy:
             raise Failure(
                 f"final accuracy {result.final_accuracy:.2%} is below --min-accuracy "
@@ -112,6 +110,16 @@ def print_sweep(result, n_alphas, n_seeds):
         print(f"{row['alpha']:>10g}  {row['mean']:.2%} [{row['min']:.2%} - {row['max']:.2%}]  "
               f"({row['models']} models{diverged})")
     chunks = f", in {result.chunks} chunks" if result.chunks > 1 else ""
-    print(f"trained {len(result.models)} models x {result.images_per_model:,} images in "
-          f"{result.seconds:.3f} s ({result.model_images_per_second:,.0f} model-images/s{chunks})",
-          flush=True)
+    timing = (f"x {result.images_per_model:,} images in {result.seconds:.3f} s "
+              f"({result.model_images_per_second:,.0f} model-images/s{chunks})")
+    if result.models_trained == len(result.models):
+        print(f"trained {len(result.models)} models {timing}", flush=True)
+        return
+    # Resumed (or partly failed): the time and the rate are this run's, of what it trained.
+    others = []
+    if result.resumed:
+        others.append(f"{result.resumed} came from the results file of an earlier run")
+    if result.untrained:
+        others.append(f"{result.untrained} were not trained (their chunk failed)")
+    print(f"this run trained {result.models_trained} of the {len(result.models)} models "
+          f"{timing}; of the others, {' and '.join(others)}", flush=True)

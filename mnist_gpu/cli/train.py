@@ -5,23 +5,20 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..io.weights import WeightsFileError, load_weights
 from ..training import to_device_data
 from .args import training_config, wants_network
-from .common import UsageError, backend_and_mnist, check_outputs, images_progress, log
+from .common import (
+    UsageError, backend_and_mnist, check_outputs, images_progress, json_on_stdout, log,
+)
+from .evaluate import load_model_or_usage_error
 from .tables import TrainingTable
 
 
 def run(args) -> int:
-    check_outputs(args, "save")
+    check_outputs(args, "save", "json")
     if wants_network(args):
         return _train_network(args)
-    init = None
-    if args.init:
-        try:
-            init, _ = load_weights(args.init, shape=(784, 10))
-        except WeightsFileError as err:
-            raise UsageError(f"--init {err}") from None
+    init = initial_weights(args.init) if args.init else None
     config = training_config(args, args.alpha, args.seed, args.data_seed)
     from ..training import kernel_name, train
 
@@ -30,7 +27,8 @@ def run(args) -> int:
     say_dropped_checkpoints(args.checkpoints, data.n_train * args.epochs)
     table = TrainingTable(args, {**asdict(config), "dtype": args.dtype},
                           backend.describe(), kernel_name(backend, config))
-    with images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
+    quiet = args.quiet or json_on_stdout(args)
+    with images_progress(data.n_train * args.epochs, quiet) as progress:
         with table.interruptible():
             result = train(data, config, init_weights=init, progress=progress,
                            on_checkpoint=table.row, log=log)
@@ -48,15 +46,29 @@ def _train_network(args) -> int:
     config = training_config(args, args.alpha, args.seed, args.data_seed)
     backend, mnist = backend_and_mnist(args)
     data = training_data(args, backend, mnist)
-    described = {"architecture": config.arch.describe(), "batch_size": config.batch_size,
-                 "lr": config.lr, "momentum": config.momentum, "epochs": config.epochs,
-                 "seed": config.seed, "shuffle": config.shuffle, "dtype": args.dtype}
+    described = {"architecture": config.arch.describe(), "loss": config.arch.loss,
+                 "batch_size": config.batch_size, "lr": config.lr, "momentum": config.momentum,
+                 "epochs": config.epochs, "seed": config.seed, "shuffle": config.shuffle,
+                 "dtype": args.dtype}
     table = TrainingTable(args, described, backend.describe(), "array")
-    with images_progress(data.n_train * args.epochs, args.quiet or args.json) as progress:
+    quiet = args.quiet or json_on_stdout(args)
+    with images_progress(data.n_train * args.epochs, quiet) as progress:
         with table.interruptible():
             result = train_mlp(data, config, progress=progress, on_checkpoint=table.row)
-    table.finish(result, params_to_arrays(result.params), result.params[0][0])
+    arrays = params_to_arrays(result.params)
+    first = arrays.pop("W0")  # stored once, as ``weights``, where every reader looks first
+    table.finish(result, arrays, first)
     return 0
+
+
+def initial_weights(path):
+    """``--init FILE``: the tutorial's (784, 10) weights, read by the loader of ``eval`` and
+    ``predict`` (the same checks, the same messages)."""
+    arch, params = load_model_or_usage_error(path, flag="--init")
+    if not arch.is_tutorial:
+        raise UsageError(f"--init {path}: holds a {arch.describe()} network; --init takes the "
+                         "tutorial's (784, 10) weights")
+    return params[0][0]
 
 
 def training_data(args, backend, mnist):

@@ -8,7 +8,9 @@ only a cache is imported as an empty namespace package, hiding a later editable 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -40,13 +42,53 @@ def writable_dir(path: Path) -> bool:
 
 
 def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
-    """Write ``blob`` to a unique ``.part`` file beside ``target``, flush it to disk, rename it.
+    """Write ``blob`` to ``target`` so that no reader ever sees half of it; returns ``target``.
 
-    The ``.part`` name is unique per writer, so two processes writing one target never write into
-    each other's file; the rename is atomic, so ``target`` always holds the previous complete file
-    or the new one. On any failure (a full disk, Ctrl-C) the ``.part`` file is removed.
+    A regular file (or a new name) is written to a unique ``.part`` file beside it, flushed to
+    disk and renamed over it: ``target`` always holds the previous complete file or the new one,
+    two writers never write into each other's file, and on any failure (a full disk, Ctrl-C) the
+    ``.part`` file is removed. Through a symbolic link, the file it names is replaced that way,
+    in that file's directory, and the link stays. A path that is neither (a device such as
+    ``/dev/null`` or ``/dev/full``, a FIFO, a socket) is opened and written as it is, never
+    renamed over: renaming over ``/dev/full`` as root would turn the device into a file. Errors
+    (``ENOSPC`` from a full device or disk) are raised as ``OSError``.
     """
     target = Path(target)
+    kind = _existing_kind(target)
+    if kind == "directory":
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(target))
+    if kind == "other":
+        _write_in_place(target, blob)
+        return target
+    _replace_atomically(Path(os.path.realpath(target)), blob)
+    return target
+
+
+def _existing_kind(path: Path) -> str | None:
+    """What ``path`` names, links followed: None (nothing yet), "file", "directory" or "other"
+    (a device, a FIFO, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "directory" if stat.S_ISDIR(mode) else "other"
+
+
+def _write_in_place(path: Path, blob: bytes) -> None:
+    # No O_CREAT: the path exists and is not ours to create; no O_TRUNC: a device ignores it and
+    # a FIFO has nothing to truncate.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _replace_atomically(target: Path, blob: bytes) -> None:
     fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         if hasattr(os, "fchmod"):
@@ -64,7 +106,6 @@ def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
         except FileNotFoundError:
             pass
         raise
-    return target
 
 
 def _umask() -> int:
@@ -74,11 +115,21 @@ def _umask() -> int:
 
 
 def output_problem(path: str | os.PathLike) -> str | None:
-    """Why a file could not be written at ``path``, found before any work is done, or None."""
+    """Why a file could not be written at ``path``, found before any work is done, or None.
+
+    As ``write_atomically`` writes: a device or FIFO must be writable itself; a regular file (or
+    a new name), through its symbolic link if it is one, needs a writable directory.
+    """
     path = Path(path)
-    if path.is_dir():
+    try:
+        kind = _existing_kind(path)
+    except OSError as err:  # a loop of links, a name too long, a folder not ours to look in
+        return err.strerror or str(err)
+    if kind == "directory":
         return "is a directory (give a file name)"
-    parent = path.parent
+    if kind == "other":
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = Path(os.path.realpath(path)).parent if path.is_symlink() else path.parent
     if not parent.exists():
         return f"the directory {parent} does not exist"
     if not parent.is_dir():

@@ -44,9 +44,12 @@ def save_weights(path, weights: np.ndarray, metadata: dict | None = None, **arra
 
 def weights_path(path) -> Path:
     """Where ``save_weights(path, ...)`` writes: ``path``, with ``.npz`` added if it has another
-    suffix or none (NumPy's own rule for ``savez``)."""
+    suffix or none (NumPy's own rule for ``savez``); a device or a FIFO (``/dev/stdout``, a
+    pipe) is written as named."""
     path = Path(path)
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    if path.suffix == ".npz" or (path.exists() and not path.is_file() and not path.is_dir()):
+        return path
+    return path.with_name(path.name + ".npz")
 
 
 def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
@@ -109,28 +112,35 @@ def _read_npy(blob: bytes) -> np.ndarray:
 
 
 def load_weights(path, shape=None) -> tuple[np.ndarray, dict]:
-    """The weights of a file (key ``weights``, or the only array) and its metadata.
+    """The weights of a file (key ``weights``; a ``.npy``'s one array) and its metadata.
 
-    With ``shape``, anything else is refused; the weights must be finite real numbers.
+    With ``shape``, anything else is refused; the weights must be finite floating-point numbers
+    (the checks, and their messages, of every weights file: ``check_array``).
     """
     arrays, metadata = load_arrays(path)
-    if "weights" in arrays:
-        weights = arrays["weights"]
-    elif len(arrays) == 1:
-        weights = next(iter(arrays.values()))
-    else:
-        raise WeightsFileError(
-            f"{path}: no array named 'weights' (found: {', '.join(sorted(arrays)) or 'none'})"
-        )
-    if weights.dtype.kind not in "fiu":
-        raise WeightsFileError(f"{path}: weights must be real numbers, not {weights.dtype}")
-    if shape is not None and weights.shape != tuple(shape):
-        raise WeightsFileError(
-            f"{path}: weights have shape {weights.shape}, expected {tuple(shape)}"
-        )
-    if not np.all(np.isfinite(weights)):
-        raise WeightsFileError(f"{path}: weights contain NaN or infinite values")
+    weights = named_array(arrays, "weights", path)
+    check_array(weights, path, "weights", shape)
     return weights, metadata
+
+
+def named_array(arrays: dict, name: str, path, what: str = "") -> np.ndarray:
+    """``arrays[name]``, or the error that names what the file holds instead."""
+    if name not in arrays:
+        raise WeightsFileError(f"{path}: no array named {name!r}{what} (found: "
+                               f"{', '.join(sorted(arrays)) or 'none'})")
+    return arrays[name]
+
+
+def check_array(array: np.ndarray, path, name: str, shape=None) -> None:
+    """A weights file's array: floating-point, of ``shape`` if given, finite; else one line."""
+    if array.dtype.kind != "f":
+        raise WeightsFileError(f"{path}: {name} must be floating-point numbers, not "
+                               f"{array.dtype}")
+    if shape is not None and array.shape != tuple(shape):
+        raise WeightsFileError(f"{path}: {name} has shape {array.shape}, expected "
+                               f"{tuple(shape)}")
+    if not np.all(np.isfinite(array)):
+        raise WeightsFileError(f"{path}: {name} contains NaN or infinite values")
 
 
 def _jsonable(value):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..backend import array_namespace
 from ..data import IMAGE_SIDE
+from ..io.weights import check_array, named_array
 from . import layers
 from .architecture import Architecture
 from .chunks import chunk_bounds, summed_over_chunks
@@ -253,7 +254,8 @@ def evaluate(params, X, labels, Y, arch: Architecture, xp=None, chunk: int | Non
 
 
 def params_to_arrays(params) -> dict:
-    """``W0, b0, W1, ...`` for an ``.npz`` (``weights`` is W0, so tutorial files stay readable)."""
+    """``W0, b0, W1, ...`` for an ``.npz`` (a saved file stores W0 as ``weights``, where every
+    reader looks first, and so tutorial files stay readable)."""
     arrays = {}
     for layer, (W, b) in enumerate(params):
         arrays[f"W{layer}"] = W
@@ -263,24 +265,22 @@ def params_to_arrays(params) -> dict:
 
 
 def params_from_arrays(arrays: dict, arch: Architecture, source="weights file") -> list:
-    """The per-layer parameters of ``arch`` from a saved file's arrays, every shape checked."""
+    """The per-layer parameters of ``arch`` from a saved file's arrays, every shape checked (the
+    first layer is ``weights``; files written before it was stored once hold it as ``W0`` too);
+    a fault is a ``WeightsFileError`` naming ``source``."""
     params = []
     for layer, (shape, outputs) in enumerate(arch.layer_shapes()):
-        key = f"W{layer}" if f"W{layer}" in arrays else ("weights" if layer == 0 else None)
-        if key is None or key not in arrays:
-            raise ValueError(f"{source}: no array W{layer} for layer {layer} of {arch.describe()}")
-        W = arrays[key]
-        if W.shape != shape:
-            raise ValueError(f"{source}: {key} has shape {W.shape}, expected {shape}")
+        if layer == 0:
+            key = "W0" if "W0" in arrays else "weights"
+            W = named_array(arrays, key, source)
+        else:
+            key = f"W{layer}"
+            W = named_array(arrays, key, source, f" (layer {layer} of {arch.describe()})")
+        name = "weights" if key in ("weights", "W0") else key
+        check_array(W, source, name, shape)
         b = None
         if arch.bias:
-            if f"b{layer}" not in arrays or arrays[f"b{layer}"].shape != (outputs,):
-                raise ValueError(f"{source}: missing or misshapen bias b{layer}")
-            b = arrays[f"b{layer}"]
-        for array in (W, b):
-            if array is not None and (array.dtype.kind != "f" or not np.all(np.isfinite(array))):
-                raise ValueError(f"{source}: layer {layer} must hold finite floating-point values")
+            b = named_array(arrays, f"b{layer}", source, f" (the bias of layer {layer})")
+            check_array(b, source, f"b{layer}", (outputs,))
         params.append((W, b))
     return params
-
-

@@ -2,8 +2,12 @@
 on one device (``run.py``), or in chunks on a Dask cluster (``cluster.py``, imported only when a
 cluster is asked for)."""
 
-from .grid import Member, grid, parse_alphas, parse_seeds
-from .run import ModelResult, SweepResult, bytes_per_model, plan_chunks, run_mlp_sweep, run_sweep
+from .grid import Grid, Member, Seeds, grid, parse_alphas, parse_seeds
+from .run import (
+    ModelResult, SweepResult, bytes_per_model, grid_problem, plan_chunks, run_mlp_sweep,
+    run_sweep,
+)
 
-__all__ = ["Member", "ModelResult", "SweepResult", "bytes_per_model", "grid", "parse_alphas",
-           "parse_seeds", "plan_chunks", "run_mlp_sweep", "run_sweep"]
+__all__ = ["Grid", "Member", "ModelResult", "Seeds", "SweepResult", "bytes_per_model", "grid",
+           "grid_problem", "parse_alphas", "parse_seeds", "plan_chunks", "run_mlp_sweep",
+           "run_sweep"]

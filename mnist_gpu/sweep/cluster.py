@@ -27,6 +27,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +54,10 @@ class ClusterError(RuntimeError):
     """The cluster cannot be used; the message says why, in one line."""
 
 
+class ResultsFileError(RuntimeError):
+    """The results file cannot be written (a full disk, say); the message is one line."""
+
+
 # --------------------------------------------------------------------------- connecting
 
 
@@ -64,26 +70,31 @@ def connect(spec: str, log=None):
     except ImportError as err:
         raise ClusterError(f"--cluster needs Dask's distributed ({err}): pip install "
                            "'mnist-gpu[cluster]'") from None
-    cluster = None
+    cluster, scratch = None, None
     try:
+        if spec.startswith("local:") or spec == "cuda":
+            # The scratch space of the cluster's scheduler and workers (their lock files too),
+            # a folder of its own that goes with the cluster, not the shared temporary folder.
+            scratch = tempfile.mkdtemp(prefix="mnist-gpu-dask-")
+            config = {**CLUSTER_CONFIG, "temporary-directory": scratch}
         if spec.startswith("local:"):
             workers = _count(spec)
             # Each worker's compiled loops share the cores with the other workers' (Numba
             # starts as many threads as there are cores otherwise).
             threads = max(1, (os.cpu_count() or 1) // workers)
-            with dask.config.set(CLUSTER_CONFIG):
+            with dask.config.set(config):
                 cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
-                    env={"NUMBA_NUM_THREADS": str(threads)})
+                    env={"NUMBA_NUM_THREADS": str(threads)}, local_directory=scratch)
         elif spec == "cuda":
             try:
                 from dask_cuda import LocalCUDACluster
             except ImportError as err:
                 raise ClusterError(f"--cluster cuda needs dask-cuda ({err}): pip install "
                                    "dask-cuda") from None
-            with dask.config.set(CLUSTER_CONFIG):
-                cluster = LocalCUDACluster(dashboard_address=None)
+            with dask.config.set(config):
+                cluster = LocalCUDACluster(dashboard_address=None, local_directory=scratch)
         elif "://" in spec:
             pass
         else:
@@ -96,12 +107,18 @@ def connect(spec: str, log=None):
     except BaseException:
         if cluster is not None:
             cluster.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise
 
     def close():
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        try:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     try:
         _check_workers(client, spec)
@@ -227,12 +244,16 @@ def read_results(path: Path, fingerprint: str) -> dict[int, dict]:
 
 def _append(path: Path, records: list[dict]) -> None:
     blob = "".join(json.dumps(r) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
-        os.write(fd, blob)  # one write: a reader sees whole lines, or a torn last one
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            os.write(fd, blob)  # one write: a reader sees whole lines, or a torn last one
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise ResultsFileError(f"cannot write the results file {path}: "
+                               f"{err.strerror or err}") from None
 
 
 def fingerprint(members, settings: dict) -> str:
@@ -268,6 +289,7 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
     settings["fingerprint"] = fingerprint(as_pairs, settings)
     path = results_path(json_path)
     done = read_results(path, settings["fingerprint"]) if resume else {}
+    earlier = set(done)
     if not resume and path.exists():
         path.unlink()  # a fresh run: the previous run's results are not this one's
     if done and log:
@@ -300,21 +322,26 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
             continue
         _append(path, lines)
         done.update({line["index"]: line for line in lines})
+        earlier.difference_update(line["index"] for line in lines)  # trained again, here
         if progress:
             progress(len(lines))
-    return ClusterRun(_merge(members, done, config_json, dtype), len(todo), len(chunks), failed)
+    return ClusterRun(_merge(members, done, config_json, dtype, earlier), len(todo), len(chunks),
+                      failed)
 
 
-def _merge(members, done: dict[int, dict], config_json: dict, dtype: str) -> SweepResult:
+def _merge(members, done: dict[int, dict], config_json: dict, dtype: str,
+           earlier=frozenset()) -> SweepResult:
     """The sweep's result from its models' lines, in grid order (missing models: a failed chunk,
-    reported as such)."""
-    models, weights, first, chunk_seconds = [], [], None, {}
+    reported as such); the models of ``earlier`` (indices) came from an earlier run, and count
+    neither in this run's seconds nor in its models trained."""
+    models, weights, first, chunk_seconds, untrained = [], [], None, {}, 0
     for index, member in enumerate(members):
         line = done.get(index)
         if line is None:
             models.append(ModelResult(member.alpha, member.seed, [], "not trained: its chunk "
                                       "failed (see above)"))
             weights.append(np.full(_MODEL_SHAPE, np.nan, dtype=dtype))
+            untrained += 1
             continue
         first = first or line
         record = line["model"]
@@ -323,11 +350,13 @@ def _merge(members, done: dict[int, dict], config_json: dict, dtype: str) -> Swe
                                   record["diverged"], record["diverged_at"]))
         weights.append(np.frombuffer(base64.b64decode(line["weights"]),
                                      dtype=line["dtype"]).reshape(_MODEL_SHAPE))
-        chunk_seconds[line["chunk"]] = line["seconds"]  # the training time of its chunk
+        if index not in earlier:
+            chunk_seconds[line["chunk"]] = line["seconds"]  # the training time of its chunk
     seconds = sum(chunk_seconds.values())
     settings = dict(first["settings"]) if first else {**config_json, "dtype": dtype}
     settings["alphas"] = list(dict.fromkeys(m.alpha for m in members))
     settings["seeds"] = list(dict.fromkeys(m.seed for m in members))
     return SweepResult(settings, first["backend"] if first else {}, first["kernel"] if first
                        else "array", models, np.stack(weights), seconds,
-                       first["images_per_model"] if first else 0)
+                       first["images_per_model"] if first else 0, len(chunk_seconds),
+                       resumed=len(earlier), untrained=untrained)

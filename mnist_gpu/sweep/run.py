@@ -27,7 +27,7 @@ from ..training import (
     Checkpoint, Curve, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name,
     kernel_note, train_mlp, train_models,
 )
-from ..training.results import ran_on
+from ..training.results import curve_json, ran_on
 from .grid import Member
 
 # --------------------------------------------------------------------------- memory
@@ -61,6 +61,25 @@ def plan_chunks(models: int, per_model: int, available: int | None,
     return [range(s, min(s + chunk_models, models)) for s in range(0, models, chunk_models)]
 
 
+def result_bytes(models: int, parameters: int, itemsize: int, checkpoints: int) -> int:
+    """Host memory a sweep's result takes at its peak: every model's weights (held once, and
+    copied once more into a file's buffer by ``--save``) and its curve as Python objects."""
+    return models * (2 * parameters * itemsize + 1024 + 400 * checkpoints)
+
+
+def grid_problem(models: int, parameters: int, itemsize: int, checkpoints: int,
+                 available: int | None) -> str | None:
+    """Why a grid of ``models`` cannot be swept here (its result would not fit the host's
+    ``available`` memory), found before any work; None when it fits or the memory is unknown.
+    The models train chunk by chunk, but the result holds every one of them."""
+    needed = result_bytes(models, parameters, itemsize, checkpoints)
+    if available is None or needed <= available:
+        return None
+    return (f"a grid of {models:,} models: their results (weights and curves) take about "
+            f"{needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB of memory "
+            "available here; sweep fewer models, or in several runs")
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -85,11 +104,13 @@ class ModelResult:
     def best(self) -> Checkpoint | None:
         return max(self.curve, key=lambda c: c.accuracy) if self.curve else None
 
-    def to_json(self) -> dict:
+    def to_json(self, loss: str = "mse") -> dict:
+        """As JSON, the test loss named for the ``loss`` trained (``curve_json``)."""
         best = self.best
         return {"alpha": self.alpha, "seed": self.seed, "final_accuracy": self.final_accuracy,
-                "best": asdict(best) if best else None, "diverged": self.diverged,
-                "diverged_at": self.diverged_at, "curve": [asdict(c) for c in self.curve]}
+                "best": curve_json([best], loss)[0] if best else None,
+                "diverged": self.diverged, "diverged_at": self.diverged_at,
+                "curve": curve_json(self.curve, loss)}
 
 
 @dataclass(repr=False)
@@ -102,13 +123,20 @@ class SweepResult:
     kernel: str
     models: list[ModelResult]
     weights: np.ndarray | list = field(repr=False)  # (M, 784, 10); deeper: per layer (W, b)
-    seconds: float  # training only, all chunks
+    seconds: float  # training only, all chunks this run trained
     images_per_model: int
     chunks: int = 1
+    resumed: int = 0  # models read back from an earlier run's results file (--resume)
+    untrained: int = 0  # models no chunk delivered (a chunk that failed twice)
+
+    @property
+    def models_trained(self) -> int:
+        """The models this run trained: not those it resumed, nor those whose chunk failed."""
+        return len(self.models) - self.resumed - self.untrained
 
     @property
     def model_images_per_second(self) -> float:
-        images = self.images_per_model * len(self.models)
+        images = self.images_per_model * self.models_trained
         return images / self.seconds if self.seconds > 0 else float("inf")
 
     def summaries(self) -> list[dict]:
@@ -126,9 +154,11 @@ class SweepResult:
         return out
 
     def to_json(self) -> dict:
+        loss = (self.settings.get("arch") or {}).get("loss", "mse")
         return {"settings": self.settings, "backend": self.backend, "kernel": self.kernel,
-                "models": [m.to_json() for m in self.models], "summaries": self.summaries(),
+                "models": [m.to_json(loss) for m in self.models], "summaries": self.summaries(),
                 "seconds": self.seconds, "chunks": self.chunks,
+                "models_trained": self.models_trained, "models_resumed": self.resumed,
                 "model_images_per_second": self.model_images_per_second}
 
     def tables(self) -> tuple[Table, Table]:
@@ -189,22 +219,26 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
                                 kernel == "fused")
     chunks = plan_chunks(len(members), per_model, backend.memory_available(), chunk_models)
     if len(chunks) > 1 and log:
-        log(f"the grid's {len(members)} models do not fit the device together (about "
-            f"{per_model / 2**20:.1f} MiB each): training them in {len(chunks)} chunks of up to "
-            f"{len(chunks[0])}, one after another")
-    results, weights, seconds, images = [], [], 0.0, 0
+        why = ("--chunk-models" if chunk_models else
+               f"they do not fit the device together, about {per_model / 2**20:.1f} MiB each")
+        log(f"training the grid's {len(members):,} models in {len(chunks):,} chunks of up to "
+            f"{len(chunks[0]):,}, one after another ({why})")
+    results, seconds, images = [], 0.0, 0
+    # Filled chunk by chunk: the members and their initial weights exist for one chunk at a time.
+    weights = np.empty((len(members), N_INPUTS, N_OUTPUTS), dtype=data.dtype)
     for chunk in chunks:
         chunk_members = [members[i] for i in chunk]
         host_w = np.concatenate([init_weights(m.seed, data.dtype) for m in chunk_members],
                                 axis=1)
         run = train_models(data, config, [m.alpha for m in chunk_members], host_w)
+        del host_w
         for index, member in enumerate(chunk_members):
             divergence = run.diverged.get(index)
             results.append(ModelResult(member.alpha, member.seed, run.curves[index],
                                        divergence.where if divergence else None,
                                        divergence.images_seen if divergence else None))
-        weights.append(np.moveaxis(run.weights.reshape(N_INPUTS, len(chunk),
-                                                       N_OUTPUTS), 1, 0))
+        weights[chunk.start:chunk.stop] = np.moveaxis(
+            run.weights.reshape(N_INPUTS, len(chunk), N_OUTPUTS), 1, 0)
         seconds += run.seconds
         images = run.images_trained
         kernel = run.kernel
@@ -214,8 +248,8 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
                 "seeds": list(dict.fromkeys(m.seed for m in members)), "dtype": data.dtype,
                 "n_train": data.n_train, "checkpoints": run.checkpoints}
     del settings["alpha"], settings["seed"]
-    return SweepResult(settings, backend.describe(), kernel, results,
-                       np.concatenate(weights, axis=0), seconds, images, len(chunks))
+    return SweepResult(settings, backend.describe(), kernel, results, weights, seconds, images,
+                       len(chunks))
 
 
 def run_mlp_sweep(data: DeviceData, members: list[Member], config: MLPConfig, log=None,

@@ -52,6 +52,17 @@ class Curve(list):
         return self.table().html()
 
 
+# The JSON name of a curve's test loss, by the loss trained (``Checkpoint.mse`` holds either).
+LOSS_KEYS = {"mse": "mse", "ce": "cross_entropy"}
+
+
+def curve_json(curve, loss: str = "mse") -> list[dict]:
+    """A curve's checkpoints as JSON, the test loss per image under its own name: ``mse`` (the
+    tutorial's squared error, summed over the outputs) or ``cross_entropy``."""
+    key = LOSS_KEYS[loss]
+    return [{"images_seen": c.images_seen, "accuracy": c.accuracy, key: c.mse} for c in curve]
+
+
 class ResultSummary:
     """What every training result reports, derived from its curve, images and seconds, and how
     it shows itself: its settings, the curve as a table, the time and the final accuracy."""
@@ -146,6 +157,12 @@ class MLPResult(ResultSummary):
         return (f"{cfg.get('architecture', 'a network')}: mini-batches of {cfg['batch_size']}, "
                 f"lr {cfg['lr']}{momentum}, {_epochs(cfg)}, seed {cfg['seed']}{_shuffled(cfg)}; "
                 f"{ran_on(self.backend)}, {cfg['dtype']}")
+
+    def to_json(self) -> dict:
+        # The keys of the tutorial's result, its test loss named for what it is; a deeper
+        # network lists no pixels before training, and evaluates by array calls.
+        return {**super().to_json(), "curve": curve_json(self.curve, self.config["arch"]["loss"]),
+                "prepare_seconds": 0.0, "evaluation": "array"}
 
 
 def _epochs(cfg: dict) -> str:

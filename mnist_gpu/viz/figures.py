@@ -9,6 +9,7 @@ returns it (and keeps its own backend), a script saves it with ``save_png``.
 * ``plot_sweep``: a sweep's accuracy against its learning rates, and its curves.
 * ``plot_weight_maps``: what the network learned, each output's (or first-layer unit's) weights as
   a 28x28 image in a diverging colour map.
+* ``plot_conv_kernels``: a CNN's first convolution, each kernel as a small K x K image.
 * ``plot_confusion``: the confusion matrix.
 """
 
@@ -217,6 +218,31 @@ def plot_weight_maps(W: np.ndarray, max_units: int = 64, directions=None):
     if directions is not None:
         what += f", as the images see them (their {directions.shape[1]} main directions)"
     fig.suptitle(what + "; red: up, blue: down", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_conv_kernels(W: np.ndarray, k: int, max_kernels: int = 64):
+    """The first convolution's kernels, ``W`` (k * k, filters) with rows in (dy, dx) order (the
+    im2col patches' order, one input channel), each as a k x k image: the strokes and edges a
+    CNN's first layer responds to. Each kernel's colour scale is its own, symmetric about zero
+    (red: the kernel adds where the ink is, blue: it subtracts)."""
+    kernels = min(W.shape[1], max_kernels)
+    columns = min(kernels, 8)
+    rows = int(np.ceil(kernels / columns))
+    fig = new_figure(figsize=(1.2 * columns, 1.3 * rows + 0.5), dpi=100)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= kernels:
+            continue
+        kernel = W[:, index].reshape(k, k)
+        span = float(np.abs(kernel).max()) or 1.0
+        ax.imshow(kernel, cmap="RdBu_r", vmin=-span, vmax=span, interpolation="nearest")
+        ax.set_title(f"kernel {index}", fontsize=8)
+    shown = f"{kernels} of {W.shape[1]}" if kernels < W.shape[1] else f"{kernels}"
+    fig.suptitle(f"first convolution: {shown} kernels of {k}x{k} pixels; red: adds ink, "
+                 "blue: subtracts", fontsize=10)
     fig.tight_layout()
     return fig
 
