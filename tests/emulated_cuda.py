@@ -91,8 +91,8 @@ class _Device(contextlib.AbstractContextManager):
 
 
 def emulated_cupy(library: ctypes.CDLL, properties=H200):
-    """A stand-in for the CuPy backend as ``FusedCUDA`` uses it: its ``xp`` (``cupy`` as the pass
-    uses it), ``activate()`` and ``device_id``."""
+    """A stand-in for the CuPy backend as ``FusedCUDA`` uses it: its ``cupy`` (the library, as the
+    pass uses it), ``activate()`` and ``device_id``."""
 
     class RawModule:
         def __init__(self, code, options=()):
@@ -105,4 +105,4 @@ def emulated_cupy(library: ctypes.CDLL, properties=H200):
     names = ("zeros", "cumsum", "sum", "nonzero", "asarray", "bincount", "int64", "uint8")
     cupy = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime),
                                  asnumpy=np.asarray, **{name: getattr(np, name) for name in names})
-    return types.SimpleNamespace(xp=cupy, activate=_Device, device_id=_Device.id)
+    return types.SimpleNamespace(cupy=cupy, activate=_Device, device_id=_Device.id)

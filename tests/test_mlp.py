@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import compared_with_numpy
 
 from mnist_gpu.model import network, tutorial
 from mnist_gpu.model.architecture import Architecture
@@ -83,6 +84,7 @@ def test_the_tutorial_is_the_special_case(backend, mnist):
 DEEP = [Architecture((32,), "relu", True, "ce"), Architecture((16, 8), "tanh", True, "mse")]
 
 
+@compared_with_numpy
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("arch", DEEP, ids=[a.describe() for a in DEEP])
 def test_deep_network_parity(backend, numpy_backend, mnist, arch, dtype):
