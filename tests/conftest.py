@@ -70,7 +70,8 @@ with_fused_minibatch = pytest.mark.parametrize("backend", backend_params(fused="
                                                indirect=True)
 
 
-def _backend_or_skip(request, name):
+def backend_or_skip(request, name):
+    """The backend ``name``, else a visible skip saying why (a failure under --require-gpu)."""
     require = name in ON_GPU and request.config.getoption("--require-gpu")
     said = []
     try:
@@ -81,13 +82,19 @@ def _backend_or_skip(request, name):
         pytest.skip(f"{name} backend unavailable: {err}")
     if require and backend.runs_on_cpu:
         pytest.fail(f"--require-gpu: {'; '.join(said) or f'{name} runs on the CPU'}")
+    if name == "torch" and backend.runs_on_cpu:
+        # One thread for PyTorch on the CPU, for the rest of the session: on a machine of few
+        # cores that Numba's and OpenBLAS's threads also hold, PyTorch's OpenMP barriers wait
+        # for preempted threads, and per-image steps (microseconds of work) ran 10 to 100 times
+        # slower with two (docs/testing.md).
+        backend.torch.set_num_threads(1)
     return backend
 
 
 @pytest.fixture(params=backend_params())
 def backend(request):
     """Each backend as its own test id."""
-    return _backend_or_skip(request, request.param)
+    return backend_or_skip(request, request.param)
 
 
 @pytest.fixture
@@ -97,13 +104,13 @@ def numpy_backend():
 
 @pytest.fixture
 def gpu_backend(request):
-    return _backend_or_skip(request, "cupy")
+    return backend_or_skip(request, "cupy")
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests that use gpu_backend directly are GPU tests too (for `pytest -m gpu`).
+    # Tests that use gpu_backend or torch_backend directly are GPU tests too (`pytest -m gpu`).
     for item in items:
-        if "gpu_backend" in getattr(item, "fixturenames", ()):
+        if {"gpu_backend", "torch_backend"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gpu)
 
 

@@ -1,4 +1,4 @@
-"""CuPy on an NVIDIA GPU. It counts only if CuPy imports *and* a device answers a real allocation."""
+"""CuPy on an NVIDIA GPU: it counts only if CuPy imports *and* a device answers an allocation."""
 
 from __future__ import annotations
 

@@ -105,7 +105,8 @@ class TorchBackend(Backend):
         cuda = self.torch.cuda
         # Free device memory, plus what PyTorch's caching allocator holds unused.
         free, _ = cuda.mem_get_info(self.device)
-        return int(free) + int(cuda.memory_reserved(self.device) - cuda.memory_allocated(self.device))
+        unused = cuda.memory_reserved(self.device) - cuda.memory_allocated(self.device)
+        return int(free) + int(unused)
 
     def reset_memory_pool(self):
         if self.device.type == "cuda":
