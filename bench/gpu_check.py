@@ -1,23 +1,31 @@
-"""The GPU check: evidence that the CuPy paths work, within one short window of GPU time.
+"""The GPU check: evidence that the CuPy and PyTorch paths work, within one short window of GPU
+time.
 
 Run through ``bench/gpu_check.sh OUTPUT_DIR [--full]`` from the repository root, on a machine with
-an NVIDIA GPU and CuPy. The machine this was written for (a lent H200) has Python 3.12,
-cupy-cuda13x 14.2, NumPy 2.5, Numba, PyTorch 2.11, pytest, hypothesis, matplotlib, Pillow, tqdm
-and threadpoolctl; no array-api-strict, no ruff and no network. The package runs from the
-checkout on ``PYTHONPATH``, not installed.
+an NVIDIA GPU, CuPy and PyTorch (a CUDA build). The machine this was written for (a lent H200)
+has Python 3.12, cupy-cuda13x 14.2, NumPy 2.5, Numba, PyTorch 2.11, pytest, hypothesis,
+matplotlib, Pillow, tqdm and threadpoolctl; no array-api-strict, no ruff and no network. The
+package runs from the checkout on ``PYTHONPATH``, not installed, so its one pure-Python
+dependency that such a machine may lack, array-api-compat, must be brought along (its wheel,
+installed with ``pip install --no-index``).
 
-Before anything runs, it checks that the four MNIST files are in ``$MNIST_GPU_DATA``, else
-``./data``, and that CuPy answers on a device; either missing stops it at once with one line and
-exit status 2. Then each stage runs in its own process under its own time limit, and under one
-overall deadline (``DEADLINE_S``, so the whole check ends in about 6 minutes on an H200):
+Before anything runs, it checks that array-api-compat imports, that the four MNIST files are in
+``$MNIST_GPU_DATA``, else ``./data``, and that CuPy and PyTorch each answer on CUDA device 0; any
+of them missing stops it at once with one line and exit status 2. Then each stage runs in its own
+process under its own time limit, and under one overall deadline (``DEADLINE_S``, so the whole
+check ends in about 8 minutes on an H200):
 
-1. ``device``: the GPU, driver, CUDA and CuPy versions;
+1. ``device``: the GPU, driver, CUDA, CuPy and PyTorch versions;
 2. ``gpu_tests``: ``pytest -m gpu --require-gpu`` (a GPU test cannot pass by skipping: a missing
-   device or missing data fails it), every skip listed with its reason;
+   device or missing data fails it), every skip listed with its reason: CuPy's, and PyTorch's
+   on CUDA (the ``torch`` id of every backend-agnostic test, and tests/test_torch.py);
 3. ``train_fused``, ``train_array``: the tutorial on CuPy, by the fused kernel and the array path;
+   ``train_torch``, ``train_torch_minibatch``: the tutorial on PyTorch's CUDA device
+   (``--backend torch --device cuda``), per image and by batches of 100;
 4. ``bench``: the quick benchmark on NumPy and CuPy side by side, with the sweep rows (on CuPy up
    to 1,024 models side by side, per image and by batches: the sweep's GPU target) (``--full``:
-   the full one, both dtypes, which needs a longer window);
+   the full one, both dtypes, which needs a longer window); ``bench_torch``: our rows on
+   PyTorch's CUDA tensors, scored against the limits PyTorch measures on that device;
 5. ``train_cnn_fast``, ``train_cnn``: ``--preset cnn-fast`` and ``--preset cnn`` on CuPy, their
    accuracy and training time (the CNN's GPU targets), each only if the deadline still leaves
    its whole limit: otherwise recorded as skipped, with the time that was left, which does not
@@ -46,10 +54,13 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEADLINE_S = 345  # the whole check, so that it ends within 6 minutes with its own start-up
-FULL_DEADLINE_S = 900
-STAGE_LIMITS_S = {"device": 60, "gpu_tests": 170, "train_fused": 40, "train_array": 60,
-                  "bench": 150, "train_cnn_fast": 40, "train_cnn": 60}
+DEADLINE_S = 465  # the whole check, so that it ends within 8 minutes with its own start-up
+FULL_DEADLINE_S = 1020
+STAGE_LIMITS_S = {"device": 60, "gpu_tests": 200, "train_fused": 40, "train_array": 60,
+                  "train_torch": 40, "train_torch_minibatch": 30, "bench": 150,
+                  "bench_torch": 90, "train_cnn_fast": 40, "train_cnn": 60}
+# The PyTorch stages' device, as --device names it.
+TORCH_DEVICE = "cuda"
 # What a training stage's --json result keeps in the report.
 TRAINED_KEYS = ("final_accuracy", "seconds", "images_per_second", "kernel", "curve")
 FULL_BENCH_LIMIT_S = 600
@@ -164,6 +175,12 @@ def main(argv=None) -> int:
     os.environ["CUPY_TF32"] = os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
     check = Check(out, FULL_DEADLINE_S if args.full else DEADLINE_S)
     check.report["settings"] = {"full": args.full, "python": sys.version.split()[0]}
+    try:
+        import array_api_compat  # noqa: F401  (the package needs it: checked before it loads)
+    except ImportError as err:
+        return check.finish("not started", f"array-api-compat does not import ({err}), and "
+                            "mnist-gpu needs it: pip install 'array-api-compat>=1.9.1' (offline: "
+                            "its wheel, with pip install --no-index)")
 
     from mnist_gpu.data import resolve_data_dir
 
@@ -175,16 +192,20 @@ def main(argv=None) -> int:
         return check.finish("not started", f"MNIST not found in {data}: missing "
                             f"{', '.join(missing)} (.gz or raw); copy the four files there or set "
                             "MNIST_GPU_DATA")
-    from mnist_gpu.backend import probe_cupy
+    from mnist_gpu.backend import probe_cupy, probe_torch
 
     cupy, reason = probe_cupy(0)
     if cupy is None:
         return check.finish("not started", f"no usable GPU: {reason}")
+    torch, _, reason = probe_torch(TORCH_DEVICE)
+    if torch is None:
+        return check.finish("not started", f"no usable GPU for PyTorch: {reason}")
 
     python = sys.executable
     device = check.stage("device", [python, "-c", (
         "import json, subprocess; from mnist_gpu.backend import get_backend; "
         "info = get_backend('cupy').describe(); "
+        f"info['torch'] = get_backend('torch', {TORCH_DEVICE!r}).describe(); "
         "smi = subprocess.run(['nvidia-smi', '--query-gpu=driver_version,name,memory.total', "
         "'--format=csv,noheader'], capture_output=True, text=True); "
         "info['nvidia_smi'] = smi.stdout.strip() or smi.stderr.strip(); "
@@ -207,14 +228,23 @@ def main(argv=None) -> int:
                                     "--kernel", kernel, "--quiet", "--json"],
                              STAGE_LIMITS_S[name])
         _keep_training_result(check, result)
+    for name, flags in (("train_torch", []),
+                        ("train_torch_minibatch", ["--batch-size", "100", "--alpha", "0.02"])):
+        result = check.stage(name, [python, "-m", "mnist_gpu.cli", "train", "--backend", "torch",
+                                    "--device", TORCH_DEVICE, *flags, "--quiet", "--json"],
+                             STAGE_LIMITS_S[name])
+        _keep_training_result(check, result)
 
+    size = ["--dtype", "float32,float64", "--repeats", "3"] if args.full else [
+        "--quick", "--repeats", "3"]
     bench = [python, "-m", "mnist_gpu.cli", "bench", "--backend", "numpy,cupy",
-             "--json", str(out / "bench.json")]
-    if args.full:
-        bench += ["--dtype", "float32,float64", "--repeats", "3"]
-    else:
-        bench += ["--quick", "--repeats", "3"]
+             "--json", str(out / "bench.json"), *size]
     check.stage("bench", bench, FULL_BENCH_LIMIT_S if args.full else STAGE_LIMITS_S["bench"])
+    # Our rows on PyTorch's tensors; the peers (PyTorch's own loop among them) are in "bench".
+    check.stage("bench_torch", [python, "-m", "mnist_gpu.cli", "bench", "--backend", "torch",
+                                "--device", TORCH_DEVICE, "--no-peers", "--json",
+                                str(out / "bench_torch.json"), *size],
+                FULL_BENCH_LIMIT_S if args.full else STAGE_LIMITS_S["bench_torch"])
 
     for preset in ("cnn-fast", "cnn"):
         name = f"train_{preset.replace('-', '_')}"

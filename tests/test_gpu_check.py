@@ -60,6 +60,53 @@ def test_check_stops_at_once_when_cupy_has_no_device(tmp_path, mnist_dir_path):
     assert report["status"] == "not started" and report["stages"] == {}
 
 
+def _fake_module(root: Path, name: str, source: str) -> Path:
+    package = root / "fake" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source))
+    return package.parent
+
+
+USABLE_CUPY = """
+    import types
+    class Device:
+        def __init__(self, index=0): pass
+        def __enter__(self): return self
+        def __exit__(self, *exc): return False
+    _one = types.SimpleNamespace(sum=lambda: types.SimpleNamespace(get=lambda: 0))
+    cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+                                 Device=Device)
+    is_available = lambda: True
+    zeros = lambda n: _one
+"""
+TORCH_WITHOUT_CUDA = """
+    import types
+    accelerator = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
+"""
+
+
+def test_check_stops_at_once_when_pytorch_has_no_cuda(tmp_path, mnist_dir_path):
+    _fake_module(tmp_path, "cupy", USABLE_CUPY)
+    fake = _fake_module(tmp_path, "torch", TORCH_WITHOUT_CUDA)
+    done, _ = _run_check(tmp_path, PYTHONPATH=str(fake),
+                         MNIST_GPU_DATA=str(mnist_dir_path.resolve()))
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and "no usable GPU for PyTorch: PyTorch has no cuda device" in lines[0]
+    assert not _claims_success(tmp_path / "out")
+
+
+def test_check_stops_at_once_without_array_api_compat(tmp_path, mnist_dir_path):
+    fake = _fake_module(tmp_path, "array_api_compat",
+                        "raise ImportError(\"No module named 'array_api_compat'\")")
+    done, _ = _run_check(tmp_path, PYTHONPATH=str(fake),
+                         MNIST_GPU_DATA=str(mnist_dir_path.resolve()))
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and "array-api-compat does not import" in lines[0]
+    assert "pip install --no-index" in lines[0]
+
+
 def test_check_stops_at_once_without_the_data(tmp_path):
     fake = _fake_cupy_without_device(tmp_path)
     done, _ = _run_check(tmp_path, PYTHONPATH=str(fake), MNIST_GPU_DATA=str(tmp_path / "none"))
@@ -158,5 +205,6 @@ def test_require_gpu_fails_rather_than_skips_without_data(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_check_script_header_states_what_it_needs():
     header = SCRIPT.read_text()
-    for fact in ("MNIST_GPU_DATA", "--require-gpu", "6 minutes", "PYTHONPATH", "--full"):
+    for fact in ("MNIST_GPU_DATA", "--require-gpu", "8 minutes", "PYTHONPATH", "--full",
+                 "--backend torch --device cuda", "array-api-compat"):
         assert fact in header
