@@ -174,6 +174,27 @@ def test_auto_falls_back_to_numpy_past_pytorch(stand_ins, torch, why):
     assert why in lines[0]
 
 
+@pytest.mark.parametrize("cuda, says", [
+    ("None", "PyTorch is a CPU-only build (9.9.0+cpu)"),  # read from its files, not imported
+    ("'12.8'", "PyTorch failed to import (RuntimeError: imported)"),  # may have a GPU: imported
+], ids=["cpu build", "cuda build"])
+def test_auto_reads_a_cpu_only_pytorch_without_importing_it(monkeypatch, tmp_path, cuda, says):
+    if sys.platform == "darwin":
+        pytest.skip("on macOS every PyTorch build may have MPS: auto always imports it")
+    package = tmp_path / "torch"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (package / "version.py").write_text(
+        "from typing import Optional\n__version__ = '9.9.0+cpu'\ndebug = False\n"
+        f"cuda: Optional[str] = {cuda}\nhip: Optional[str] = None\nxpu: Optional[str] = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    lines = []
+    assert get_backend("auto", log=lines.append).name == "numpy"
+    assert says in lines[0]
+
+
 def test_auto_passes_over_mps_for_float64(stand_ins):
     stand_ins(torch=fake_torch("mps"))
     lines = []

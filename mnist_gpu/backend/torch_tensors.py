@@ -11,6 +11,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -157,8 +161,12 @@ def probe_torch(device=None, accelerator_only: bool = False):
 
     ``device``: a name (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu``, ``xpu:N``), an index
     of PyTorch's accelerator, or None: the accelerator, else (unless ``accelerator_only``) the
-    CPU.
+    CPU. With ``accelerator_only``, a CPU-only build is recognised without importing it.
     """
+    if accelerator_only:
+        cpu_only = _cpu_only_build()
+        if cpu_only:
+            return None, None, cpu_only
     try:
         torch = import_optional("torch")
     except ImportError as err:
@@ -176,6 +184,27 @@ def probe_torch(device=None, accelerator_only: bool = False):
     except Exception as err:
         return None, None, f"PyTorch's {target} device does not answer ({one_line(err)})"
     return torch, target, ""
+
+
+def _cpu_only_build() -> str:
+    """"PyTorch is a CPU-only build (...)" when the installed PyTorch, not yet imported, was built
+    for no accelerator (its version file names no CUDA, ROCm or XPU, and it is not macOS's,
+    which has MPS), else "". Read without importing it: importing PyTorch takes about a second,
+    which ``auto`` would otherwise spend on every command of a CPU machine."""
+    if "torch" in sys.modules or sys.platform == "darwin":
+        return ""
+    try:
+        spec = importlib.util.find_spec("torch")
+        folders = list(spec.submodule_search_locations or ()) if spec else []
+        text = (Path(folders[0]) / "version.py").read_text() if folders else ""
+    except (ImportError, ValueError, OSError):
+        return ""
+    built = dict(re.findall(r"^(__version__|cuda|hip|rocm|xpu)\b[^=\n]*=\s*(.+?)\s*$", text,
+                            re.M))
+    if {"cuda", "hip"} <= set(built) and all(built[k] == "None" for k in built
+                                             if k != "__version__"):
+        return f"PyTorch is a CPU-only build ({built.get('__version__', '?').strip(chr(39))})"
+    return ""
 
 
 class _NoDevice(Exception):
