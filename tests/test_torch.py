@@ -142,6 +142,13 @@ def test_divergence_is_found_at_numpys_step(torch_backend, run, flags, says):
     assert messages[0] == messages[1]
 
 
+def test_fused_on_tensors_is_a_one_line_error(torch_backend, run):
+    """The compiled passes are NumPy's and CuPy's: PyTorch's tensors take the array path."""
+    status, _, err = run("train", "--backend", "torch", "--kernel", "fused")
+    assert status == 2 and "no fused per-image kernel for the torch backend" in err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mnist-gpu: error")
+
+
 def test_activate_restores_pytorchs_matmul_precision(torch_backend):
     """Full-precision float32 products inside ``activate`` (no TF32, no bfloat16), the user's
     setting before and after."""
