@@ -1,17 +1,23 @@
-"""The GPU check: evidence that the CuPy paths work, within one short window of GPU time.
+"""The GPU check: evidence that the CuPy and PyTorch paths work, within one short window of GPU
+time.
 
 Run through ``bench/gpu_check.sh OUTPUT_DIR [--full]`` from the repository root, on a machine with
-an NVIDIA GPU and CuPy. The machine this was written for (a lent H200) has Python 3.12,
-cupy-cuda13x 14.2, NumPy 2.5, Numba, PyTorch 2.11, pytest, hypothesis, matplotlib, Pillow, tqdm
-and threadpoolctl; no array-api-strict, no ruff and no network. The package runs from the
-checkout on ``PYTHONPATH``, not installed.
+an NVIDIA GPU, CuPy and PyTorch (a CUDA build). The machine this was written for (a lent H200)
+has Python 3.12, cupy-cuda13x 14.2, NumPy 2.5, Numba, PyTorch 2.11, pytest, hypothesis,
+matplotlib, Pillow, tqdm and threadpoolctl; no array-api-strict, no ruff and no network. The
+package runs from the checkout on ``PYTHONPATH``, not installed. The one pure-Python dependency
+such a machine lacks, array-api-compat, is needed only by the PyTorch backend: bring its wheel in
+``data/`` (``pip download array-api-compat --no-deps -d data``), where gpu_check.sh puts it on
+``PYTHONPATH``.
 
 Before anything runs, it checks that the four MNIST files are in ``$MNIST_GPU_DATA``, else
-``./data``, and that CuPy answers on a device; either missing stops it at once with one line and
-exit status 2. Then each stage runs in its own process under its own time limit, and under one
-overall deadline (``DEADLINE_S``, so the whole check ends in about 6 minutes on an H200):
+``./data``, and that CuPy answers on CUDA device 0; either missing stops it at once with one line
+and exit status 2. PyTorch's stages also need PyTorch on CUDA and array-api-compat: without them
+the CuPy stages still run and PyTorch's are reported as not run, which fails the check. Then
+each stage runs in its own process under its own time limit, and under one overall deadline
+(``DEADLINE_S``, so the whole check ends in about 7 minutes on an H200):
 
-1. ``device``: the GPU, driver, CUDA and CuPy versions;
+1. ``device``: the GPU, driver, CUDA, CuPy and PyTorch versions;
 2. ``train_fused``, ``train_array``, ``train_fused_float64``, ``train_array_float64``: the
    tutorial on CuPy (``mnist-gpu train``, 60,000 images per image) by the hand-written CUDA kernel
    (``--kernel fused``, which no GPU had run before) and by the array path (CuPy's own kernels
@@ -21,10 +27,14 @@ overall deadline (``DEADLINE_S``, so the whole check ends in about 6 minutes on 
    (tests/test_parity.py). That comparison, with the GPU tests' kernel checks and the benchmark's
    rows, is the evidence on which to make the kernel ``verified`` (``kernels/cuda.py``);
 3. ``gpu_tests``: ``pytest -m gpu --require-gpu`` (a GPU test cannot pass by skipping: a missing
-   device or missing data fails it), every skip listed with its reason;
+   device or missing data fails it), every skip listed with its reason: CuPy's, and PyTorch's
+   on CUDA (the ``torch`` id of every backend-agnostic test, and tests/test_torch.py);
+   ``train_torch``, ``train_torch_minibatch``: the tutorial on PyTorch's CUDA device
+   (``--backend torch --device cuda``), per image and by batches of 100;
 4. ``bench``: the quick benchmark on NumPy and CuPy side by side, with the sweep rows (on CuPy up
    to 1,024 models side by side, per image and by batches: the sweep's GPU target) (``--full``:
-   the full one, both dtypes, which needs a longer window);
+   the full one, both dtypes, which needs a longer window); ``bench_torch``: our rows on
+   PyTorch's CUDA tensors, scored against the limits PyTorch measures on that device;
 5. ``train_cnn_fast``, ``train_cnn``: ``--preset cnn-fast`` and ``--preset cnn`` on CuPy, their
    accuracy and training time (the CNN's GPU targets), each only if the deadline still leaves
    its whole limit: otherwise recorded as skipped, with the time that was left, which does not
@@ -54,23 +64,28 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEADLINE_S = 345  # the whole check, so that it ends within 6 minutes with its own start-up
-FULL_DEADLINE_S = 900
-# Each stage's limit is cut to what the deadline leaves. The four tutorial runs take seconds each
-# (one launch per checkpoint segment for the kernel; about six small launches per image for the
-# array path), most of it the process's start and CuPy's first compiles.
+DEADLINE_S = 420  # the whole check, so that it ends within 7 minutes with its own start-up
+FULL_DEADLINE_S = 1020
+# Each stage's limit is cut to what the deadline leaves. The four tutorial runs on CuPy take
+# seconds each (one launch per checkpoint segment for the kernel; about six small launches per
+# image for the array path), most of it the process's start and CuPy's first compiles.
 STAGE_LIMITS_S = {"device": 45, "train_fused": 25, "train_array": 35, "train_fused_float64": 25,
-                  "train_array_float64": 35, "gpu_tests": 150, "bench": 150,
+                  "train_array_float64": 35, "gpu_tests": 150, "train_torch": 40,
+                  "train_torch_minibatch": 30, "bench": 150, "bench_torch": 90,
                   "train_cnn_fast": 40, "train_cnn": 60}
+# The PyTorch stages' device, as --device names it.
+TORCH_DEVICE = "cuda"
 # What a training stage's --json result keeps in the report.
 TRAINED_KEYS = ("final_accuracy", "seconds", "images_per_second", "kernel", "curve")
 FULL_BENCH_LIMIT_S = 600
-USAGE = (f"The GPU check: evidence that the CuPy paths work, within one short window of GPU time "
-         f"(at most {DEADLINE_S // 60 + 1} minutes). It needs the four MNIST files in "
-         f"$MNIST_GPU_DATA (else ./data), CuPy and a GPU that answers; it runs the package from "
-         f"this checkout on PYTHONPATH, the tutorial on CuPy by the CUDA kernel and by the array "
-         f"path (their weights compared), the GPU tests (pytest -m gpu --require-gpu) and the "
-         f"quick benchmark (--full: the full one, ~10 minutes), and never touches the network.")
+USAGE = (f"The GPU check: evidence that the CuPy and PyTorch paths work, within one short window "
+         f"of GPU time (the stages' deadline: {DEADLINE_S} s). It needs the four MNIST files in "
+         f"$MNIST_GPU_DATA (else ./data), CuPy and a GPU that answers, and for the PyTorch "
+         f"stages PyTorch on CUDA and array-api-compat (a wheel in data/ will do); it runs the "
+         f"package from this checkout on PYTHONPATH, the tutorial on CuPy by the CUDA kernel and "
+         f"by the array path (their weights compared), the GPU tests (pytest -m gpu "
+         f"--require-gpu), the tutorial on PyTorch's CUDA tensors and the quick benchmark of both "
+         f"(--full: the full one, ~17 minutes), and never touches the network.")
 
 # The two paths' weights must agree as the parity suite's CuPy runs agree with NumPy's
 # (tests/test_parity.py's TOLERANCE): only the order of the sums differs. On this project's CPU
@@ -136,6 +151,18 @@ class Check:
         print(f"== {name}: skipped ({result['reason']})", flush=True)
         return result
 
+    def stage_if(self, reason: str | None, name: str, command: list[str],
+                 limit_s: float) -> dict:
+        """``stage``, unless ``reason`` says why it cannot run here: then a stage skipped with
+        that reason, which fails the check (a check that passes by skipping proves nothing)."""
+        if reason is None:
+            return self.stage(name, command, limit_s)
+        result = {"status": "not run", "reason": reason}
+        self.report["stages"][name] = result
+        self.save()
+        print(f"== {name}: not run ({reason})", flush=True)
+        return result
+
     def finish(self, status: str, reason: str = "") -> int:
         self.report.update(status=status, finished=_now())
         if reason:
@@ -192,7 +219,6 @@ def main(argv=None) -> int:
     os.environ["CUPY_TF32"] = os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
     check = Check(out, FULL_DEADLINE_S if args.full else DEADLINE_S)
     check.report["settings"] = {"full": args.full, "python": sys.version.split()[0]}
-
     from mnist_gpu.data import resolve_data_dir
 
     data = resolve_data_dir().resolve()
@@ -203,16 +229,24 @@ def main(argv=None) -> int:
         return check.finish("not started", f"MNIST not found in {data}: missing "
                             f"{', '.join(missing)} (.gz or raw); copy the four files there or set "
                             "MNIST_GPU_DATA")
-    from mnist_gpu.backend import probe_cupy
+    from mnist_gpu.backend import probe_cupy, probe_torch
 
     cupy, reason = probe_cupy(0)
     if cupy is None:
         return check.finish("not started", f"no usable GPU: {reason}")
+    # PyTorch's stages need PyTorch on CUDA and array-api-compat (a pure-Python wheel, which
+    # bench/gpu_check.sh finds in data/): without them the CuPy stages still run, and the
+    # PyTorch ones are reported as not run, failing the check.
+    torch, _, torch_reason = probe_torch(TORCH_DEVICE)
+    torch_reason = None if torch is not None else f"no usable GPU for PyTorch: {torch_reason}"
+    check.report["torch"] = torch_reason or "usable"
 
     python = sys.executable
     device = check.stage("device", [python, "-c", (
         "import json, subprocess; from mnist_gpu.backend import get_backend; "
         "info = get_backend('cupy').describe(); "
+        + (f"info['torch'] = get_backend('torch', {TORCH_DEVICE!r}).describe(); "
+           if torch_reason is None else "") +
         "smi = subprocess.run(['nvidia-smi', '--query-gpu=driver_version,name,memory.total', "
         "'--format=csv,noheader'], capture_output=True, text=True); "
         "info['nvidia_smi'] = smi.stdout.strip() or smi.stderr.strip(); "
@@ -231,19 +265,31 @@ def main(argv=None) -> int:
     check.save()
 
     xml = out / "gpu_tests.xml"
-    check.stage("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "--require-gpu", "-q",
+    # Without a usable PyTorch its tests are left out here (its stages below say why).
+    only = [] if torch_reason is None else ["-k", "not torch"]
+    check.stage("gpu_tests", [python, "-m", "pytest", "-m", "gpu", "--require-gpu", *only, "-q",
                               "-p", "no:cacheprovider", "-o", "addopts=-ra",
                               f"--junitxml={xml}"], STAGE_LIMITS_S["gpu_tests"])
     check.report["stages"]["gpu_tests"]["summary"] = junit_summary(xml)
     check.save()
 
+    for name, flags in (("train_torch", []),
+                        ("train_torch_minibatch", ["--batch-size", "100", "--alpha", "0.02"])):
+        command = [python, "-m", "mnist_gpu.cli", "train", "--backend", "torch", "--device",
+                   TORCH_DEVICE, *flags, "--quiet", "--json"]
+        _keep_training_result(check, check.stage_if(torch_reason, name, command,
+                                                    STAGE_LIMITS_S[name]))
+
+    size = ["--dtype", "float32,float64", "--repeats", "3"] if args.full else [
+        "--quick", "--repeats", "3"]
     bench = [python, "-m", "mnist_gpu.cli", "bench", "--backend", "numpy,cupy",
-             "--json", str(out / "bench.json")]
-    if args.full:
-        bench += ["--dtype", "float32,float64", "--repeats", "3"]
-    else:
-        bench += ["--quick", "--repeats", "3"]
+             "--json", str(out / "bench.json"), *size]
     check.stage("bench", bench, FULL_BENCH_LIMIT_S if args.full else STAGE_LIMITS_S["bench"])
+    # Our rows on PyTorch's tensors; the peers (PyTorch's own loop among them) are in "bench".
+    check.stage_if(torch_reason, "bench_torch",
+                   [python, "-m", "mnist_gpu.cli", "bench", "--backend", "torch", "--device",
+                    TORCH_DEVICE, "--no-peers", "--json", str(out / "bench_torch.json"), *size],
+                   FULL_BENCH_LIMIT_S if args.full else STAGE_LIMITS_S["bench_torch"])
 
     for preset in ("cnn-fast", "cnn"):
         name = f"train_{preset.replace('-', '_')}"

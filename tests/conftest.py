@@ -1,9 +1,14 @@
 """Shared fixtures: the backend matrix, the real MNIST data, small generated IDX files.
 
 The backend matrix is one list of plain names (nothing imported to build it): ``numpy``,
-``array_api_strict`` (the CPU stand-in for a GPU: a fake device that refuses hidden host copies)
-and ``cupy`` (marked ``gpu``). A backend that cannot run here is a visible skip with its reason;
-``--require-gpu`` turns the CuPy skip into a failure so that a GPU run cannot pass by skipping.
+``array_api_strict`` (the CPU stand-in for a GPU: a fake device that refuses hidden host copies),
+``torch`` (PyTorch on its accelerator where the machine has one, else on the CPU: a second real
+arithmetic on every machine) and ``cupy``; the last two are marked ``gpu``. Only the combinations
+that can run are generated: a test comparing a backend with NumPy leaves NumPy out, a test of
+the compiled passes takes the backends that have them. A backend that cannot run here (no CuPy,
+no PyTorch, no GPU) is a visible skip with its reason; ``--require-gpu`` turns that into a
+failure for the ``gpu`` ones, PyTorch on the CPU included, so that a GPU run cannot pass by
+skipping.
 """
 
 from __future__ import annotations
@@ -22,28 +27,74 @@ import pytest  # noqa: E402
 from mnist_gpu.backend import BackendUnavailable, get_backend  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("numpy", "array_api_strict", "cupy")
+BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
+# The backends that run on a GPU where the machine has one.
+ON_GPU = ("torch", "cupy")
+# The compiled passes of each backend (mnist_gpu.kernels' registry, which a test checks this
+# against): per image and by mini-batches on NumPy, per image on CuPy.
+FUSED = {"numpy": ("per-image", "mini-batch"), "cupy": ("per-image",)}
 
 
 def pytest_addoption(parser):
     parser.addoption("--require-gpu", action="store_true",
-                     help="fail, rather than skip, the tests that need a CUDA device")
+                     help="fail, rather than skip, the tests that need a GPU (CuPy's, or "
+                          "PyTorch's accelerator)")
 
 
-def _backend_or_skip(request, name):
+def backend_params(but=(), fused: str | None = None) -> list:
+    """The backend matrix as test parameters: every backend less ``but``; with ``fused``
+    (``"per-image"`` or ``"mini-batch"``) only those that have that compiled pass."""
+    return [pytest.param(name, id=name, marks=[pytest.mark.gpu] if name in ON_GPU else [])
+            for name in BACKENDS
+            if name not in but and (fused is None or fused in FUSED.get(name, ()))]
+
+
+def kernel_params(configs) -> list:
+    """(backend, kernel, batch size) parameters: each ``(kernel, batch_size)`` of ``configs`` on
+    every backend that can run it (``fused`` only where the backend has that compiled pass)."""
+    out = []
+    for kernel, batch_size in configs:
+        fused = None if kernel != "fused" else "per-image" if batch_size == 1 else "mini-batch"
+        out += [pytest.param(p.values[0], kernel, batch_size, marks=p.marks,
+                             id=f"{p.values[0]}-{kernel}-{batch_size}")
+                for p in backend_params(fused=fused)]
+    return out
+
+
+# A test that compares a backend with NumPy: every backend but NumPy itself.
+compared_with_numpy = pytest.mark.parametrize("backend", backend_params(but=("numpy",)),
+                                              indirect=True)
+# Tests of the compiled passes, on the backends that have them.
+with_fused = pytest.mark.parametrize("backend", backend_params(fused="per-image"), indirect=True)
+with_fused_minibatch = pytest.mark.parametrize("backend", backend_params(fused="mini-batch"),
+                                               indirect=True)
+
+
+def backend_or_skip(request, name):
+    """The backend ``name``, else a visible skip saying why (a failure under --require-gpu)."""
+    require = name in ON_GPU and request.config.getoption("--require-gpu")
+    said = []
     try:
-        return get_backend(name)
+        backend = get_backend(name, log=said.append)
     except BackendUnavailable as err:
-        if name == "cupy" and request.config.getoption("--require-gpu"):
+        if require:
             pytest.fail(f"--require-gpu: {err}")
         pytest.skip(f"{name} backend unavailable: {err}")
+    if require and backend.runs_on_cpu:
+        pytest.fail(f"--require-gpu: {'; '.join(said) or f'{name} runs on the CPU'}")
+    if name == "torch" and backend.runs_on_cpu:
+        # One thread for PyTorch on the CPU, for the rest of the session: on a machine of few
+        # cores that Numba's and OpenBLAS's threads also hold, PyTorch's OpenMP barriers wait
+        # for preempted threads, and per-image steps (microseconds of work) ran 10 to 100 times
+        # slower with two (docs/testing.md).
+        backend.torch.set_num_threads(1)
+    return backend
 
 
-@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.gpu] if name == "cupy" else [])
-                        for name in BACKENDS])
+@pytest.fixture(params=backend_params())
 def backend(request):
     """Each backend as its own test id."""
-    return _backend_or_skip(request, request.param)
+    return backend_or_skip(request, request.param)
 
 
 @pytest.fixture
@@ -53,13 +104,13 @@ def numpy_backend():
 
 @pytest.fixture
 def gpu_backend(request):
-    return _backend_or_skip(request, "cupy")
+    return backend_or_skip(request, "cupy")
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests that use gpu_backend directly are GPU tests too (for `pytest -m gpu`).
+    # Tests that use gpu_backend or torch_backend directly are GPU tests too (`pytest -m gpu`).
     for item in items:
-        if "gpu_backend" in getattr(item, "fixturenames", ()):
+        if {"gpu_backend", "torch_backend"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gpu)
 
 

@@ -175,7 +175,7 @@ def emulated_cupy(library: ctypes.CDLL, properties=H200):
     names = ("zeros", "cumsum", "sum", "nonzero", "asarray", "bincount", "int64", "uint8")
     cupy = types.SimpleNamespace(RawModule=_raw_module(library), cuda=_cuda_namespace(properties),
                                  asnumpy=np.asarray, **{name: getattr(np, name) for name in names})
-    return types.SimpleNamespace(xp=cupy, activate=_Device, synchronize=lambda: None,
+    return types.SimpleNamespace(cupy=cupy, activate=_Device, synchronize=lambda: None,
                                  device_id=_Device.id)
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import backend_or_skip
 
 from mnist_gpu import cli
 from mnist_gpu.bench import cnn, report, timing, work
@@ -59,6 +60,28 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
 
     image = np.asarray(Image.open(plot_path).convert("L"))
     assert image.shape == (960, 1400) and image.std() > 10  # four panels drawn, not blank
+
+
+def test_bench_rows_on_pytorch_tensors_beside_pytorchs_own(request, mnist_dir_path, tmp_path,
+                                                          capsys):
+    """``--backend torch``: our rows on PyTorch's tensors, each scored against the limits that
+    PyTorch measures on its device, beside the peer rows of PyTorch's own loop."""
+    torch = backend_or_skip(request, "torch")
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--backend", "torch", "--quick", "--repeats", "1", "--batch-sizes",
+                     "1,1024", "--no-sweeps", "--no-cnn", "--data-dir", str(mnist_dir_path),
+                     "--offline", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(path.read_text())
+    limit = report["limits"][f"{torch.label} float32"]
+    assert limit["device"].startswith(f"{torch.label} on ") and limit["gemm_gflops"] > 0
+    ours = [r for r in report["rows"] if r["kind"] != "peer"]
+    assert {r["name"] for r in ours} == {"per-image array", "mini-batch 1", "mini-batch 1024",
+                                         "inference array"}
+    assert all(r["backend"] == torch.label and r["limit"] == limit["device"] for r in ours)
+    assert {r["name"] for r in report["rows"] if r["kind"] == "peer"} >= {
+        "torch per-image", "torch mini-batch 1024", "torch inference"}
+    assert f"{torch.label} float32: mini-batch 1024 is" in out and "torch mini-batch 1024" in out
 
 
 def test_work_is_counted_exactly():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import compared_with_numpy
 
 from mnist_gpu import cli
 from mnist_gpu.cli.args import apply_preset
@@ -103,6 +104,7 @@ def test_same_padding_keeps_the_size_and_valid_shrinks_it():
         Architecture(conv=(1, 1, 1, 1, 1), conv_size=3)
 
 
+@compared_with_numpy
 def test_a_small_cnn_trains_the_same_on_every_backend(backend, numpy_backend, mnist):
     small = type(mnist)(mnist.train_images[:256], mnist.train_labels[:256],
                         mnist.test_images[:200], mnist.test_labels[:200])

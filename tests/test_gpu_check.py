@@ -61,6 +61,88 @@ def test_check_stops_at_once_when_cupy_has_no_device(tmp_path, mnist_dir_path):
     assert report["status"] == "not started" and report["stages"] == {}
 
 
+def _fake_module(root: Path, name: str, source: str) -> Path:
+    package = root / "fake" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source))
+    return package.parent
+
+
+USABLE_CUPY = """
+    import types
+    class Device:
+        def __init__(self, index=0): pass
+        def __enter__(self): return self
+        def __exit__(self, *exc): return False
+    _one = types.SimpleNamespace(sum=lambda: types.SimpleNamespace(get=lambda: 0))
+    cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+                                 Device=Device)
+    is_available = lambda: True
+    zeros = lambda n: _one
+"""
+TORCH_WITHOUT_CUDA = """
+    import types
+    accelerator = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
+"""
+
+
+def _report(tmp_path):
+    return json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+
+
+def test_without_pytorch_on_cuda_the_cupy_stages_still_run(tmp_path, mnist_dir_path):
+    """PyTorch without CUDA does not stop the check: the CuPy stages run (here the device stage,
+    on a stand-in CuPy, fails) and PyTorch's are reported as not run, failing the check."""
+    _fake_module(tmp_path, "cupy", USABLE_CUPY)
+    fake = _fake_module(tmp_path, "torch", TORCH_WITHOUT_CUDA)
+    done, _ = _run_check(tmp_path, PYTHONPATH=str(fake),
+                         MNIST_GPU_DATA=str(mnist_dir_path.resolve()))
+    report = _report(tmp_path)
+    assert done.returncode == 1 and report["status"] == "failed"
+    assert "device" in report["stages"]  # it started
+    assert report["torch"].startswith("no usable GPU for PyTorch: PyTorch has no cuda device")
+
+
+def test_without_array_api_compat_pytorch_is_not_usable_and_cupy_still_is(tmp_path,
+                                                                       mnist_dir_path):
+    _fake_module(tmp_path, "cupy", USABLE_CUPY)
+    fake = _fake_module(tmp_path, "array_api_compat",
+                        "raise ImportError(\"No module named 'array_api_compat'\")")
+    done, _ = _run_check(tmp_path, PYTHONPATH=str(fake),
+                         MNIST_GPU_DATA=str(mnist_dir_path.resolve()))
+    report = _report(tmp_path)
+    assert done.returncode == 1 and "device" in report["stages"]
+    assert "need array-api-compat" in report["torch"]
+
+
+def test_a_stage_that_cannot_run_here_fails_the_check(tmp_path):
+    gpu_check = _gpu_check_module()
+    check = gpu_check.Check(tmp_path, 60)
+    result = check.stage_if("no usable GPU for PyTorch: none", "bench_torch", ["true"], 10)
+    assert result == {"status": "not run", "reason": "no usable GPU for PyTorch: none"}
+    assert gpu_check.failed_stages(check.report) == ["bench_torch"]
+    assert check.stage_if(None, "ok", ["true"], 10)["status"] == "passed"
+
+
+def test_a_wheel_in_data_is_put_on_the_path(tmp_path):
+    """A pure-Python wheel brought along in data/ is importable by the check."""
+    import shutil
+    import zipfile
+
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "data").mkdir()
+    shutil.copy(SCRIPT, repo / "bench" / "gpu_check.sh")
+    (repo / "bench" / "gpu_check.py").write_text(
+        "import sys, brought_along\nprint(brought_along.WHERE)\n")
+    with zipfile.ZipFile(repo / "data" / "brought_along-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("brought_along/__init__.py", "WHERE = 'from the wheel'\n")
+    done = subprocess.run(["bash", str(repo / "bench" / "gpu_check.sh")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from the wheel"
+
+
 def test_check_stops_at_once_without_the_data(tmp_path):
     fake = _fake_cupy_without_device(tmp_path)
     done, _ = _run_check(tmp_path, PYTHONPATH=str(fake), MNIST_GPU_DATA=str(tmp_path / "none"))
@@ -162,7 +244,9 @@ def test_check_says_what_it_needs():
                           timeout=60)
     assert done.returncode == 0, done.stderr
     said = " ".join(done.stdout.split())
-    for fact in ("MNIST_GPU_DATA", "--require-gpu", "6 minutes", "PYTHONPATH", "--full"):
+    deadline = f"deadline: {_gpu_check_module().DEADLINE_S} s"
+    for fact in ("MNIST_GPU_DATA", "--require-gpu", deadline, "PYTHONPATH", "--full",
+                 "array-api-compat"):
         assert fact in said
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import kernel_params
 
 from mnist_gpu import cli
 from mnist_gpu.model import tutorial
@@ -18,6 +19,11 @@ from mnist_gpu.sweep import (
 from mnist_gpu.training import TrainConfig, to_device_data, train, train_models
 
 ALPHAS, SEEDS = (0.003, 0.01), (0, 5)
+
+
+def cpu_fused_stack(configs):
+    """The CPU's fused stack passes (CUDA's one-block-per-model pass has its GPU tests)."""
+    return [p for p in kernel_params(configs) if p.values[0] == "numpy"]
 CHECKPOINTS = (0, 100, 400)
 
 
@@ -32,19 +38,12 @@ def _tolerance(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("batch_size", [1, 32])
-@pytest.mark.parametrize("kernel", ["array", "fused"])
+@pytest.mark.parametrize("backend, kernel, batch_size",
+                         kernel_params([("array", 1), ("array", 32), ("fused", 1),
+                                        ("fused", 32)]), indirect=["backend"])
 def test_each_model_equals_its_own_train_run(backend, mnist, dtype, batch_size, kernel):
     config = TrainConfig(batch_size=batch_size, epochs=2, shuffle=True, data_seed=3,
                          checkpoints=CHECKPOINTS + (800,), kernel=kernel)
-    if kernel == "fused":
-        from mnist_gpu.backend import BackendUnavailable
-        from mnist_gpu.training.tutorial import choose_kernel
-
-        try:
-            choose_kernel(backend, config)
-        except BackendUnavailable as err:
-            pytest.skip(str(err))
     data = to_device_data(backend, _small(mnist), dtype)
     result = run_sweep(data, grid(ALPHAS, SEEDS), config)
     assert result.kernel == kernel and len(result.models) == 4
@@ -66,11 +65,11 @@ def test_fused_per_image_models_are_their_own_runs_bit_for_bit(numpy_backend, mn
         assert [c.accuracy for c in model.curve] == [c.accuracy for c in alone.curve]
 
 
-@pytest.mark.parametrize("batch_size", [1, 50])
-@pytest.mark.parametrize("kernel", ["array", "fused"])
+@pytest.mark.parametrize("backend, kernel, batch_size",
+                         kernel_params([("array", 1), ("array", 50)])
+                         + cpu_fused_stack([("fused", 1), ("fused", 50)]),
+                         indirect=["backend"])
 def test_a_models_neighbours_never_change_it(backend, mnist, batch_size, kernel):
-    if kernel == "fused" and backend.name != "numpy":
-        pytest.skip("the fused stack passes run on the CPU (and CUDA, in the GPU tests)")
     data = to_device_data(backend, _small(mnist), "float32")
     config = TrainConfig(batch_size=batch_size, checkpoints=CHECKPOINTS, kernel=kernel)
     first = run_sweep(data, [Member(0.01, 0), Member(0.003, 1), Member(0.001, 2)], config)
@@ -80,10 +79,10 @@ def test_a_models_neighbours_never_change_it(backend, mnist, batch_size, kernel)
     assert not np.array_equal(first.weights[1], second.weights[1])
 
 
-@pytest.mark.parametrize("kernel", ["array", "fused"])
-def test_a_diverging_model_is_isolated(backend, mnist, kernel):
-    if kernel == "fused" and backend.name != "numpy":
-        pytest.skip("the fused stack passes run on the CPU (and CUDA, in the GPU tests)")
+@pytest.mark.parametrize("backend, kernel, batch_size",
+                         kernel_params([("array", 1)]) + cpu_fused_stack([("fused", 1)]),
+                         indirect=["backend"])
+def test_a_diverging_model_is_isolated(backend, mnist, kernel, batch_size):
     data = to_device_data(backend, _small(mnist), "float32")
     config = TrainConfig(checkpoints=CHECKPOINTS, kernel=kernel)
     sane = run_sweep(data, [Member(0.01, 0), Member(0.003, 1), Member(0.001, 2)], config)

@@ -50,11 +50,11 @@ def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 10
                  flops / 3 * test / images)):
             backend.reset_memory_pool()
             seconds = time_repeats(backend, step, repeats)
-            rows.append(Row(backend.name, data.dtype, "cnn", name, batch, n_images, seconds,
+            rows.append(Row(backend.label, data.dtype, "cnn", name, batch, n_images, seconds,
                             work, float(n_images * (N_INPUTS + 10) * itemsize),
                             device_memory_rise=backend.memory_pool_rise()))
             if log:
-                log(f"{backend.name} {data.dtype} {name}: {rows[-1].images_per_second:,.0f} "
+                log(f"{backend.label} {data.dtype} {name}: {rows[-1].images_per_second:,.0f} "
                     "images/s")
     return rows
 

@@ -47,7 +47,7 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
     for backend in backends:
         for dtype in dtypes:
             data = to_device_data(backend, mnist, dtype, limit=5000 if quick else None)
-            limits[f"{backend.name} {dtype}"] = limit = measure_limit(backend, dtype, repeats,
+            limits[f"{backend.label} {dtype}"] = limit = measure_limit(backend, dtype, repeats,
                                                                       quick)
             rows += [(r, limit) for r in bench_backend(backend, data, batch_sizes, repeats,
                                                        per_image_images, log)]
@@ -103,8 +103,10 @@ def format_table(report: dict) -> str:
              f"NumPy {report['machine']['numpy']}"]
     for backend in report["machine"]["backends"]:
         if backend.get("gpu"):
-            lines.append(f"GPU: {backend['gpu']}, CuPy {backend['cupy']}, CUDA runtime "
-                         f"{backend['cuda_runtime']}, driver {backend['cuda_driver']}")
+            lines.append(f"GPU: {backend['gpu']}, " + ", ".join(
+                f"{label} {backend[key]}" for key, label in
+                (("cupy", "CuPy"), ("torch", "PyTorch"), ("cuda_runtime", "CUDA runtime"),
+                 ("rocm", "ROCm"), ("cuda_driver", "driver")) if backend.get(key)))
     for key, limit in report["limits"].items():
         lines.append(f"limit {key}: copy {limit['copy_gbytes_per_s']:.1f} GB/s, "
                      f"GEMM {limit['gemm_gflops']:.1f} GFLOP/s")

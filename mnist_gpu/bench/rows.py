@@ -34,11 +34,11 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
             W = xp.astype(W0, W0.dtype, copy=True)
             backend.reset_memory_pool()
             seconds = time_repeats(backend, lambda: step(W), repeats)
-            rows.append(Row(backend.name, dtype, kind, name, batch, images, seconds, *work,
+            rows.append(Row(backend.label, dtype, kind, name, batch, images, seconds, *work,
                             dense_flops=None if dense_work is None else dense_work[0],
                             device_memory_rise=backend.memory_pool_rise()))
             if log:
-                log(f"{backend.name} {dtype} {name}: {images / statistics.median(seconds):,.0f} "
+                log(f"{backend.label} {dtype} {name}: {images / statistics.median(seconds):,.0f} "
                     "images/s")
 
         fused = _optional(kernels.training_pass, backend, 1)
@@ -158,7 +158,7 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
                     lit = (int(backend.to_host(prepared.indptr[images:images + 1])[0])
                            if fused is not None else None)
                     flops, traffic = train_work(images, batch, itemsize, lit)
-                    rows.append(Row(backend.name, data.dtype, "sweep",
+                    rows.append(Row(backend.label, data.dtype, "sweep",
                                     sweep_row_name(models, batch, kernel), batch,
                                     images * models, seconds, flops * models,
                                     traffic + (models - 1) * 2 * 7840 * itemsize,
@@ -168,7 +168,7 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
                                     models=models,
                                     launch=_launch_record(fused, models, data, prepared)))
                     if log:
-                        log(f"{backend.name} {data.dtype} {rows[-1].name}: "
+                        log(f"{backend.label} {data.dtype} {rows[-1].name}: "
                             f"{rows[-1].images_per_second:,.0f} model-images/s")
                     del W, W0
     return rows

@@ -117,7 +117,7 @@ def measure_limit(backend: Backend, dtype: str, repeats: int, quick: bool) -> di
         a = backend.to_device(np.random.default_rng(0).random((side, side), dtype=np.dtype(dtype)))
         gemm = time_repeats(backend, lambda: a @ a, repeats)
     device = backend.describe().get("gpu") or "cpu"
-    return limit_record(f"{backend.name} on {device}", n_bytes, copy, side, gemm)
+    return limit_record(f"{backend.label} on {device}", n_bytes, copy, side, gemm)
 
 
 def limit_sizes(quick: bool):

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..backend import BACKEND_CHOICES
+from ..backend import BACKEND_CHOICES, parse_device
 from ..model.architecture import ACTIVATIONS, LOSSES, PADDINGS, Architecture
 from ..model.presets import MEASURED_ON, PRESETS
 from ..training import DTYPES, KERNELS, TUTORIAL_CHECKPOINTS, MLPConfig, TrainConfig
@@ -105,12 +105,17 @@ def parsed(parse):
     return convert
 
 
+DEVICE_HELP = ("an index (CuPy's CUDA device, PyTorch's accelerator), or for --backend torch "
+               "cpu, cuda, cuda:N (ROCm too), mps, xpu, xpu:N [CuPy: 0; PyTorch: its "
+               "accelerator, else the CPU]")
+
+
 def add_backend_args(parser):
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="array library: cupy (an NVIDIA GPU), numpy (the CPU), or auto "
-                             "(CuPy when a GPU answers, else NumPy) [auto]")
-    parser.add_argument("--device", type=int_at_least(0), default=0,
-                        help="CUDA device number for --backend cupy/auto [0]")
+                        help="array library: cupy (an NVIDIA GPU), torch (PyTorch's tensors, on "
+                             "its accelerator or the CPU), numpy (the CPU), or auto (CuPy when a "
+                             "GPU answers, else PyTorch on an accelerator, else NumPy) [auto]")
+    parser.add_argument("--device", type=parsed(parse_device), default=None, help=DEVICE_HELP)
 
 
 def add_json_flag(parser, what, not_suffixes=tuple):

@@ -16,9 +16,11 @@ def run(args) -> int:
     if args.plot:
         require_plotting("--plot")
     backends = []
+    # A backend must compute in every dtype asked for: float64 is the one a device may lack.
+    widest = "float64" if "float64" in args.dtype else args.dtype[0]
     for name in dict.fromkeys(args.backend):
-        backend = get_backend(name, args.device, log=log)
-        if backend.name not in [b.name for b in backends]:
+        backend = get_backend(name, args.device, log=log, dtype=widest)
+        if backend.label not in [b.label for b in backends]:
             backends.append(backend)
     mnist = load_mnist(args.data_dir, offline=args.offline or None, log=log)
     measured = report.run_benchmark(

@@ -58,7 +58,7 @@ def images_progress(total, quiet):
 
 def backend_and_mnist(args):
     """The backend chosen at the edge, and the verified data: how every training command starts."""
-    backend = get_backend(args.backend, args.device, log=log)
+    backend = get_backend(args.backend, args.device, log=log, dtype=getattr(args, "dtype", None))
     return backend, load_mnist(args.data_dir, offline=args.offline or None, log=log)
 
 

@@ -48,7 +48,8 @@ def run(args) -> int:
         require_plotting("--plot" if args.plot else "--weight-map")
     arch, host_params, info = load_model_info_or_usage_error(args.weights, args.model)
     backend, mnist = backend_and_mnist(args)
-    dtype = str(host_params[0][0].dtype) if str(host_params[0][0].dtype) in DTYPES else "float32"
+    saved = str(host_params[0][0].dtype)
+    dtype = saved if saved in DTYPES and saved in backend.dtypes else "float32"
     data = to_device_data(backend, mnist, dtype, limit=1)
     with backend.activate():
         params = [(backend.to_device(W.astype(dtype)),

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from ..backend import BACKEND_CHOICES
+from ..backend import BACKEND_CHOICES, parse_device
 from ..bench import BATCH_SIZES, SWEEP_MODELS
 from ..model.presets import PRESETS
 from ..training import DTYPES
 from . import bench, curve, evaluate, predict, sweep, train
 from .args import (
-    add_backend_args, add_data_args, add_json_flag, add_training_args, choice_list, int_at_least,
-    int_list, positive_float,
+    DEVICE_HELP, add_backend_args, add_data_args, add_json_flag, add_training_args, choice_list,
+    int_at_least, int_list, parsed, positive_float,
 )
 
 
@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "loop and PyTorch (when installed) as peers and the machine's measured copy "
                     "bandwidth and GEMM rate as the limit.")
     b.add_argument("--backend", type=choice_list(BACKEND_CHOICES), default=("auto",),
-                   help="one or more of auto, numpy, cupy, comma-separated [auto]")
-    b.add_argument("--device", type=int_at_least(0), default=0, help="CUDA device [0]")
+                   help="one or more of auto, numpy, cupy, torch, comma-separated [auto]")
+    b.add_argument("--device", type=parsed(parse_device), default=None, help=DEVICE_HELP)
     b.add_argument("--dtype", type=choice_list(DTYPES), default=("float32",),
                    help="float32 and/or float64, comma-separated [float32]")
     b.add_argument("--batch-sizes", type=lambda text: int_list(text, minimum=1),

@@ -7,7 +7,7 @@ block per model; ``launch_plan`` decides, from the device's figures and from how
 images light each pixel, which rows each block keeps on chip, so that as many blocks as possible
 run at once (1,024 float32 models in one wave on an H200).
 
-It works through the CuPy backend it is given (its namespace and device); it imports no
+It works through the CuPy backend it is given (its library and device); it imports no
 library itself.
 
 No GPU has run it yet: it is checked on the CPU, compiled by g++ around an emulation of a warp
@@ -102,7 +102,7 @@ class FusedCUDA:
 
     def __init__(self, backend):
         self.backend = backend
-        self.cp = backend.xp
+        self.cp = backend.cupy
         self._module = None
         self._properties = None
         self._launched = set()  # the dtypes whose kernel has been launched once

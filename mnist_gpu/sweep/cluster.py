@@ -168,7 +168,7 @@ def _worker_version():
 _LOADED = {}  # per worker process: the data, loaded and uploaded once, by what it came from
 
 
-def _worker_data(source, backend_name: str, device: int, dtype: str, limit):
+def _worker_data(source, backend_name: str, device, dtype: str, limit):
     """The worker's data on its device, loaded and verified on first use only: ``source`` is a
     data directory on the worker, or the MNIST arrays the client scattered."""
     from ..backend import get_backend
@@ -178,7 +178,7 @@ def _worker_data(source, backend_name: str, device: int, dtype: str, limit):
     key = (source if isinstance(source, str) else "scattered", backend_name, device, dtype,
            limit)
     if key not in _LOADED:
-        backend = get_backend(backend_name, device, log=None)
+        backend = get_backend(backend_name, device, log=None, dtype=dtype)
         mnist = load_mnist(source, offline=True) if isinstance(source, str) else source
         _LOADED[key] = to_device_data(backend, mnist, dtype, limit=limit)
     return _LOADED[key]
@@ -275,7 +275,7 @@ class ClusterRun:
 
 
 def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_name: str,
-                   device: int, dtype: str, limit, data_dir: Path, json_path,
+                   device, dtype: str, limit, data_dir: Path, json_path,
                    chunk_models: int | None = None, resume: bool = False, log=None,
                    progress=None) -> ClusterRun:
     """The sweep of ``members`` on the cluster's workers, merged in grid order (see the module

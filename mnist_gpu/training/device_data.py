@@ -84,6 +84,7 @@ def to_device_data(backend: Backend, mnist: MNIST, dtype: str = "float32",
     """Upload the uint8 arrays once; scale and one-hot encode them there, in ``dtype``."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    backend.check_dtype(dtype)  # MPS has no float64
     xp = backend.xp
     device_dtype = getattr(xp, dtype)
     train_images, train_labels = mnist.train_images, mnist.train_labels
