@@ -24,9 +24,10 @@ NOTEBOOK = HERE / "tutorial.ipynb"
 def execute(path=NOTEBOOK, probes=(), timeout: int = 600):
     """The notebook at ``path`` (a path, or a notebook read by nbformat) run top to bottom in a
     fresh ``python3`` kernel started in the notebook's folder, its outputs in place (without
-    timing metadata, so that a rerun changes only what it prints). ``probes``: code run in the
-    same kernel after the last cell, not kept in the notebook; returns (notebook, each probe's
-    outputs)."""
+    timing metadata, and with each cell's consecutive prints to one stream kept as one output,
+    however the kernel happened to flush them, so that a rerun changes only what it prints).
+    ``probes``: code run in the same kernel after the last cell, not kept in the notebook;
+    returns (notebook, each probe's outputs)."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -37,7 +38,7 @@ def execute(path=NOTEBOOK, probes=(), timeout: int = 600):
     cells = len(notebook.cells)
     notebook.cells += [nbformat.v4.new_code_cell(source) for source in probes]
     NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                   kernel_manager_class=this_python(),
+                   coalesce_streams=True, kernel_manager_class=this_python(),
                    resources={"metadata": {"path": str(folder)}}).execute()
     probed = [cell.outputs for cell in notebook.cells[cells:]]
     del notebook.cells[cells:]

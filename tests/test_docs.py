@@ -29,17 +29,30 @@ def command_lines(text: str) -> list[str]:
     return [line.strip().split("&&")[0].strip() for line in found]
 
 
+def _words(line: str) -> list[str]:
+    """The words of the line's ``mnist-gpu`` command: up to a pipe, a redirection or a list
+    operator, which hand its output to the shell (``mnist-gpu train --json | python -c ...``)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words = []
+    for word in lexer:
+        if word and set(word) <= set("|&;<>"):
+            break
+        words.append(word)
+    return words
+
+
 def _accepts(line: str) -> str | None:
     """None if the parser accepts the line, else why not. A command named alone is a mention,
     not a command line; placeholders stand for any value (``...`` for more flags, ``IMAGE...`` for
     pictures, ``COMMAND`` for each command)."""
-    tokens = [{"IMAGE...": "digit.png"}.get(t, t) for t in shlex.split(line)[1:] if t != "..."]
+    tokens = [{"IMAGE...": "digit.png"}.get(t, t) for t in _words(line)[1:] if t != "..."]
     if len(tokens) <= 1 and all(t in COMMANDS for t in tokens):
         return None
     if tokens[0] == "COMMAND":
         return next(filter(None, (_accepts(" ".join(["mnist-gpu", c, *tokens[1:]]))
                                   for c in COMMANDS)), None)
-    if tokens[0] not in COMMANDS:
+    if tokens[0] not in COMMANDS and not tokens[0].startswith("-"):  # --help, --version
         return f"unknown command {tokens[0]!r}"
     try:
         build_parser().parse_args(tokens)
@@ -61,6 +74,10 @@ def test_the_pages_hold_command_lines_and_a_wrong_one_is_caught(capsys):
     assert _accepts("mnist-gpu train --no-such-flag") is not None
     assert _accepts("mnist-gpu trian") is not None
     assert _accepts("mnist-gpu train --batch-size 100 --alpha 0.02") is None
+    assert _accepts("mnist-gpu train --json | python -c 'import sys'") is None
+    assert _accepts("mnist-gpu train --no-such-flag > out.txt") is not None
+    assert _accepts("mnist-gpu --help") is None
+    assert _accepts("mnist-gpu --no-such-flag") is not None
     capsys.readouterr()
 
 

@@ -92,17 +92,19 @@ CALLS = {
         " None, 1.0, 1000))",
     "mnist_gpu.viz.figures.plot_weight_maps":
         "figures.plot_weight_maps(rng.random((784, 10)))",
+    "mnist_gpu.viz.figures.plot_conv_kernels":
+        "figures.plot_conv_kernels(rng.standard_normal((25, 12)), 5)",
     "mnist_gpu.viz.figures.plot_confusion":
         "figures.plot_confusion(figures.confusion_matrix(np.arange(100) % 10,"
         " np.arange(100) % 7))",
     "mnist_gpu.bench.plot.plot":
         "mnist_gpu.bench.plot.plot({'rows': ["
-        "{'name': 'per-image fused', 'batch_size': 1, 'backend': 'numpy', 'dtype': 'float32',"
-        " 'images_per_second': 3e6},"
-        "{'name': 'mini-batch', 'batch_size': 100, 'backend': 'numpy', 'dtype': 'float32',"
-        " 'images_per_second': 1e6},"
-        "{'name': 'mini-batch', 'batch_size': 1000, 'backend': 'numpy', 'dtype': 'float32',"
-        " 'images_per_second': 2e6}]})",
+        "{'kind': 'per-image', 'name': 'per-image fused', 'batch_size': 1, 'backend': 'numpy',"
+        " 'dtype': 'float32', 'images_per_second': 3e6},"
+        "{'kind': 'mini-batch', 'name': 'mini-batch', 'batch_size': 100, 'backend': 'numpy',"
+        " 'dtype': 'float32', 'images_per_second': 1e6},"
+        "{'kind': 'mini-batch', 'name': 'mini-batch', 'batch_size': 1000, 'backend': 'numpy',"
+        " 'dtype': 'float32', 'images_per_second': 2e6}]})",
 }
 
 

@@ -156,7 +156,7 @@ def above_the_limit_notes(rows, cache_bytes: int | None) -> list[str]:
 
 
 def ratios(report: dict) -> list[str]:
-    """Side-by-side ratios (same run) for the targets in the README."""
+    """Side-by-side ratios (same run) for the targets in docs/performance.md."""
     def find(backend_prefix, dtype, name):
         for r in report["rows"]:
             if (r["backend"].startswith(backend_prefix) and r["dtype"] == dtype
@@ -184,7 +184,7 @@ def ratios(report: dict) -> list[str]:
                 if a and b:
                     out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
             # Sweeps: what M models side by side cost against one model trained alone by the
-            # same path (its own row, else the sweep of one), per image; targets in the README.
+            # same path (its own row, else the sweep of one), per image; targets: performance.md.
             sweeps = [r for r in report["rows"] if r["kind"] == "sweep"
                       and r["backend"] == backend and r["dtype"] == dtype]
             for r in sweeps:
