@@ -39,8 +39,11 @@ def writable_dir(path: Path) -> bool:
     return True
 
 
-def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
+def write_atomically(target: str | os.PathLike, blob) -> Path:
     """Write ``blob`` to a unique ``.part`` file beside ``target``, flush it to disk, rename it.
+
+    ``blob`` is bytes-like, or a list or tuple of bytes-like pieces written one after the other
+    (a large file is never joined into one copy in memory).
 
     The ``.part`` name is unique per writer, so two processes writing one target never write into
     each other's file; the rename is atomic, so ``target`` always holds the previous complete file
@@ -54,7 +57,8 @@ def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
             # of the user's would (0644 under the usual umask 022).
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
+            for piece in blob if isinstance(blob, (list, tuple)) else (blob,):
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(part, target)
