@@ -33,7 +33,9 @@ CHUNK = 256
 @compiled(parallel=True)
 def lit_pixels(X):  # pragma: no cover - compiled
     # Two passes over the images, each split across the cores: count every image's lit pixels,
-    # then (once the counts say where each image's list starts) copy them out.
+    # then (once the counts say where each image's list starts) copy them out, their values as
+    # they are (uint8 pixels stay uint8: the passes scale them as they read them) and their
+    # pixel numbers as int16 (the host side checks that they fit).
     n, n_pixels = X.shape
     counts = np.zeros(n, dtype=np.int64)
     for i in numba.prange(n):
@@ -43,7 +45,7 @@ def lit_pixels(X):  # pragma: no cover - compiled
         counts[i] = count
     indptr = np.zeros(n + 1, dtype=np.int64)
     indptr[1:] = np.cumsum(counts)
-    indices = np.empty(indptr[n], dtype=np.int32)
+    indices = np.empty(indptr[n], dtype=np.int16)
     values = np.empty(indptr[n], dtype=X.dtype)
     for i in numba.prange(n):
         # Write every pixel at the cursor and advance it only past lit ones: no branch on the

@@ -22,16 +22,24 @@ operations directly, for the steps of a sparse forward and backward pass:
 Each term is a separate multiply and add, as the array path rounds them (no fused multiply-add,
 no reassociation): results differ from the dense product only by the order of the sums.
 
+The values of the lit pixels are either in the weights' dtype or uint8 pixels; a pixel is then
+scaled as it is read, through a table of ``scale_images`` over the 256 pixel values, so that the
+pass computes with exactly the values of the dense float copy, without building it (a list of
+uint8 pixels and int16 indices is 3 bytes per lit pixel, against 8 in float32).
+
 ``W`` and ``G`` must be C-contiguous 2-D arrays of 16 columns and ``indices`` must be valid rows:
 the callers check shapes and the listing guarantees the indices, for nothing is checked here.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ..model.tutorial import scale_images
 
 LANES = 16
 
@@ -101,10 +109,35 @@ class _LitPixelReader:
         """(pointer to the 16-lane row of lit pixel ``t``, its value splatted to all lanes)."""
         builder = self.builder
         pixel = _as_i64(builder, builder.load(self._pointer(1, [t])))
-        value = builder.load(self._pointer(2, [t]))
+        value = _lit_value(self.context, builder, self.arrays[2][0], self._pointer(2, [t]),
+                           self.vector_type.element)
         row = builder.bitcast(self._pointer(0, [pixel, ir.Constant(_I64, 0)]),
                               self.vector_type.as_pointer())
         return row, _splat(builder, value, self.vector_type)
+
+
+def _lit_value(context, builder, values_type, pointer, float_type):
+    """A lit pixel's value in the weights' type: as listed, or for a uint8 pixel its entry in
+    ``_pixel_scale``'s table."""
+    if values_type.dtype != types.uint8:
+        return builder.load(pointer)
+    table = _pixel_scale(builder.module, float_type)
+    pixel = builder.zext(builder.load(pointer), _I64)
+    return builder.load(builder.gep(table, [ir.Constant(_I64, 0), pixel], inbounds=True))
+
+
+def _pixel_scale(module, float_type):
+    """A constant table of the 256 pixel values as ``scale_images`` scales them (``p / 255`` in
+    the weights' dtype), so that a pass over uint8 pixels computes with the very bits of the
+    dense copy it never builds."""
+    dtype = np.dtype(np.float32 if isinstance(float_type, ir.FloatType) else np.float64)
+    name = f"mnist_gpu_pixel_scale_{dtype.name}"
+    table = module.globals.get(name)
+    if table is None:
+        scaled = scale_images(np.arange(256, dtype=np.uint8), dtype, xp=np)
+        table = cgutils.global_constant(module, name, ir.Constant(
+            ir.ArrayType(float_type, 256), [float(v) for v in scaled]))
+    return table
 
 
 def _for_each_lit_pixel(builder, first, last):
@@ -168,7 +201,9 @@ def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, las
         used = [builder.icmp_signed("<", ir.Constant(_I64, q), n) for q in range(SCORE_GROUP)]
         with _for_each_lit_pixel(builder, first_, last_) as (t, _):
             pixel = _as_i64(builder, builder.load(pointer(indices, index_array, [t])))
-            value = _splat(builder, builder.load(pointer(values, value_array, [t])), vector_type)
+            value = _splat(builder, _lit_value(context, builder, values,
+                                               pointer(values, value_array, [t]),
+                                               vector_type.element), vector_type)
             for q, total in enumerate(totals):
                 with builder.if_then(used[q], likely=True):
                     v = builder.add(v0, ir.Constant(_I64, q))

@@ -85,6 +85,8 @@ class FusedCUDA:
     # GPU: ``--kernel auto`` does not take it.
     verified = False
     minibatch = False
+    # It lists the lit pixels of the scaled images on its device.
+    lists_pixels = False
 
     def __init__(self, backend):
         self.backend = backend
@@ -116,6 +118,11 @@ class FusedCUDA:
                                  cp.asarray(pixel_of_rank), counts[pixel_of_rank])
             self._kernel(X.dtype)  # compile now, not inside the first timed segment
         return prepared
+
+    def ready(self, lit: LitPixels, labels, dtype, batch_size=1, models=1):
+        """Compile the kernel for ``dtype`` weights now, not inside the first timed segment."""
+        with self.backend.activate():
+            self._kernel(dtype)
 
     def plan(self, models: int, dtype, lit: LitPixels) -> LaunchPlan:
         """The launch of ``models`` blocks of ``dtype`` weights on this device."""
