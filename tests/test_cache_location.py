@@ -83,3 +83,34 @@ def test_an_unwritable_cache_compiles_without_one(tmp_path):
     not_a_directory.write_text("")
     # The cache home is a file, so no directory can be made in it (even by root).
     assert _run(root, XDG_CACHE_HOME=str(not_a_directory)) == "None"
+
+
+LOAD_THEN_COMPILE = textwrap.dedent("""
+    import sys
+    import numba
+    import numpy as np
+    from mnist_gpu.kernels import cpu_loops
+    X = np.eye(3, 784, dtype=np.uint8) * 7
+    listed = cpu_loops.lit_pixels(X)                # loaded from the cache after the first run
+
+    @numba.njit
+    def twice(x):                                   # compiled afresh, after that load
+        return 2 * x
+
+    # A signature of the loaded loop that only the second run asks for: compiled then.
+    again = cpu_loops.lit_pixels(X.astype(np.float64 if sys.argv[1:] else np.float32))
+    print(twice(21), int(listed[2].sum()), float(again[2].sum()),
+          sum(cpu_loops.lit_pixels.stats.cache_hits.values()))
+""")
+
+
+def test_a_loop_loaded_from_the_cache_leaves_numba_able_to_compile(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    outputs = [subprocess.run([sys.executable, "-c", LOAD_THEN_COMPILE, *extra], env=env,
+                              text=True, capture_output=True, timeout=300)
+               for extra in ([], ["a new signature"])]
+    for done in outputs:
+        assert done.returncode == 0, done.stderr
+    first, second = (done.stdout.split() for done in outputs)
+    assert first[:3] == second[:3] == ["42", "21", "21.0"]
+    assert first[3] == "0" and int(second[3]) >= 1  # the second process loaded from the cache
