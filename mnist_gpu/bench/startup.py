@@ -63,7 +63,7 @@ def bench_startup(backend: str, data_dir, offline: bool, repeats: int, quick: bo
     record["cold_to_import"] = rows[2]["median_s"] / base
     if log:
         log(f"startup: {WARM} {rows[1]['median_s']:.3f} s, {record['warm_to_import']:.2f}x "
-            f"the {IMPORT} ({base:.3f} s)")
+            f"the time of importing NumPy and Numba ({base:.3f} s)")
     return record
 
 

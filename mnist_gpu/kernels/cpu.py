@@ -5,6 +5,8 @@ Done as array calls, each of the 60,000 dependent rank-1 updates costs several l
 for very little arithmetic. Compiled, the loop costs what its arithmetic costs, and about 80% of
 MNIST's pixels are zero: a zero pixel adds nothing to the prediction and leaves its row of weights
 unchanged. ``prepare`` lists each image's lit pixels once; every pass then visits only those.
+Listed from the uint8 images, an entry is 3 bytes (an int16 pixel number, the uint8 pixel), and
+the passes scale each pixel as they read it (``cpu_rows``): no float copy of the images is made.
 
 * ``train``: the per-image pass (the tutorial's loop), mini-batches, or models side by side.
   Mini-batches work through each batch's images in chunks of ``cpu_loops.CHUNK``, split across
