@@ -28,9 +28,12 @@ SWEEP_ARGS = ("--alpha", "0.001,0.003,0.01,0.03,0.1", "--seed", "0-4")
 
 
 def startup_runs(repeats: int, quick: bool) -> dict:
-    """How many processes of each kind: rounds of a warm run beside an import, cold runs, and
-    sweeps (none in a quick run: each takes seconds)."""
-    return {"rounds": max(3, repeats), "cold": 1 if quick else 3, "sweep": 0 if quick else 3}
+    """How many processes of each kind: rounds of a warm run beside an import (``repeats``, at
+    least 3; 3 in a quick run), cold runs (each compiles the loops: seconds), and sweeps (none in
+    a quick run)."""
+    if quick:
+        return {"rounds": 3, "cold": 1, "sweep": 0}
+    return {"rounds": max(3, repeats), "cold": 3, "sweep": 3}
 
 
 def bench_startup(backend: str, data_dir, offline: bool, repeats: int, quick: bool,
