@@ -25,6 +25,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mnist_gpu.backend import BackendUnavailable, get_backend  # noqa: E402
+from mnist_gpu.io.files import user_cache_dir  # noqa: E402
+
+# Each test gets a data cache of its own (``_own_data_cache``), through XDG_CACHE_HOME; the
+# compiled loops stay cached where they were, across sessions, for this process and its children.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(user_cache_dir() / "numba"))
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
@@ -117,6 +122,36 @@ def pytest_collection_modifyitems(config, items):
 # --------------------------------------------------------------------------- data
 
 
+# The fixtures that read the real MNIST: their tests share one data cache, filled once a session.
+_REAL_DATA = {"mnist", "mnist_dir_path", "run"}
+
+
+@pytest.fixture(scope="session")
+def shared_cache_home(tmp_path_factory) -> Path:
+    """The cache home (XDG_CACHE_HOME) of the tests on the real MNIST."""
+    return tmp_path_factory.mktemp("cache-home")
+
+
+@pytest.fixture(autouse=True)
+def _own_data_cache(request, monkeypatch, tmp_path_factory):
+    """A data cache per test (in-process and in its subprocesses): a tiny set one test cached
+    must not stand in for the files another test writes. The tests on the real MNIST share one,
+    for the same files give the same entries."""
+    if _REAL_DATA & set(request.fixturenames):
+        home = request.getfixturevalue("shared_cache_home")
+    else:
+        home = tmp_path_factory.mktemp("cache-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+
+
+@pytest.fixture
+def empty_data_cache(monkeypatch, tmp_path_factory) -> Path:
+    """An empty data cache, for a test on the real files that must read them (to spoil them)."""
+    home = tmp_path_factory.mktemp("cache-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home / "mnist-gpu" / "mnist"
+
+
 def mnist_dir() -> Path | None:
     """Where the loader looks: $MNIST_GPU_DATA, else ./data (where `mnist-gpu train` downloads
     the files); None when the four files are not all there."""
@@ -148,10 +183,11 @@ def _data_or_skip(request) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mnist(request):
+def mnist(request, shared_cache_home):
     from mnist_gpu.data import load_mnist
 
-    return load_mnist(_data_or_skip(request), offline=True)
+    return load_mnist(_data_or_skip(request), offline=True,
+                      cache=shared_cache_home / "mnist-gpu" / "mnist")
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,19 @@ ROW_KEYS = {"backend", "dtype", "kind", "name", "batch_size", "images", "seconds
 
 def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
     report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    # The startup rows run fresh processes for seconds: their record is tested on its own
+    # (tests/test_startup.py).
     status = cli.main(["bench", "--backend", "numpy", "--quick", "--repeats", "2",
                        "--batch-sizes", "1,32,1024", "--data-dir", str(mnist_dir_path),
-                       "--offline", "--json", str(report_path), "--plot", str(plot_path)])
+                       "--offline", "--json", str(report_path), "--plot", str(plot_path),
+                       "--no-startup"])
     assert status == 0
     out = capsys.readouterr().out
     assert "images/s" in out and "naive per-image loop" in out
     report = json.loads(report_path.read_text())
-    assert set(report) >= {"machine", "settings", "limits", "rows", "peak_host_memory_bytes"}
+    assert set(report) >= {"machine", "settings", "limits", "rows", "peak_host_memory_bytes",
+                           "startup"}
+    assert report["startup"] == []
     assert report["machine"]["cpu_threads"] >= 1 and report["machine"]["numpy"]
     limit = report["limits"]["numpy float32"]
     # Rates of a real machine, in the units named (a slip of 1e9 or 1e3 would leave these).

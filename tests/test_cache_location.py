@@ -83,3 +83,44 @@ def test_an_unwritable_cache_compiles_without_one(tmp_path):
     not_a_directory.write_text("")
     # The cache home is a file, so no directory can be made in it (even by root).
     assert _run(root, XDG_CACHE_HOME=str(not_a_directory)) == "None"
+
+
+LOOP_MODULE = textwrap.dedent("""
+    import numpy as np
+    from mnist_gpu.kernels.numba_cache import compiled
+
+    @compiled()
+    def ramp(n, step):                       # an array made and returned: Numba's runtime
+        return np.arange(n) * step
+""")
+
+LOAD_THEN_COMPILE = textwrap.dedent("""
+    import sys
+    import numba
+    import tiny_loop
+
+    first = tiny_loop.ramp(3, 1).sum()       # compiled by the first run, loaded by the second
+
+    @numba.njit
+    def twice(x):                            # compiled afresh, after that load
+        return 2 * x
+
+    # In the second run, a new signature of the loaded loop: compiled, on a context the load
+    # did not refresh.
+    other = tiny_loop.ramp(3, 1.25).sum() if sys.argv[1:] else 3.75
+    print(first, other, twice(21), sum(tiny_loop.ramp.stats.cache_hits.values()))
+""")
+
+
+def test_a_loop_loaded_from_the_cache_leaves_numba_able_to_compile(tmp_path):
+    (tmp_path / "tiny_loop.py").write_text(LOOP_MODULE)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    outputs = [subprocess.run([sys.executable, "-c", LOAD_THEN_COMPILE, *extra], env=env,
+                              cwd=tmp_path, text=True, capture_output=True, timeout=300)
+               for extra in ([], ["a new signature"])]
+    for done in outputs:
+        assert done.returncode == 0, done.stderr
+    first, second = (done.stdout.split() for done in outputs)
+    assert first[:3] == second[:3] == ["3", "3.75", "42"]
+    assert first[3] == "0" and second[3] == "1"  # the second process loaded from the cache

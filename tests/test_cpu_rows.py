@@ -90,7 +90,7 @@ WRONG = {
                                 "values must be a C-contiguous 1-d array of float32"),
     "float indices": (lambda: _scores(_rows(), *_listing(index_dtype=F64)),
                       "indices must be"),
-    "int16 indices": (lambda: _scores(_rows(), *_listing(index_dtype=np.int16)),
+    "uint16 indices": (lambda: _scores(_rows(), *_listing(index_dtype=np.uint16)),
                       "indices must be"),
     "strided values": (lambda: _scores(_rows(), _listing()[0], np.zeros(6, F32)[::2]),
                        "values must be"),

@@ -191,7 +191,7 @@ def _padded_gz(path):
      "t10k-images-idx3-ubyte.gz: trailing bytes after the gzip stream"),
 ], ids=["truncated gz", "html page", "truncated raw", "padded gz"])
 def test_a_corrupt_file_is_named_with_its_fault_not_called_missing(
-        mnist_dir_path, tmp_path, capsys, name, spoil, fault):
+        mnist_dir_path, empty_data_cache, tmp_path, capsys, name, spoil, fault):
     from mnist_gpu import cli
 
     directory = _real_copy(mnist_dir_path, tmp_path)

@@ -9,6 +9,8 @@ before every clock read; CUDA events on CuPy), median and min-max of:
   pass over the lit pixels where the backend has one;
 * the fused passes' one-off listing of the lit pixels, of the training and of the test images,
   as rows of their own, so that a single run can be costed with it;
+* the time to a result (``startup.py``): ``mnist-gpu train`` from process start to exit, warm and
+  cold, beside the import of NumPy and Numba in the same run, with the peak resident memory;
 * the peers, in the same run: the naive baseline (the same algorithm as a plain NumPy loop, as a
   user first writes it) and PyTorch running the same update when it is installed;
 * each device's limit, measured the same way on the device the row ran on: memory bandwidth (a
@@ -32,17 +34,22 @@ from . import BATCH_SIZES, SWEEP_MODELS
 from .cnn import bench_cnn
 from .peers import bench_naive_numpy, bench_torch, bench_torch_cnn
 from .rows import bench_backend, bench_sweeps
+from .startup import bench_startup, format_startup
 from .timing import describe_machine, measure_limit, peak_host_memory_bytes
 
 
 def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, quick=False,
-                  peers=True, log=None, sweep_models=SWEEP_MODELS, cnn=True) -> dict:
+                  peers=True, log=None, sweep_models=SWEEP_MODELS, cnn=True, startup=None) -> dict:
     """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict.
-    ``sweep_models``: the sizes of the sweep rows (none: no sweep rows)."""
+    ``sweep_models``: the sizes of the sweep rows (none: no sweep rows). ``startup``: (data
+    directory, offline) for the startup rows of each backend, or None for none."""
     per_image_images = 2000 if quick else 60000
     if quick:
         batch_sizes = tuple(b for b in batch_sizes if b <= 1024) or batch_sizes[:1]
     started = time.perf_counter()
+    # First, while this process is idle: no BLAS threads left spinning by a previous row.
+    startups = [bench_startup(b.name, *startup, repeats, quick, log) for b in backends
+                ] if startup else []
     rows, limits = [], {}
     for backend in backends:
         for dtype in dtypes:
@@ -93,6 +100,7 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
                      "sweep_models": list(sweep_models)},
         "limits": limits,
         "rows": [r.to_json(limit) for r, limit in rows],
+        "startup": startups,
         "peak_host_memory_bytes": peak_host_memory_bytes(),
         "seconds": time.perf_counter() - started,
     }
@@ -129,6 +137,8 @@ def format_table(report: dict) -> str:
                      f"{r['images_per_second']:>13,.0f}{r['median_s']:>11.4f}{spread:>19}{extra}")
     lines += above_the_limit_notes(above, report["machine"].get("last_level_cache_bytes"))
     lines.append(f"peak host memory: {report['peak_host_memory_bytes'] / 2**20:.0f} MiB")
+    for record in report.get("startup", ()):
+        lines += format_startup(record)
     for r in report["rows"]:
         if r.get("device_memory_rise") is not None:
             lines.append(f"  {r['backend']} {r['dtype']} {r['name']}: device memory rose "
@@ -164,7 +174,9 @@ def ratios(report: dict) -> list[str]:
                 return r["median_s"] / r["images"]  # seconds per image
         return None
 
-    out = []
+    out = [f"startup {r['backend']}: warm mnist-gpu train takes {r['warm_to_import']:.2f}x the "
+           f"time of importing NumPy and Numba (cold: {r['cold_to_import']:.2f}x)"
+           for r in report.get("startup", ())]
     for dtype in report["settings"]["dtypes"]:
         for backend in sorted({r["backend"] for r in report["rows"]
                                if r["kind"] != "peer"}):

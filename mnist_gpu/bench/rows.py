@@ -13,7 +13,7 @@ from ..model import stack, tutorial
 from ..training import DeviceData, TrainConfig
 from ..training.tutorial import choose_kernel
 from .timing import Row, time_repeats
-from .work import inference_work, listing_work, train_work
+from .work import inference_work, listing_work, lit_entry_bytes, train_work
 
 
 
@@ -47,7 +47,9 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
         m = min(per_image_images, n)
         # The lit pixels of the training images, listed once for the fused training passes.
         lister = fused or fused_minibatch or inference
-        prepared = lister.prepare(data.train_x) if lister is not None else None
+        prepared = (lister.prepare(data.listing_input(lister, "train")) if lister is not None
+                    else None)
+        entry = lit_entry_bytes(prepared) if prepared is not None else None
 
         def lit(images):
             """The number of lit pixels in the first ``images`` training images."""
@@ -57,7 +59,7 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
         if fused is not None:
             measure("per-image", "per-image fused", 1, m,
                     lambda W: fused.train(W, prepared, data.train_labels, [0.01], 1, 0, m),
-                    train_work(m, 1, itemsize, lit(m)), train_work(m, 1, itemsize))
+                    train_work(m, 1, itemsize, lit(m), entry), train_work(m, 1, itemsize))
         measure("per-image", "per-image array", 1, m,
                 lambda W: tutorial.per_image_steps(W, data.train_x, data.train_y, 0.01, range(m)),
                 train_work(m, 1, itemsize))
@@ -77,25 +79,29 @@ def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
             measure("mini-batch", f"mini-batch {b} fused", b, images,
                     lambda W: fused_minibatch.train(W, prepared, data.train_labels, [0.01], b,
                                                     0, images),
-                    train_work(images, b, itemsize, lit(images)), train_work(images, b, itemsize))
+                    train_work(images, b, itemsize, lit(images), entry),
+                    train_work(images, b, itemsize))
 
         # The fused passes' listing of the lit pixels, once per image set like the upload.
         if lister is not None:
-            test_lit = lister.prepare(data.test_x)
+            train_images = data.listing_input(lister, "train")
+            test_images = data.listing_input(lister, "test")
+            pixel_bytes = train_images.dtype.itemsize
+            test_lit = lister.prepare(test_images)
             test_lit_count = int(backend.to_host(test_lit.indptr[-1:])[0])
             measure("listing", "lit-pixel listing (training set)", None, n,
-                    lambda W: lister.prepare(data.train_x),
-                    listing_work(n, itemsize, lit(n)))
+                    lambda W: lister.prepare(train_images),
+                    listing_work(n, itemsize, lit(n), entry, pixel_bytes))
             measure("listing", "lit-pixel listing (test set)", None, data.n_test,
-                    lambda W: lister.prepare(data.test_x),
-                    listing_work(data.n_test, itemsize, test_lit_count))
+                    lambda W: lister.prepare(test_images),
+                    listing_work(data.n_test, itemsize, test_lit_count, entry, pixel_bytes))
 
         # Inference over the test set: the predicted class of every image, by the fused pass
         # when the backend has one and by the dense product.
         if inference is not None:
             measure("inference", "inference fused", None, data.n_test,
                     lambda W: inference.classify(W, test_lit),
-                    inference_work(data.n_test, itemsize, test_lit_count),
+                    inference_work(data.n_test, itemsize, test_lit_count, entry),
                     inference_work(data.n_test, itemsize))
         if lister is not None:
             del test_lit
@@ -126,7 +132,8 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
                     _, fused = choose_kernel(backend, TrainConfig(batch_size=batch, kernel=kernel))
                 except kernels.KernelUnavailable:
                     continue
-                prepared = fused.prepare(data.train_x) if fused is not None else None
+                prepared = (fused.prepare(data.listing_input(fused, "train"))
+                            if fused is not None else None)
                 for models in models_list:
                     budget = CPU_SWEEP_MODEL_IMAGES.get(
                         "per-image array" if (batch, kernel) == (1, "array") else kernel)
@@ -157,7 +164,9 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
                     # images are read once for all the models; each model's weights twice.
                     lit = (int(backend.to_host(prepared.indptr[images:images + 1])[0])
                            if fused is not None else None)
-                    flops, traffic = train_work(images, batch, itemsize, lit)
+                    flops, traffic = train_work(
+                        images, batch, itemsize, lit,
+                        None if fused is None else lit_entry_bytes(prepared))
                     rows.append(Row(backend.label, data.dtype, "sweep",
                                     sweep_row_name(models, batch, kernel), batch,
                                     images * models, seconds, flops * models,

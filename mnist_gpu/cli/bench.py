@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..backend import get_backend
-from ..data import load_mnist
+from ..data import load_mnist, resolve_data_dir
 from .common import (
     check_outputs, emit_json, json_on_stdout, log, require_plotting, save_figure, say,
 )
@@ -23,10 +23,12 @@ def run(args) -> int:
         if backend.label not in [b.label for b in backends]:
             backends.append(backend)
     mnist = load_mnist(args.data_dir, offline=args.offline or None, log=log)
+    startup = None if args.no_startup else (resolve_data_dir(args.data_dir), bool(args.offline))
     measured = report.run_benchmark(
         backends, mnist, args.dtype, tuple(args.batch_sizes), args.repeats, quick=args.quick,
         peers=not args.no_peers, log=log,
-        sweep_models=() if args.no_sweeps else tuple(args.sweep_models), cnn=not args.no_cnn)
+        sweep_models=() if args.no_sweeps else tuple(args.sweep_models), cnn=not args.no_cnn,
+        startup=startup)
     if not json_on_stdout(args):
         print(report.format_table(measured))
         for line in report.ratios(measured):

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         + ",".join(map(str, SWEEP_MODELS)) + "; --quick on the CPU: up to 32]")
     b.add_argument("--no-sweeps", action="store_true", help="skip the sweep rows")
     b.add_argument("--no-cnn", action="store_true", help="skip the CNN rows (--preset cnn)")
+    b.add_argument("--no-startup", action="store_true",
+                   help="skip the startup rows (mnist-gpu train in fresh processes, warm and "
+                        "cold, beside the import of NumPy and Numba)")
     add_json_flag(b, "the full report")
     b.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG, a panel per kind of row: training images/s against "

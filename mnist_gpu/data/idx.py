@@ -73,7 +73,9 @@ def parse_idx(content: bytes, source: str, kind: str | None = None) -> np.ndarra
     """Validate decompressed IDX bytes and return images (n, 784) or labels (n,), both uint8.
 
     Every check happens before any array is made, so a bad header never drives an allocation.
+    ``content`` may be any bytes-like object (a memory-mapped one: the arrays are views of it).
     """
+    content = memoryview(content).cast("B")
     if len(content) < 8:
         raise DataError(f"{source}: too short for an IDX header ({len(content)} bytes)")
     magic = int.from_bytes(content[:4], "big")
@@ -82,7 +84,7 @@ def parse_idx(content: bytes, source: str, kind: str | None = None) -> np.ndarra
             raise DataError(f"{source}: gzip data where decompressed IDX content was expected")
         raise DataError(
             f"{source}: not an MNIST IDX file: magic number {magic} (expected 2049 for labels or "
-            f"2051 for images; the file {describe_start(content[:64])})"
+            f"2051 for images; the file {describe_start(bytes(content[:64]))})"
         )
     found_kind = _IDX_MAGIC[magic]
     if kind is not None and found_kind != kind:

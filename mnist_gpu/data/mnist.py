@@ -10,7 +10,10 @@ Trust rules, in order:
 * a download is written to a ``.part`` file, checked against the published size and SHA-256 of the
   ``.gz``, and only then renamed into place, so nothing half-written is ever trusted later;
 * a mirror that answers with an HTTP error, a timeout, an HTML page, a short body or a wrong hash is
-  skipped for the next; when all fail, one error says how to place the files by hand.
+  skipped for the next; when all fail, one error says how to place the files by hand;
+* once verified, a file's content is kept in the user's cache directory (``cache.py``), and later
+  runs map it into memory from there, checked by its size and CRC-32 (the SHA-256 on demand),
+  without reading the data directory at all.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .cache import DataCache, open_cache
 from .download import DATA_DIR_VARIABLE, DEFAULT_MIRRORS, DownloadFailed, download
 from .idx import DataError, check_pair, decompressed_bytes, parse_idx
 from .published import MNIST_FILES, FileSpec
@@ -33,13 +37,17 @@ MIRRORS_VARIABLE = "MNIST_GPU_MIRRORS"
 
 @dataclass(frozen=True)
 class MNIST:
-    """The four arrays, as stored: images (n, 784) uint8 and labels (n,) uint8 in 0..9."""
+    """The four arrays, as stored: images (n, 784) uint8 and labels (n,) uint8 in 0..9, read-only.
+
+    ``sources``: the published files the arrays hold, in the same order (None for arrays made
+    otherwise, a subset for instance); with ``cache``, where what is derived from them is kept."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
-
+    sources: tuple[FileSpec, ...] | None = field(default=None, compare=False, repr=False)
+    cache: DataCache | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- where the data lives
@@ -141,50 +149,71 @@ def load_mnist(
     files: Sequence[FileSpec] = MNIST_FILES,
     timeout: float = 30.0,
     log=None,
+    cache: bool | str | os.PathLike = True,
+    verify_cache: bool | None = None,
 ) -> MNIST:
     """Load MNIST from ``data_dir`` (see ``resolve_data_dir``), downloading what is missing.
 
     ``offline`` (default: ``$MNIST_GPU_OFFLINE``) never touches the network. ``files`` and
-    ``mirrors`` exist for tests and private mirrors; ``log`` receives one line per download.
+    ``mirrors`` exist for tests and private mirrors; ``log`` receives one line per download and
+    per cache entry refused. ``cache``: where verified content is kept for later runs (True: the
+    user's cache directory, see ``cache.py``; a directory; False: nowhere). ``verify_cache``
+    (default: ``$MNIST_GPU_VERIFY_CACHE``) checks each cached file's SHA-256 in full, as the first
+    load did, instead of its size and CRC-32.
     """
     directory = resolve_data_dir(data_dir)
     offline = offline_from_environment() if offline is None else offline
     mirrors = mirrors_from_environment() if mirrors is None else tuple(mirrors)
+    store = open_cache(cache, log, verify_cache)
     arrays = []
     for spec in files:
-        found, refused = _verified_content(directory, spec)
-        faults = "; ".join(f"{path}: {reason}" for path, reason in refused)
-        if found is not None:
-            content, path = found
-        elif offline:
-            if refused:
-                raise DataError(
-                    f"{faults}. Replace it with the published file (downloads are off: --offline "
-                    f"or {OFFLINE_VARIABLE}), or delete it and run online to download it.\n"
-                    + _placement_help(files, directory))
-            raise DataError(
-                f"{spec.name}: not in {directory} (neither {spec.name}.gz nor {spec.name}) and "
-                f"downloads are off (--offline or {OFFLINE_VARIABLE}).\n"
-                + _placement_help(files, directory)
-            )
+        name = f"{spec.name}.{spec.raw_sha256}.idx"
+        cached = store.load(name, spec.raw_sha256) if store else None
+        if cached is not None:
+            content, path = memoryview(cached["content"]), store.path(name)
         else:
-            for bad, reason in refused:  # kept aside, renamed, for the user to look at
-                kept = _set_aside(bad)
-                if log:
-                    log(f"{bad}: {reason}; set aside as {kept.name}, to be replaced by a fresh "
-                        "download")
-            if log:
-                log(f"downloading {spec.name}.gz into {directory}")
-            try:
-                content, _ = download(spec, directory, mirrors, timeout)
-            except DownloadFailed as err:
-                raise DataError(
-                    f"{spec.name}: no mirror provided the published file ({err}).\n"
-                    + _placement_help(files, directory)
-                ) from None
-            path = directory / f"{spec.name}.gz"
+            content, path = _verified_or_downloaded(spec, directory, offline, mirrors, files,
+                                                    timeout, log)
+            if store:
+                store.store(name, {"content": np.frombuffer(content, dtype=np.uint8)})
         arrays.append(parse_idx(content, str(path), spec.kind))
     train_images, train_labels, test_images, test_labels = arrays
     check_pair(train_images, train_labels, files[0].name, files[1].name)
     check_pair(test_images, test_labels, files[2].name, files[3].name)
-    return MNIST(train_images, train_labels, test_images, test_labels)
+    return MNIST(train_images, train_labels, test_images, test_labels, tuple(files), store)
+
+
+def _verified_or_downloaded(spec: FileSpec, directory: Path, offline: bool, mirrors, files,
+                            timeout: float, log):
+    """(content, path) of ``spec``: its verified copy in ``directory``, else a verified
+    download (a refused copy set aside first), else ``DataError`` saying how to place it."""
+    found, refused = _verified_content(directory, spec)
+    faults = "; ".join(f"{path}: {reason}" for path, reason in refused)
+    if found is not None:
+        return found
+    if offline:
+        if refused:
+            raise DataError(
+                f"{faults}. Replace it with the published file (downloads are off: --offline "
+                f"or {OFFLINE_VARIABLE}), or delete it and run online to download it.\n"
+                + _placement_help(files, directory))
+        raise DataError(
+            f"{spec.name}: not in {directory} (neither {spec.name}.gz nor {spec.name}) and "
+            f"downloads are off (--offline or {OFFLINE_VARIABLE}).\n"
+            + _placement_help(files, directory)
+        )
+    for bad, reason in refused:  # kept aside, renamed, for the user to look at
+        kept = _set_aside(bad)
+        if log:
+            log(f"{bad}: {reason}; set aside as {kept.name}, to be replaced by a fresh "
+                "download")
+    if log:
+        log(f"downloading {spec.name}.gz into {directory}")
+    try:
+        content, _ = download(spec, directory, mirrors, timeout)
+    except DownloadFailed as err:
+        raise DataError(
+            f"{spec.name}: no mirror provided the published file ({err}).\n"
+            + _placement_help(files, directory)
+        ) from None
+    return content, directory / f"{spec.name}.gz"

@@ -41,8 +41,11 @@ def writable_dir(path: Path) -> bool:
     return True
 
 
-def write_atomically(target: str | os.PathLike, blob: bytes) -> Path:
+def write_atomically(target: str | os.PathLike, blob) -> Path:
     """Write ``blob`` to ``target`` so that no reader ever sees half of it; returns ``target``.
+
+    ``blob`` is bytes-like, or a list or tuple of bytes-like pieces written one after the other
+    (a large file is never joined into one copy in memory).
 
     A regular file (or a new name) is written to a unique ``.part`` file beside it, flushed to
     disk and renamed over it: ``target`` always holds the previous complete file or the new one,
@@ -76,19 +79,24 @@ def _existing_kind(path: Path) -> str | None:
     return "directory" if stat.S_ISDIR(mode) else "other"
 
 
-def _write_in_place(path: Path, blob: bytes) -> None:
+def _pieces(blob):
+    return blob if isinstance(blob, (list, tuple)) else (blob,)
+
+
+def _write_in_place(path: Path, blob) -> None:
     # No O_CREAT: the path exists and is not ours to create; no O_TRUNC: a device ignores it and
     # a FIFO has nothing to truncate.
     fd = os.open(path, os.O_WRONLY)
     try:
-        view = memoryview(blob)
-        while view:
-            view = view[os.write(fd, view):]
+        for piece in _pieces(blob):
+            view = memoryview(piece).cast("B")
+            while view:
+                view = view[os.write(fd, view):]
     finally:
         os.close(fd)
 
 
-def _replace_atomically(target: Path, blob: bytes) -> None:
+def _replace_atomically(target: Path, blob) -> None:
     fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         if hasattr(os, "fchmod"):
@@ -96,7 +104,8 @@ def _replace_atomically(target: Path, blob: bytes) -> None:
             # of the user's would (0644 under the usual umask 022).
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
+            for piece in _pieces(blob):
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(part, target)

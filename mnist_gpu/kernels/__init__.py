@@ -8,14 +8,17 @@ registered under the name of the backend whose arrays it takes:
   and inference over the lit pixels;
 * ``cupy``: the CUDA pass (``cuda.py`` and ``fused_pass.cu``): per image, one block per model.
 
-A training pass has ``prepare(X)`` (the lit pixels of a set of images, once per set),
+A training pass has ``prepare(X)`` (the lit pixels of a set of images, once per set: of the
+uint8 pixels when ``lists_pixels``, else of the scaled images), ``ready(lit, labels, dtype,
+batch_size, models)`` (compile what ``train`` will run, before the clock starts),
 ``train(W, lit, labels, alphas, batch_size, start, stop, order)`` (in place, one model or
 several side by side), ``launch_plan(models, dtype, lit)`` (how a launch lays out on the device,
 or None), ``verified`` (whether it has been measured on its hardware; ``--kernel auto`` takes only
 such passes, and an unverified one says in ``unverified`` what a user who asks for it should
 know) and ``minibatch`` (whether it trains mini-batches). A pass that cannot run (it does not
 compile, or its launch fails) raises ``KernelUnavailable``. An inference pass has
-``prepare``, ``classify(W, lit)`` and ``evaluate(W, lit, labels)``. A pass is imported only when
+``prepare``, ``ready_inference(lit, labels, dtype)``, ``classify(W, lit)`` and
+``evaluate(W, lit, labels)``. A pass is imported only when
 asked for, so that importing mnist-gpu imports no Numba.
 """
 

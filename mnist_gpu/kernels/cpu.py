@@ -5,6 +5,8 @@ Done as array calls, each of the 60,000 dependent rank-1 updates costs several l
 for very little arithmetic. Compiled, the loop costs what its arithmetic costs, and about 80% of
 MNIST's pixels are zero: a zero pixel adds nothing to the prediction and leaves its row of weights
 unchanged. ``prepare`` lists each image's lit pixels once; every pass then visits only those.
+Listed from the uint8 images, an entry is 3 bytes (an int16 pixel number, the uint8 pixel), and
+the passes scale each pixel as they read it (``cpu_rows``): no float copy of the images is made.
 
 * ``train``: the per-image pass (the tutorial's loop), mini-batches, or models side by side.
   Mini-batches work through each batch's images in chunks of ``cpu_loops.CHUNK``, split across
@@ -34,6 +36,8 @@ from .cpu_rows import LANES
 from .lit import LitPixels
 
 _NO_ORDER = np.zeros(1, dtype=np.int64)
+# The lists name pixels by int16 indices.
+MAX_PIXELS = 2**15
 
 
 class FusedCPU:
@@ -45,19 +49,40 @@ class FusedCPU:
     verified = True
     minibatch = True
 
+    # It lists the lit pixels of the uint8 images themselves, scaling them as it reads them: no
+    # scaled float copy of the images is made for it.
+    lists_pixels = True
+    # What ``prepare`` lists, for a cache of its lists: to be changed with what it lists.
+    listing = "lit1-int16-uint8"
+
     def prepare(self, X) -> LitPixels:
+        """The lit pixels of images ``X`` (n, pixels), read-only: uint8 pixels (each scaled by
+        the passes as it is read, as ``scale_images`` scales it) or values in the weights'
+        dtype."""
+        if X.shape[1] > MAX_PIXELS:
+            raise ValueError(f"images of {X.shape[1]} pixels: the lists index at most "
+                             f"{MAX_PIXELS}")
         lit = LitPixels(*lit_pixels(X), n_pixels=X.shape[1])
-        # Compile (or load from Numba's cache) now, not inside the first timed segment.
-        W16 = _padded(np.zeros((lit.n_pixels, N_OUT), dtype=X.dtype))
-        no_labels = np.zeros(1, dtype=np.uint8)
-        per_image_pass(W16, lit.indptr, lit.indices, lit.values, no_labels, W16.dtype.type(0),
-                        0, 0, _NO_ORDER, False)
-        minibatch_pass(W16, lit.indptr, lit.indices, lit.values, no_labels, 0.0, 1, 0, 0,
-                        _NO_ORDER, False, _aligned_zeros((1, lit.n_pixels, LANES), X.dtype))
-        for use_labels in (False, True):
-            inference_pass(W16, lit.indptr[:1], lit.indices, lit.values, no_labels, use_labels,
-                            np.empty(0, dtype=np.int64), np.empty(0, dtype=X.dtype))
+        for array in (lit.indptr, lit.indices, lit.values):
+            # As a cached list, memory-mapped, is: the loops are compiled for one kind.
+            array.setflags(write=False)
         return lit
+
+    def ready(self, lit: LitPixels, labels, dtype, batch_size=1, models=1):
+        """Compile (or load from Numba's cache) the loop that ``train`` will run on ``lit``,
+        ``labels`` and ``dtype`` weights, now rather than inside the first timed segment; only
+        that one, for each costs time to load."""
+        if len(labels):
+            # Two models take the loop of any number side by side, at a fraction of the memory.
+            models = min(models, 2)
+            self.train(np.zeros((lit.n_pixels, N_OUT * models), dtype), _no_image(lit),
+                       labels[:1], [0.01] * models, batch_size, 0, 1)
+
+    def ready_inference(self, lit: LitPixels, labels, dtype):
+        """As ``ready``, for ``evaluate``."""
+        if len(labels):
+            self.evaluate(np.zeros((lit.n_pixels, N_OUT), dtype), _no_image(lit),
+                          labels[:1])
 
     def train(self, W, lit: LitPixels, labels, alphas, batch_size, start, stop, order=None):
         """Train ``W`` (pixels, 10 M) in place over positions ``start:stop`` (of ``order`` if
@@ -110,8 +135,7 @@ class FusedCPU:
         the per-image pass's bit for bit, the mini-batch pass's to the order of its sums."""
         alphas = np.asarray(alphas, dtype=np.float64)
         columns = alphas.size * N_OUT
-        if (W.shape != (lit.n_pixels, columns) or W.dtype != lit.values.dtype
-                or not W.flags.c_contiguous):
+        if W.shape != (lit.n_pixels, columns) or not _weights_fit(W, lit):
             raise ValueError(f"the fused pass needs C-contiguous ({lit.n_pixels}, {columns}) "
                              "weights in the data's dtype")
         if stop <= start:
@@ -189,10 +213,23 @@ def _aligned_zeros(shape, dtype, alignment=64):
     return raw[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
+def _no_image(lit: LitPixels) -> LitPixels:
+    """One image with no lit pixel, in arrays of the kinds of ``lit``'s."""
+    indptr = np.zeros(2, dtype=lit.indptr.dtype)
+    indptr.setflags(write=lit.indptr.flags.writeable)
+    return LitPixels(indptr, lit.indices[:0], lit.values[:0], lit.n_pixels)
+
+
+def _weights_fit(W, lit: LitPixels) -> bool:
+    """C-contiguous weights in the lists' dtype, or in float32 or float64 for uint8 pixels."""
+    wanted = ((np.float32, np.float64) if lit.values.dtype == np.uint8
+              else (lit.values.dtype,))
+    return W.dtype in wanted and W.flags.c_contiguous
+
+
 def _check_weights(W, lit: LitPixels, finite=False):
     # The compiled loops index W with the listed pixel numbers unchecked: the shape is checked here.
-    if (W.shape != (lit.n_pixels, N_OUT) or W.dtype != lit.values.dtype
-            or not W.flags.c_contiguous):
+    if W.shape != (lit.n_pixels, N_OUT) or not _weights_fit(W, lit):
         raise ValueError(f"the fused pass needs C-contiguous ({lit.n_pixels}, {N_OUT}) weights "
                          "in the data's dtype")
     # The dense product turns a non-finite weight into NaN for every image (0 * inf is NaN);

@@ -33,7 +33,9 @@ CHUNK = 256
 @compiled(parallel=True)
 def lit_pixels(X):  # pragma: no cover - compiled
     # Two passes over the images, each split across the cores: count every image's lit pixels,
-    # then (once the counts say where each image's list starts) copy them out.
+    # then (once the counts say where each image's list starts) copy them out, their values as
+    # they are (uint8 pixels stay uint8: the passes scale them as they read them) and their
+    # pixel numbers as int16 (the host side checks that they fit).
     n, n_pixels = X.shape
     counts = np.zeros(n, dtype=np.int64)
     for i in numba.prange(n):
@@ -43,7 +45,7 @@ def lit_pixels(X):  # pragma: no cover - compiled
         counts[i] = count
     indptr = np.zeros(n + 1, dtype=np.int64)
     indptr[1:] = np.cumsum(counts)
-    indices = np.empty(indptr[n], dtype=np.int32)
+    indices = np.empty(indptr[n], dtype=np.int16)
     values = np.empty(indptr[n], dtype=X.dtype)
     for i in numba.prange(n):
         # Write every pixel at the cursor and advance it only past lit ones: no branch on the
@@ -132,7 +134,6 @@ def inference_pass(W16, indptr, indices, values, labels, use_labels, classes,
     # and the argmax costs no second pass over the scores. Images are independent, so they are
     # split across the cores; each image's sums run in pixel order whatever the split, so the
     # results do not depend on the number of threads.
-    zero = W16.dtype.type(0)
     for i in numba.prange(indptr.shape[0] - 1):
         pred = lit_scores(W16, indices, values, indptr[i], indptr[i + 1])
         # argmax as NumPy defines it: the first maximum, or the first NaN if there is one.
@@ -142,11 +143,14 @@ def inference_pass(W16, indptr, indices, values, labels, use_labels, classes,
                 best, top = j, pred[j]
         classes[i] = best
         if use_labels:
-            # The tutorial's error, sum((pred - onehot(label)) ** 2), in the weights' dtype.
-            sq = zero
-            for j in range(N_OUT):
-                delta = pred[j] - (W16.dtype.type(1) if j == labels[i] else zero)
-                sq += delta * delta
+            # The tutorial's error, sum((pred - onehot(label)) ** 2), in the weights' dtype. (The
+            # delta is the training passes' row operation: a scalar constructor such as
+            # ``W16.dtype.type(1)`` would make Numba import its NumPy lowering, 27 ms, each time
+            # it loads this loop.)
+            delta = minus_onehot(pred, labels[i])
+            sq = delta[0] * delta[0]
+            for j in range(1, N_OUT):
+                sq += delta[j] * delta[j]
             sq_errors[i] = sq
 
 

@@ -24,15 +24,17 @@ no reassociation): results differ from the dense product only by the order of th
 
 Types are checked when a loop is compiled: each intrinsic refuses (a Numba ``TypingError``) any
 argument whose type would make its IR wrong, such as weights that are not a C-contiguous float32 or
-float64 array of the right dimensions, a listing whose values are not in the weights' dtype or
-whose indices are not int32 or int64, or a delta of another dtype. Values are not: ``W`` and ``G``
-must have 16 columns and ``indices`` must name valid rows; the callers check shapes and the
-listing guarantees the indices.
+float64 array of the right dimensions, a listing whose values are neither in the weights' dtype
+nor uint8 or whose indices are not int16, int32 or int64, or a delta of another dtype. Values are
+not: ``W`` and ``G`` must have 16 columns and ``indices`` must name valid rows; the callers check
+shapes and the listing guarantees the indices.
 
-The IR is written for opaque pointers (``ir.PointerType()``), as llvmlite's deprecation of typed
-pointers asks: every address is computed by a GEP that names its element type and every load names
-the type it loads, so nothing depends on a pointer's pointee type (tests/test_fused_minibatch.py
-compiles the passes with llvmlite's typed pointers turned off and compares their weights).
+The IR is written for opaque pointers (``cpu_ir.py``).
+
+The values of the lit pixels are either in the weights' dtype or uint8 pixels; a pixel is then
+scaled as it is read, through a table of ``scale_images`` over the 256 pixel values, so that the
+pass computes with exactly the values of the dense float copy, without building it (a list of
+uint8 pixels and int16 indices is 3 bytes per lit pixel, against 8 in float32).
 """
 
 from __future__ import annotations
@@ -43,14 +45,14 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-LANES = 16
+from .cpu_ir import (
+    I64, LANES, ArrayArg, LitPixelReader, as_i64, for_each_lit_pixel, splat, tuple_of_vector,
+    lanes_type, vector_of_tuple,
+)
 
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-# The opaque pointer: an address with no element type (what every pointer is in LLVM itself).
-_POINTER = ir.PointerType()
+
 _FLOATS = (types.float32, types.float64)
-_INDICES = (types.int32, types.int64)
+_INDICES = (types.int16, types.int32, types.int64)
 
 
 # --------------------------------------------------------------------------- type guards
@@ -74,15 +76,15 @@ def _check_rows(name, array, ndim, writes=False):
 
 
 def _check_listing(indices, values, dtype):
-    """The lit pixels' numbers (int32 or int64) and values (in the weights' dtype), 1-d and
-    C-contiguous."""
+    """The lit pixels' numbers (int16, int32 or int64) and values (in the weights' dtype, or
+    uint8 pixels), 1-d and C-contiguous."""
     _require(isinstance(indices, types.Array) and indices.ndim == 1 and indices.layout == "C"
              and indices.dtype in _INDICES,
-             f"indices must be a C-contiguous 1-d array of int32 or int64, not {indices}")
+             f"indices must be a C-contiguous 1-d array of int16, int32 or int64, not {indices}")
     _require(isinstance(values, types.Array) and values.ndim == 1 and values.layout == "C"
-             and values.dtype == dtype,
-             f"values must be a C-contiguous 1-d array of {dtype} (the weights' dtype), not "
-             f"{values}")
+             and values.dtype in (dtype, types.uint8),
+             f"values must be a C-contiguous 1-d array of {dtype} (the weights' dtype) or of "
+             f"uint8 pixels, not {values}")
 
 
 def _check_integers(**named):
@@ -93,108 +95,6 @@ def _check_integers(**named):
 def _check_lanes(name, value, dtype):
     _require(value == types.UniTuple(dtype, LANES),
              f"{name} must be a {LANES}-tuple of {dtype} (the weights' dtype), not {value}")
-
-
-# --------------------------------------------------------------------------- IR helpers
-
-
-def _vector_type(context, dtype):
-    return ir.VectorType(context.get_value_type(dtype), LANES)
-
-
-def _as_i64(builder, value):
-    return builder.sext(value, _I64) if value.type.width < 64 else value
-
-
-def _splat(builder, scalar, vector_type):
-    """A vector with ``scalar`` in every lane."""
-    lane0 = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar,
-                                   ir.Constant(_I32, 0))
-    return builder.shuffle_vector(lane0, ir.Constant(vector_type, ir.Undefined),
-                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-
-
-def _vector_of_tuple(builder, tup, vector_type):
-    vec = ir.Constant(vector_type, ir.Undefined)
-    for lane in range(LANES):
-        vec = builder.insert_element(vec, builder.extract_value(tup, lane),
-                                     ir.Constant(_I32, lane))
-    return vec
-
-
-def _tuple_of_vector(builder, vec, tuple_type):
-    tup = ir.Constant(tuple_type, ir.Undefined)
-    for lane in range(LANES):
-        tup = builder.insert_value(tup, builder.extract_element(vec, ir.Constant(_I32, lane)),
-                                   lane)
-    return tup
-
-
-class _Array:
-    """A C-contiguous array argument inside a codegen: its shape, and its data as an opaque
-    pointer, from which each element's address is one GEP that names the element type."""
-
-    def __init__(self, context, builder, array_type, value):
-        self.builder = builder
-        self.element = context.get_value_type(array_type.dtype)
-        self.shape = cgutils.unpack_tuple(
-            builder, context.make_array(array_type)(context, builder, value).shape)
-        # The data pointer read from the array's struct as an opaque pointer. Numba's structs
-        # still hold typed pointers, and llvmlite's bitcast from one to ``ptr`` returns it
-        # unchanged (the two types compare equal), which leaves a typed pointer that refuses to
-        # store a vector; the load's own type makes it opaque. LLVM folds the stack slot away.
-        field = context.data_model_manager[array_type].get_field_position("data")
-        slot = cgutils.alloca_once_value(builder, value)
-        self.data = builder.load(
-            builder.gep(slot, [ir.Constant(_I32, 0), ir.Constant(_I32, field)], inbounds=True,
-                        source_etype=value.type),
-            typ=_POINTER)
-
-    def address(self, inds):
-        """The address of ``array[inds]`` (64-bit indices, unchecked): the sum of each index
-        times the product of the sizes after it, as Numba indexes a C-contiguous array."""
-        builder = self.builder
-        offset = ir.Constant(_I64, 0)
-        for axis, index in enumerate(inds):
-            step = ir.Constant(_I64, 1)
-            for size in self.shape[axis + 1:]:
-                step = builder.mul(step, size)
-            offset = builder.add(offset, builder.mul(index, step))
-        return builder.gep(self.data, [offset], source_etype=self.element)
-
-    def load(self, inds):
-        """The element ``array[inds]``."""
-        return self.builder.load(self.address(inds), typ=self.element)
-
-
-class _LitPixelReader:
-    """Loads of the listing's entries and of the 16-lane rows they name, inside a codegen."""
-
-    def __init__(self, context, builder, rows_type, rows, indices_type, indices, values_type,
-                 values):
-        self.builder = builder
-        self.rows = _Array(context, builder, rows_type, rows)
-        self.indices = _Array(context, builder, indices_type, indices)
-        self.values = _Array(context, builder, values_type, values)
-        self.vector_type = _vector_type(context, rows_type.dtype)
-
-    def pixel(self, t):
-        """The pixel number of entry ``t``, as a 64-bit integer."""
-        return _as_i64(self.builder, self.indices.load([t]))
-
-    def value(self, t):
-        """The value of entry ``t``, splatted to all lanes."""
-        return _splat(self.builder, self.values.load([t]), self.vector_type)
-
-    def entry(self, t):
-        """(the address of the 16-lane row of lit pixel ``t``, its value splatted to all
-        lanes)."""
-        return self.rows.address([self.pixel(t), ir.Constant(_I64, 0)]), self.value(t)
-
-
-def _for_each_lit_pixel(builder, first, last):
-    return cgutils.for_range_slice(builder, _as_i64(builder, first), _as_i64(builder, last),
-                                   ir.Constant(_I64, 1), inc=True)
 
 
 # --------------------------------------------------------------------------- the intrinsics
@@ -210,15 +110,15 @@ def lit_scores(typingctx, W, indices, values, first, last):
 
     def codegen(context, builder, signature, args):
         W_, indices_, values_, first_, last_ = args
-        reader = _LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
+        reader = LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
         vector_type = reader.vector_type
         # The running sum lives in a stack slot that LLVM promotes to a register.
         total = cgutils.alloca_once_value(builder, ir.Constant(vector_type, [0.0] * LANES))
-        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+        with for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
             product = builder.fmul(value, builder.load(row, typ=vector_type, align=4))
             builder.store(builder.fadd(builder.load(total, typ=vector_type), product), total)
-        return _tuple_of_vector(builder, builder.load(total, typ=vector_type),
+        return tuple_of_vector(builder, builder.load(total, typ=vector_type),
                                 context.get_value_type(result_type))
 
     return result_type(W, indices, values, first, last), codegen
@@ -249,30 +149,30 @@ def lit_deltas_group(typingctx, W16s, vector, count, indices, values, first, las
 
     def codegen(context, builder, signature, args):
         W_, vector_, count_, indices_, values_, first_, last_, label_, columns_, out_ = args
-        reader = _LitPixelReader(context, builder, W16s, W_, indices, indices_, values, values_)
-        out_array = _Array(context, builder, out, out_)
+        reader = LitPixelReader(context, builder, W16s, W_, indices, indices_, values, values_)
+        out_array = ArrayArg(context, builder, out, out_)
         vector_type = reader.vector_type
 
         zero = ir.Constant(vector_type, [0.0] * LANES)
         totals = [cgutils.alloca_once_value(builder, zero) for _ in range(SCORE_GROUP)]
-        v0, n = _as_i64(builder, vector_), _as_i64(builder, count_)
-        used = [builder.icmp_signed("<", ir.Constant(_I64, q), n) for q in range(SCORE_GROUP)]
-        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+        v0, n = as_i64(builder, vector_), as_i64(builder, count_)
+        used = [builder.icmp_signed("<", ir.Constant(I64, q), n) for q in range(SCORE_GROUP)]
+        with for_each_lit_pixel(builder, first_, last_) as (t, _):
             pixel, value = reader.pixel(t), reader.value(t)
             for q, total in enumerate(totals):
                 with builder.if_then(used[q], likely=True):
-                    v = builder.add(v0, ir.Constant(_I64, q))
-                    row = reader.rows.address([v, pixel, ir.Constant(_I64, 0)])
+                    v = builder.add(v0, ir.Constant(I64, q))
+                    row = reader.rows.address([v, pixel, ir.Constant(I64, 0)])
                     product = builder.fmul(value, builder.load(row, typ=vector_type, align=4))
                     builder.store(builder.fadd(builder.load(total, typ=vector_type), product),
                                   total)
         for q, total in enumerate(totals):
             with builder.if_then(used[q], likely=True):
-                column0 = builder.mul(builder.add(v0, ir.Constant(_I64, q)),
-                                      ir.Constant(_I64, LANES))
+                column0 = builder.mul(builder.add(v0, ir.Constant(I64, q)),
+                                      ir.Constant(I64, LANES))
                 onehot = _onehot(builder, vector_type, label_, column0,
-                                 _as_i64(builder, columns_))
-                target = out_array.address([ir.Constant(_I64, q), ir.Constant(_I64, 0)])
+                                 as_i64(builder, columns_))
+                target = out_array.address([ir.Constant(I64, q), ir.Constant(I64, 0)])
                 builder.store(builder.fsub(builder.load(total, typ=vector_type), onehot), target,
                               align=4)
         return context.get_dummy_value()
@@ -290,11 +190,11 @@ def delta_row(typingctx, out, q):
 
     def codegen(context, builder, signature, args):
         out_, q_ = args
-        vector_type = _vector_type(context, out.dtype)
-        row = _Array(context, builder, out, out_).address([_as_i64(builder, q_),
-                                                          ir.Constant(_I64, 0)])
+        vector_type = lanes_type(context, out.dtype)
+        row = ArrayArg(context, builder, out, out_).address([as_i64(builder, q_),
+                                                          ir.Constant(I64, 0)])
         vec = builder.load(row, typ=vector_type, align=4)
-        return _tuple_of_vector(builder, vec, context.get_value_type(result_type))
+        return tuple_of_vector(builder, vec, context.get_value_type(result_type))
 
     return result_type(out, q), codegen
 
@@ -302,14 +202,14 @@ def delta_row(typingctx, out, q):
 def _onehot(builder, vector_type, label, column0, columns):
     """One where lane ``l``'s column ``column0 + l`` has output (``% 10``) ``label`` and lies
     within the first ``columns`` columns; zero elsewhere."""
-    i64_vector = ir.VectorType(_I64, LANES)
-    column = builder.add(_splat(builder, column0, i64_vector),
+    i64_vector = ir.VectorType(I64, LANES)
+    column = builder.add(splat(builder, column0, i64_vector),
                          ir.Constant(i64_vector, list(range(LANES))))
     output = builder.urem(column, ir.Constant(i64_vector, [10] * LANES))
-    label64 = builder.zext(label, _I64) if label.type.width < 64 else label
+    label64 = builder.zext(label, I64) if label.type.width < 64 else label
     is_label = builder.and_(
-        builder.icmp_unsigned("==", output, _splat(builder, label64, i64_vector)),
-        builder.icmp_signed("<", column, _splat(builder, columns, i64_vector)))
+        builder.icmp_unsigned("==", output, splat(builder, label64, i64_vector)),
+        builder.icmp_signed("<", column, splat(builder, columns, i64_vector)))
     return builder.select(is_label, ir.Constant(vector_type, [1.0] * LANES),
                           ir.Constant(vector_type, [0.0] * LANES))
 
@@ -324,11 +224,11 @@ def minus_onehot(typingctx, scores, label):
 
     def codegen(context, builder, signature, args):
         scores_, label_ = args
-        vector_type = _vector_type(context, scores.dtype)
-        onehot = _onehot(builder, vector_type, label_, ir.Constant(_I64, 0),
-                         ir.Constant(_I64, 10))
-        delta = builder.fsub(_vector_of_tuple(builder, scores_, vector_type), onehot)
-        return _tuple_of_vector(builder, delta, context.get_value_type(scores))
+        vector_type = lanes_type(context, scores.dtype)
+        onehot = _onehot(builder, vector_type, label_, ir.Constant(I64, 0),
+                         ir.Constant(I64, 10))
+        delta = builder.fsub(vector_of_tuple(builder, scores_, vector_type), onehot)
+        return tuple_of_vector(builder, delta, context.get_value_type(scores))
 
     return scores(scores, label), codegen
 
@@ -343,10 +243,10 @@ def add_lit_outer(typingctx, G, indices, values, first, last, delta):
 
     def codegen(context, builder, signature, args):
         G_, indices_, values_, first_, last_, delta_ = args
-        reader = _LitPixelReader(context, builder, G, G_, indices, indices_, values, values_)
+        reader = LitPixelReader(context, builder, G, G_, indices, indices_, values, values_)
         vector_type = reader.vector_type
-        delta_vector = _vector_of_tuple(builder, delta_, vector_type)
-        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+        delta_vector = vector_of_tuple(builder, delta_, vector_type)
+        with for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
             product = builder.fmul(value, delta_vector)
             builder.store(builder.fadd(builder.load(row, typ=vector_type, align=4), product),
@@ -371,13 +271,13 @@ def sub_lit_outer(typingctx, W, indices, values, first, last, delta, alpha):
 
     def codegen(context, builder, signature, args):
         W_, indices_, values_, first_, last_, delta_, alpha_ = args
-        reader = _LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
+        reader = LitPixelReader(context, builder, W, W_, indices, indices_, values, values_)
         vector_type = reader.vector_type
-        delta_vector = _vector_of_tuple(builder, delta_, vector_type)
-        alpha_vector = (_vector_of_tuple(builder, alpha_, vector_type)
+        delta_vector = vector_of_tuple(builder, delta_, vector_type)
+        alpha_vector = (vector_of_tuple(builder, alpha_, vector_type)
                         if isinstance(alpha, types.UniTuple)
-                        else _splat(builder, alpha_, vector_type))
-        with _for_each_lit_pixel(builder, first_, last_) as (t, _):
+                        else splat(builder, alpha_, vector_type))
+        with for_each_lit_pixel(builder, first_, last_) as (t, _):
             row, value = reader.entry(t)
             step = builder.fmul(alpha_vector, builder.fmul(value, delta_vector))
             builder.store(builder.fsub(builder.load(row, typ=vector_type, align=4), step), row,

@@ -221,7 +221,11 @@ class _Stack:
         self.alphas = list(alphas)
         self.rates = _Rates(data.backend, alphas, data.dtype)
         self.W = data.backend.to_device(host_w)
-        self.prepared = data.lit_pixels(fused, "train") if fused is not None else None
+        self.prepared = None
+        if fused is not None:
+            self.prepared = data.lit_pixels(fused, "train")
+            fused.ready(self.prepared, data.train_labels, data.dtype, self.batch_size,
+                        self.models)
         self.score_test = _scorer(data, inference, self.models)
         self.frozen: dict[int, np.ndarray] = {}
         self.last_good = None
@@ -282,7 +286,9 @@ class _Stack:
 
     def _replay(self, model, segments):
         """(its weights before the step that made them non-finite, where that step was), by the
-        array path, which follows the fused kernels to within rounding."""
+        run's own compute path, one model alone: the fused per-image pass gives the stack's
+        weights bit for bit (and needs no dense copy of the images), the other paths follow the
+        stack's to within rounding."""
         xp, backend = self.data.backend.xp, self.data.backend
         W = _copy(xp, self.last_good[:, stack.columns(model)])
         rates = _Rates(backend, [self.alphas[model]], self.data.dtype)
@@ -290,7 +296,7 @@ class _Stack:
 
         def step(one):
             before[0] = _copy(xp, W)
-            train_segment(W, self.data, self.batch_size, one, rates)
+            train_segment(W, self.data, self.batch_size, one, rates, self.fused, self.prepared)
             return not bool(tutorial.all_finite(W, xp=xp))
 
         one, _ = runner.replay(segments, self.batch_size, step)
@@ -337,12 +343,14 @@ def _scorer(data: DeviceData, inference=None, models: int = 1):
     of ``tutorial.evaluate`` (``stack.evaluate_models`` for a stack).
     """
     xp = data.backend.xp
-    test = (data.test_x, data.test_labels, data.test_y)
-    if inference is None and models > 1:
-        return lambda W: stack.evaluate_models(W, *test, xp=xp)
     if inference is None:
+        # The dense product reads the scaled test images (made now, once per data set).
+        test = (data.test_x, data.test_labels, data.test_y)
+        if models > 1:
+            return lambda W: stack.evaluate_models(W, *test, xp=xp)
         return lambda W: tutorial.evaluate(W, *test, xp=xp)
     test_lit = data.lit_pixels(inference, "test")
+    inference.ready_inference(test_lit, data.test_labels, data.dtype)
     if models == 1:
         return lambda W: inference.evaluate(W, test_lit, data.test_labels)
 
