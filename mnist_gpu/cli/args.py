@@ -146,8 +146,6 @@ def add_data_args(parser):
 def add_training_args(parser, sweep: bool) -> dict:
     """The flags of `train`, and of `sweep` (where --alpha and --seed take lists, and the
     outputs are files). Returns each setting's option strings, by name, for the presets."""
-    from ..sweep.grid import parse_alphas, parse_seeds
-
     add_backend_args(parser)
     add_data_args(parser)
     p = _Recorder(parser)
@@ -155,6 +153,38 @@ def add_training_args(parser, sweep: bool) -> dict:
     p.add_argument("--batch-size", type=int_at_least(1), default=1,
                    help="1: the tutorial's per-image update; B: mini-batches of B images [1]")
     p.add_argument("--epochs", type=int_at_least(1), default=1, help="passes over the data [1]")
+    _add_rates_and_seeds(p, sweep)
+    p.add_argument("--shuffle", action="store_true",
+                   help="visit the images in a seeded random order each epoch")
+    p.add_argument("--limit", type=int_at_least(1), default=None,
+                   help="train on the first N images only")
+    p.add_argument("--checkpoints", type=int_list, default=None,
+                   help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
+                        + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
+    p.add_argument("--kernel", choices=KERNELS, default="auto",
+                   help="fused (compiled passes over the lit pixels: per image on the CPU "
+                        "and GPU, mini-batches on the CPU; the checkpoints' test-set evaluation "
+                        "too, where the backend has it), array (one array call per operation, "
+                        "the reference) or auto (fused where it has been verified on its "
+                        "hardware: on the CPU; on a GPU the array path, until the CUDA kernel "
+                        "is measured there) [auto]")
+    (_add_sweep_outputs if sweep else _add_train_outputs)(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_network_args(_Recorder(p.parser.add_argument_group(
+        "beyond the tutorial", "any of these trains a stack of dense layers by mini-batch SGD "
+        "(mnist_gpu/model/network.py); without them it is the tutorial's network"), p.names))
+    if not sweep:
+        p.add_argument("--preset", default=None, metavar="NAME",
+                       help="a documented configuration (explicit flags override its values): "
+                            + ", ".join(PRESETS) + "; --preset list shows them and what each "
+                            "measured, on which machine")
+    return p.names
+
+
+def _add_rates_and_seeds(p, sweep: bool):
+    """One learning rate and seed for `train`; lists of them, a grid, for `sweep`."""
+    from ..sweep.grid import parse_alphas, parse_seeds
+
     if sweep:
         p.add_argument("--alpha", "--lr", type=parsed(parse_alphas), default=(0.01,),
                        metavar="A,A,...", help="learning rates, e.g. 0.001,0.003,0.01 [0.01]")
@@ -170,51 +200,41 @@ def add_training_args(parser, sweep: bool) -> dict:
                             "[0]")
         p.add_argument("--data-seed", type=int_at_least(0), default=None,
                        help="seeds the shuffling apart from the weights [--seed]")
-    p.add_argument("--shuffle", action="store_true",
-                   help="visit the images in a seeded random order each epoch")
-    p.add_argument("--limit", type=int_at_least(1), default=None,
-                   help="train on the first N images only")
-    p.add_argument("--checkpoints", type=int_list, default=None,
-                   help="image counts at which to evaluate, e.g. 0,100,1k,10k [the tutorial's: "
-                        + ",".join(map(str, TUTORIAL_CHECKPOINTS)) + "; every epoch if >1]")
-    p.add_argument("--kernel", choices=KERNELS, default="auto",
-                   help="fused (compiled passes over the lit pixels: per image on the CPU "
-                        "and GPU, mini-batches on the CPU; the checkpoints' test-set evaluation "
-                        "too, where the backend has it), array (one array call per operation, "
-                        "the reference) or auto (fused where it has been verified on its "
-                        "hardware: on the CPU; on a GPU the array path, until the CUDA kernel "
-                        "is measured there) [auto]")
-    if sweep:
-        add_json_flag(p, "every model's settings, curve and accuracy, and the sweep's timing")
-        p.add_argument("--save", default=None, metavar="PATH",
-                       help="write every model's weights (.npz, key 'weights', shape (M, 784, "
-                            "10)) with each model's settings; eval/predict --model K use one")
-        p.add_argument("--plot", default=None, metavar="PATH",
-                       help="accuracy against learning rate (median and band over seeds) and "
-                            "the curves, as a PNG (needs mnist-gpu[plot])")
-        p.add_argument("--chunk-models", type=int_at_least(1), default=None, metavar="N",
-                       help="train at most N models at once [as many as the device holds; "
-                            "with --cluster, two chunks per worker]")
-        p.add_argument("--cluster", default=None, metavar="SPEC",
-                       help="run the grid's chunks on a Dask cluster: local:N (N worker "
-                            "processes here), cuda (one worker per GPU, dask-cuda) or "
-                            "tcp://HOST:PORT (a running scheduler); needs --json, and "
-                            "mnist-gpu[cluster]")
-        p.add_argument("--resume", action="store_true",
-                       help="with --cluster: train only the models missing from the results "
-                            "file beside --json (after Ctrl-C or a crash)")
-    else:
-        p.add_argument("--init", default=None, metavar="FILE",
-                       help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
-        p.add_argument("--save", default=None, metavar="PATH",
-                       help="write the weights, configuration and accuracy to PATH (.npz)")
-        add_json_flag(p, "the configuration, backend, kernel, curve, accuracy and timing")
-        p.add_argument("--min-accuracy", type=fraction, default=None, metavar="X",
-                       help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    deep = _Recorder(p.parser.add_argument_group(
-        "beyond the tutorial", "any of these trains a stack of dense layers by mini-batch SGD "
-        "(mnist_gpu/model/network.py); without them it is the tutorial's network"), p.names)
+
+
+def _add_sweep_outputs(p):
+    add_json_flag(p, "every model's settings, curve and accuracy, and the sweep's timing")
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="write every model's weights (.npz, key 'weights', shape (M, 784, "
+                        "10)) with each model's settings; eval/predict --model K use one")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="accuracy against learning rate (median and band over seeds) and "
+                        "the curves, as a PNG (needs mnist-gpu[plot])")
+    p.add_argument("--chunk-models", type=int_at_least(1), default=None, metavar="N",
+                   help="train at most N models at once [as many as the device holds; "
+                        "with --cluster, two chunks per worker]")
+    p.add_argument("--cluster", default=None, metavar="SPEC",
+                   help="run the grid's chunks on a Dask cluster: local:N (N worker "
+                        "processes here), cuda (one worker per GPU, dask-cuda) or "
+                        "tcp://HOST:PORT (a running scheduler); needs --json, and "
+                        "mnist-gpu[cluster]")
+    p.add_argument("--resume", action="store_true",
+                   help="with --cluster: train only the models missing from the results "
+                        "file beside --json (after Ctrl-C or a crash)")
+
+
+def _add_train_outputs(p):
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="initial weights, a (784, 10) array in .npy or .npz (key 'weights')")
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="write the weights, configuration and accuracy to PATH (.npz)")
+    add_json_flag(p, "the configuration, backend, kernel, curve, accuracy and timing")
+    p.add_argument("--min-accuracy", type=fraction, default=None, metavar="X",
+                   help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
+
+
+def _add_network_args(deep):
+    """The flags beyond the tutorial: any of them trains a deeper network."""
     deep.add_argument("--hidden", type=lambda text: int_list(text, minimum=1), default=(),
                       help="hidden layer sizes, e.g. 256,128 [none]")
     deep.add_argument("--activation", choices=ACTIVATIONS, default=None,
@@ -239,12 +259,6 @@ def add_training_args(parser, sweep: bool) -> dict:
     deep.add_argument("--dropout", type=fraction_below_one, default=0.0, metavar="P",
                       help="while training, drop each feature with probability P after the "
                            "convolutions and after each hidden layer [0]")
-    if not sweep:
-        p.add_argument("--preset", default=None, metavar="NAME",
-                       help="a documented configuration (explicit flags override its values): "
-                            + ", ".join(PRESETS) + "; --preset list shows them and what each "
-                            "measured, on which machine")
-    return p.names
 
 
 class _Recorder:

@@ -46,31 +46,42 @@ stdout that cannot be written), 2 a bad argument or an unusable backend, 130 int
 stdout closed by its reader (| head)."""
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mnist-gpu", description=DESCRIPTION, epilog=EXAMPLES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnist-gpu {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(commands)
+    _add_sweep(commands)
+    _add_bench(commands)
+    _add_curve(commands)
+    _add_eval(commands)
+    _add_predict(commands)
+    return parser
 
+
+def _add_train(commands):
     t = commands.add_parser(
         "train", help="train the tutorial's network and print its accuracy table",
         description="Train the tutorial's 784->10 network. The defaults reproduce the tutorial: "
                     "one image at a time, one pass in file order, alpha 0.01, float32.")
     t.set_defaults(run=train.run, flag_names=add_training_args(t, sweep=False))
 
+
+def _add_sweep(commands):
     w = commands.add_parser(
         "sweep", help="train a grid of learning rates x seeds together, one stack on one device",
         description="Train every configuration of a grid (the product of --alpha and --seed) "
                     "together, as one stack of models on one device: the models see the same "
                     "images in the same order and share every read of them. Each model ends "
                     "with the weights and the accuracy table its own `mnist-gpu train` run "
-                    "gives; a model that diverges is marked at its step and frozen, and the "
-                    "others are unaffected. Prints one row per model and one summary per "
+                    "gives; a model that diverges is marked where it diverged and frozen, and "
+                    "the others are unaffected. Prints one row per model and one summary per "
                     "learning rate.")
     w.set_defaults(run=sweep.run, flag_names=add_training_args(w, sweep=True))
 
+
+def _add_bench(commands):
     b = commands.add_parser(
         "bench", help="measure training and inference throughput",
         description="Training images/s per batch size and inference images/s, per backend and "
@@ -106,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(b)
     b.set_defaults(run=bench.run)
 
+
+def _add_curve(commands):
     c = commands.add_parser(
         "curve", help="accuracy against images seen over several seeds, as a table and a PNG",
         description="Train the tutorial's network once per seed and report the test accuracy at "
@@ -127,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=curve.run)
 
+
+def _add_eval(commands):
     e = commands.add_parser(
         "eval", help="accuracy, per-class accuracy and confusion matrix of saved weights",
         description="Load weights saved by `mnist-gpu train --save` (any architecture) and score "
@@ -145,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(e, "the accuracy, per class, and the confusion matrix")
     e.set_defaults(run=evaluate.run)
 
+
+def _add_predict(commands):
     p = commands.add_parser(
         "predict", help="read your own digits from image files",
         description="Prepare each picture the way MNIST was made (grayscale, inverted if the "
@@ -165,4 +182,3 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(p, "every file's digit and scores (or its error)",
                   not_suffixes=predict.image_suffixes)
     p.set_defaults(run=predict.run)
-    return parser
