@@ -165,75 +165,44 @@ def above_the_limit_notes(rows, cache_bytes: int | None) -> list[str]:
     return notes
 
 
+# Our rows against the peers', side by side (ours, the peer's backend, the peer's row).
+PEER_PAIRS = (
+    ("per-image fused", "naive numpy", "naive per-image loop"),
+    ("per-image array", "naive numpy", "naive per-image loop"),
+    ("mini-batch 1024", "naive numpy", "naive mini-batch 1024"),
+    ("mini-batch 1024", "torch", "torch mini-batch 1024"),
+    ("mini-batch 1024 fused", "naive numpy", "naive mini-batch 1024"),
+    ("mini-batch 1024 fused", "torch", "torch mini-batch 1024"),
+    ("inference fused", "naive numpy", "single numpy matmul"),
+    ("inference array", "naive numpy", "single numpy matmul"),
+    ("inference array", "torch", "torch inference"),
+)
+# A single run on new images also pays for listing their lit pixels: (ours, its listing, the
+# peer's backend, the peer's row).
+LISTED_PAIRS = (
+    ("inference fused", "lit-pixel listing (test set)", "naive numpy", "single numpy matmul"),
+    ("mini-batch 1024 fused", "lit-pixel listing (training set)", "naive numpy",
+     "naive mini-batch 1024"),
+    ("mini-batch 1024 fused", "lit-pixel listing (training set)", "torch",
+     "torch mini-batch 1024"),
+)
+
+
 def ratios(report: dict) -> list[str]:
     """Side-by-side ratios (same run) for the targets in docs/performance.md."""
-    def find(backend_prefix, dtype, name):
-        for r in report["rows"]:
-            if (r["backend"].startswith(backend_prefix) and r["dtype"] == dtype
-                    and r["name"] == name):
-                return r["median_s"] / r["images"]  # seconds per image
-        return None
-
+    find = _finder(report)
     out = [f"startup {r['backend']}: warm mnist-gpu train takes {r['warm_to_import']:.2f}x the "
            f"time of importing NumPy and Numba (cold: {r['cold_to_import']:.2f}x)"
            for r in report.get("startup", ())]
     for dtype in report["settings"]["dtypes"]:
-        for backend in sorted({r["backend"] for r in report["rows"]
-                               if r["kind"] != "peer"}):
-            pairs = [
-                ("per-image fused", "naive numpy", "naive per-image loop"),
-                ("per-image array", "naive numpy", "naive per-image loop"),
-                ("mini-batch 1024", "naive numpy", "naive mini-batch 1024"),
-                ("mini-batch 1024", "torch", "torch mini-batch 1024"),
-                ("mini-batch 1024 fused", "naive numpy", "naive mini-batch 1024"),
-                ("mini-batch 1024 fused", "torch", "torch mini-batch 1024"),
-                ("inference fused", "naive numpy", "single numpy matmul"),
-                ("inference array", "naive numpy", "single numpy matmul"),
-                ("inference array", "torch", "torch inference"),
-            ]
-            for ours, peer_backend, peer in pairs:
+        for backend in sorted({r["backend"] for r in report["rows"] if r["kind"] != "peer"}):
+            for ours, peer_backend, peer in PEER_PAIRS:
                 a, b = find(backend, dtype, ours), find(peer_backend, dtype, peer)
                 if a and b:
                     out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
-            # Sweeps: what M models side by side cost against one model trained alone by the
-            # same path (its own row, else the sweep of one), per image; targets: performance.md.
-            sweeps = [r for r in report["rows"] if r["kind"] == "sweep"
-                      and r["backend"] == backend and r["dtype"] == dtype]
-            for r in sweeps:
-                kernel, batch = r["name"].rsplit(" ", 1)[1], r["batch_size"]
-                alone = {("fused", True): "per-image fused", ("array", True): "per-image array",
-                         ("fused", False): f"mini-batch {batch} fused",
-                         ("array", False): f"mini-batch {batch}"}[kernel, batch == 1]
-                one = find(backend, dtype, alone) or next(
-                    (o["median_s"] / o["images"] for o in sweeps if o["models"] == 1
-                     and o["batch_size"] == batch and o["name"].endswith(f" {kernel}")), None)
-                if r["models"] > 1 and one:
-                    cost = r["models"] * (r["median_s"] / r["images"]) / one
-                    out.append(f"{backend} {dtype}: {r['name']} costs {cost:.2f}x the time of "
-                               f"one model ({alone})")
-            # The CNN: against PyTorch's same model, and the matrix products' share.
-            cnn_train = find(backend, dtype, "cnn training")
-            products = find(backend, dtype, "cnn matrix products of training")
-            torch_train = find("torch", dtype, "torch cnn training")
-            if cnn_train and products:
-                out.append(f"{backend} {dtype}: the CNN's matrix products take "
-                           f"{products / cnn_train:.0%} of its training time")
-            if cnn_train and torch_train:
-                out.append(f"{backend} {dtype}: cnn training is {torch_train / cnn_train:.2f}x "
-                           "the speed of torch cnn training")
-            cnn_infer, torch_infer = (find(backend, dtype, "cnn inference"),
-                                      find("torch", dtype, "torch cnn inference"))
-            if cnn_infer and torch_infer:
-                out.append(f"{backend} {dtype}: cnn inference is {torch_infer / cnn_infer:.2f}x "
-                           "the speed of torch cnn inference")
-            # A single run on new images also pays for listing their lit pixels.
-            for ours, listing, peer_backend, peer in (
-                    ("inference fused", "lit-pixel listing (test set)", "naive numpy",
-                     "single numpy matmul"),
-                    ("mini-batch 1024 fused", "lit-pixel listing (training set)", "naive numpy",
-                     "naive mini-batch 1024"),
-                    ("mini-batch 1024 fused", "lit-pixel listing (training set)", "torch",
-                     "torch mini-batch 1024")):
+            out += _sweep_ratios(report, find, backend, dtype)
+            out += _cnn_ratios(find, backend, dtype)
+            for ours, listing, peer_backend, peer in LISTED_PAIRS:
                 a, cost, b = (find(backend, dtype, ours), find(backend, dtype, listing),
                               find(peer_backend, dtype, peer))
                 if a and cost and b:
@@ -242,3 +211,53 @@ def ratios(report: dict) -> list[str]:
     return out
 
 
+def _finder(report: dict):
+    """``find(backend prefix, dtype, row name)``: that row's seconds per image, or None."""
+    def find(backend_prefix, dtype, name):
+        for r in report["rows"]:
+            if (r["backend"].startswith(backend_prefix) and r["dtype"] == dtype
+                    and r["name"] == name):
+                return r["median_s"] / r["images"]
+        return None
+    return find
+
+
+def _sweep_ratios(report: dict, find, backend: str, dtype: str) -> list[str]:
+    """What M models side by side cost against one model trained alone by the same path (its
+    own row, else the sweep of one), per image."""
+    out = []
+    sweeps = [r for r in report["rows"] if r["kind"] == "sweep"
+              and r["backend"] == backend and r["dtype"] == dtype]
+    for r in sweeps:
+        kernel, batch = r["name"].rsplit(" ", 1)[1], r["batch_size"]
+        alone = {("fused", True): "per-image fused", ("array", True): "per-image array",
+                 ("fused", False): f"mini-batch {batch} fused",
+                 ("array", False): f"mini-batch {batch}"}[kernel, batch == 1]
+        one = find(backend, dtype, alone) or next(
+            (o["median_s"] / o["images"] for o in sweeps if o["models"] == 1
+             and o["batch_size"] == batch and o["name"].endswith(f" {kernel}")), None)
+        if r["models"] > 1 and one:
+            cost = r["models"] * (r["median_s"] / r["images"]) / one
+            out.append(f"{backend} {dtype}: {r['name']} costs {cost:.2f}x the time of one model "
+                       f"({alone})")
+    return out
+
+
+def _cnn_ratios(find, backend: str, dtype: str) -> list[str]:
+    """The CNN against PyTorch's same model, and its matrix products' share of its time."""
+    out = []
+    cnn_train = find(backend, dtype, "cnn training")
+    products = find(backend, dtype, "cnn matrix products of training")
+    torch_train = find("torch", dtype, "torch cnn training")
+    if cnn_train and products:
+        out.append(f"{backend} {dtype}: the CNN's matrix products take "
+                   f"{products / cnn_train:.0%} of its training time")
+    if cnn_train and torch_train:
+        out.append(f"{backend} {dtype}: cnn training is {torch_train / cnn_train:.2f}x the speed "
+                   "of torch cnn training")
+    cnn_infer, torch_infer = (find(backend, dtype, "cnn inference"),
+                              find("torch", dtype, "torch cnn inference"))
+    if cnn_infer and torch_infer:
+        out.append(f"{backend} {dtype}: cnn inference is {torch_infer / cnn_infer:.2f}x the speed "
+                   "of torch cnn inference")
+    return out

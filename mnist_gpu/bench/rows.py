@@ -20,95 +20,114 @@ from .work import inference_work, listing_work, lit_entry_bytes, train_work
 def bench_backend(backend: Backend, data: DeviceData, batch_sizes, repeats: int,
                   per_image_images: int, log=None) -> list[Row]:
     """Training and inference rows for one backend and dtype."""
-    xp = backend.xp
-    dtype = data.dtype
-    itemsize = np.dtype(dtype).itemsize
-    n = data.n_train
-    rows = []
     with backend.activate():
-        W0 = backend.to_device(tutorial.init_weights(0, dtype))
-
-        def measure(kind, name, batch, images, step, work, dense_work=None):
-            """Time ``step(W)`` from fresh copies of the same weights; record how far the
-            device's memory rose beyond what was resident before."""
-            W = xp.astype(W0, W0.dtype, copy=True)
-            backend.reset_memory_pool()
-            seconds = time_repeats(backend, lambda: step(W), repeats)
-            rows.append(Row(backend.label, dtype, kind, name, batch, images, seconds, *work,
-                            dense_flops=None if dense_work is None else dense_work[0],
-                            device_memory_rise=backend.memory_pool_rise()))
-            if log:
-                log(f"{backend.label} {dtype} {name}: {images / statistics.median(seconds):,.0f} "
-                    "images/s")
-
-        fused = _optional(kernels.training_pass, backend, 1)
-        fused_minibatch = _optional(kernels.training_pass, backend, 2)
-        inference = _optional(kernels.inference_pass, backend)
-        m = min(per_image_images, n)
-        # The lit pixels of the training images, listed once for the fused training passes.
-        lister = fused or fused_minibatch or inference
-        prepared = (lister.prepare(data.listing_input(lister, "train")) if lister is not None
-                    else None)
-        entry = lit_entry_bytes(prepared) if prepared is not None else None
-
-        def lit(images):
-            """The number of lit pixels in the first ``images`` training images."""
-            return int(backend.to_host(prepared.indptr[images:images + 1])[0])
-
-        # Per-image: the fused kernel (when the backend has one) and the array path.
-        if fused is not None:
-            measure("per-image", "per-image fused", 1, m,
-                    lambda W: fused.train(W, prepared, data.train_labels, [0.01], 1, 0, m),
-                    train_work(m, 1, itemsize, lit(m), entry), train_work(m, 1, itemsize))
-        measure("per-image", "per-image array", 1, m,
-                lambda W: tutorial.per_image_steps(W, data.train_x, data.train_y, 0.01, range(m)),
-                train_work(m, 1, itemsize))
-
+        bench = _Bench(backend, data, repeats, log)
+        m = min(per_image_images, data.n_train)
+        bench.per_image(m)
         # Mini-batches: one epoch each (B=1 over per_image_images, as it is as slow as per-image),
         # by the array path, then by the fused pass where the backend has one. (Each path's rows
         # together: the BLAS threads and the compiled loops' threads each spin a while after
         # their last call, and the warm-up need only outlast the previous row's.)
-        for b in batch_sizes:
-            images = m if b == 1 else n
-            measure("mini-batch", f"mini-batch {b}", b, images,
-                    lambda W: tutorial.minibatch_steps(W, data.train_x, data.train_y, 0.01, b, 0,
-                                                       images, xp=xp),
-                    train_work(images, b, itemsize))
-        for b in batch_sizes if fused_minibatch is not None else ():
-            images = m if b == 1 else n
-            measure("mini-batch", f"mini-batch {b} fused", b, images,
-                    lambda W: fused_minibatch.train(W, prepared, data.train_labels, [0.01], b,
-                                                    0, images),
-                    train_work(images, b, itemsize, lit(images), entry),
-                    train_work(images, b, itemsize))
+        bench.minibatches(batch_sizes, m)
+        bench.listing_and_inference()
+    return bench.rows
 
-        # The fused passes' listing of the lit pixels, once per image set like the upload.
+
+class _Bench:
+    """The rows of one backend and dtype, each timed from fresh copies of the same weights, and
+    the compiled passes they time (None where the backend has none)."""
+
+    def __init__(self, backend: Backend, data: DeviceData, repeats: int, log=None):
+        self.backend, self.data, self.repeats, self.log = backend, data, repeats, log
+        self.itemsize = np.dtype(data.dtype).itemsize
+        self.rows = []
+        self.W0 = backend.to_device(tutorial.init_weights(0, data.dtype))
+        self.fused = _optional(kernels.training_pass, backend, 1)
+        self.fused_minibatch = _optional(kernels.training_pass, backend, 2)
+        self.inference = _optional(kernels.inference_pass, backend)
+        # The lit pixels of the training images, listed once for the fused training passes.
+        self.lister = self.fused or self.fused_minibatch or self.inference
+        self.prepared = (self.lister.prepare(data.listing_input(self.lister, "train"))
+                         if self.lister is not None else None)
+        self.entry = lit_entry_bytes(self.prepared) if self.prepared is not None else None
+
+    def measure(self, kind, name, batch, images, step, work, dense_work=None):
+        """Time ``step(W)`` from fresh copies of the same weights; record how far the device's
+        memory rose beyond what was resident before."""
+        backend, dtype = self.backend, self.data.dtype
+        W = backend.xp.astype(self.W0, self.W0.dtype, copy=True)
+        backend.reset_memory_pool()
+        seconds = time_repeats(backend, lambda: step(W), self.repeats)
+        self.rows.append(Row(backend.label, dtype, kind, name, batch, images, seconds, *work,
+                             dense_flops=None if dense_work is None else dense_work[0],
+                             device_memory_rise=backend.memory_pool_rise()))
+        if self.log:
+            self.log(f"{backend.label} {dtype} {name}: "
+                     f"{images / statistics.median(seconds):,.0f} images/s")
+
+    def lit(self, images):
+        """The number of lit pixels in the first ``images`` training images."""
+        return int(self.backend.to_host(self.prepared.indptr[images:images + 1])[0])
+
+    def per_image(self, m):
+        """The fused kernel (when the backend has one) and the array path, over ``m`` images."""
+        data, itemsize, fused = self.data, self.itemsize, self.fused
+        if fused is not None:
+            self.measure("per-image", "per-image fused", 1, m,
+                         lambda W: fused.train(W, self.prepared, data.train_labels, [0.01], 1, 0,
+                                               m),
+                         train_work(m, 1, itemsize, self.lit(m), self.entry),
+                         train_work(m, 1, itemsize))
+        self.measure("per-image", "per-image array", 1, m,
+                     lambda W: tutorial.per_image_steps(W, data.train_x, data.train_y, 0.01,
+                                                        range(m)),
+                     train_work(m, 1, itemsize))
+
+    def minibatches(self, batch_sizes, m):
+        """One epoch per batch size by the array path, then by the fused pass."""
+        data, itemsize, fused = self.data, self.itemsize, self.fused_minibatch
+        for b in batch_sizes:
+            images = m if b == 1 else data.n_train
+            self.measure("mini-batch", f"mini-batch {b}", b, images,
+                         lambda W: tutorial.minibatch_steps(W, data.train_x, data.train_y, 0.01,
+                                                            b, 0, images, xp=self.backend.xp),
+                         train_work(images, b, itemsize))
+        for b in batch_sizes if fused is not None else ():
+            images = m if b == 1 else data.n_train
+            self.measure("mini-batch", f"mini-batch {b} fused", b, images,
+                         lambda W: fused.train(W, self.prepared, data.train_labels, [0.01], b,
+                                               0, images),
+                         train_work(images, b, itemsize, self.lit(images), self.entry),
+                         train_work(images, b, itemsize))
+
+    def listing_and_inference(self):
+        """The fused passes' listing of the lit pixels (once per image set, like the upload),
+        then inference over the test set: the predicted class of every image, by the fused pass
+        when the backend has one and by the dense product."""
+        data, itemsize, lister = self.data, self.itemsize, self.lister
+        n = data.n_train
         if lister is not None:
             train_images = data.listing_input(lister, "train")
             test_images = data.listing_input(lister, "test")
             pixel_bytes = train_images.dtype.itemsize
             test_lit = lister.prepare(test_images)
-            test_lit_count = int(backend.to_host(test_lit.indptr[-1:])[0])
-            measure("listing", "lit-pixel listing (training set)", None, n,
-                    lambda W: lister.prepare(train_images),
-                    listing_work(n, itemsize, lit(n), entry, pixel_bytes))
-            measure("listing", "lit-pixel listing (test set)", None, data.n_test,
-                    lambda W: lister.prepare(test_images),
-                    listing_work(data.n_test, itemsize, test_lit_count, entry, pixel_bytes))
-
-        # Inference over the test set: the predicted class of every image, by the fused pass
-        # when the backend has one and by the dense product.
-        if inference is not None:
-            measure("inference", "inference fused", None, data.n_test,
-                    lambda W: inference.classify(W, test_lit),
-                    inference_work(data.n_test, itemsize, test_lit_count, entry),
-                    inference_work(data.n_test, itemsize))
-        if lister is not None:
+            test_lit_count = int(self.backend.to_host(test_lit.indptr[-1:])[0])
+            self.measure("listing", "lit-pixel listing (training set)", None, n,
+                         lambda W: lister.prepare(train_images),
+                         listing_work(n, itemsize, self.lit(n), self.entry, pixel_bytes))
+            self.measure("listing", "lit-pixel listing (test set)", None, data.n_test,
+                         lambda W: lister.prepare(test_images),
+                         listing_work(data.n_test, itemsize, test_lit_count, self.entry,
+                                      pixel_bytes))
+            if self.inference is not None:
+                self.measure("inference", "inference fused", None, data.n_test,
+                             lambda W: self.inference.classify(W, test_lit),
+                             inference_work(data.n_test, itemsize, test_lit_count, self.entry),
+                             inference_work(data.n_test, itemsize))
             del test_lit
-        measure("inference", "inference array", None, data.n_test,
-                lambda W: tutorial.classify(W, data.test_x, xp=xp),
-                inference_work(data.n_test, itemsize))
-    return rows
+        self.measure("inference", "inference array", None, data.n_test,
+                     lambda W: tutorial.classify(W, data.test_x, xp=self.backend.xp),
+                     inference_work(data.n_test, itemsize))
 
 
 # A sweep row on the CPU trains at most about this many model-images per timed run (fewer images
