@@ -1,17 +1,20 @@
 """What every backend shares: the verbs, their CPU defaults, and the namespace of an array.
 
-Namespaces are resolved through array-api-compat, as scikit-learn and SciPy do it: NumPy, CuPy
-and PyTorch arrays get the array API standard's names (``astype``, ``concat``, ``permute_dims``,
-...), array_api_strict its own. array-api-compat finds a library through ``sys.modules`` and
-imports none itself. It is a dependency of the package; run from a checkout where it is missing
-(a GPU machine with no network), NumPy and CuPy use their own namespaces, which have every
-standard name the math calls from the versions pyproject.toml admits (NumPy 2.1, CuPy 14), and
-PyTorch, whose namespace is not the standard's, is unavailable.
+Namespaces are resolved through array-api-compat, as scikit-learn and SciPy do it: CuPy and
+PyTorch arrays get the array API standard's names (``astype``, ``concat``, ``permute_dims``, ...),
+array_api_strict its own. NumPy's arrays get NumPy itself, whose namespace is the standard's from
+NumPy 2.1, the lowest pyproject.toml admits: array-api-compat's wrapper of it adds nothing the math
+calls, and costs a NumPy run a fifth of its start (it copies NumPy's namespace, which imports
+numpy.testing and numpy.f2py), so array-api-compat is imported only when another library's
+arrays need it. It is a dependency of the package; run from a checkout where it is missing (a GPU
+machine with no network), CuPy uses its own namespace, which has every standard name the math
+calls from CuPy 14, and PyTorch, whose namespace is not the standard's, is unavailable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import platform
 import sys
@@ -20,10 +23,14 @@ from types import ModuleType
 
 import numpy as np
 
-try:
-    import array_api_compat
-except ImportError:  # see the module's docstring
-    array_api_compat = None
+
+@functools.cache
+def _compat() -> ModuleType | None:
+    """array-api-compat, imported on first use, or None where it is not installed."""
+    try:
+        return importlib.import_module("array_api_compat")
+    except ImportError:  # see the module's docstring
+        return None
 
 
 def host_memory_available() -> int | None:
@@ -56,15 +63,15 @@ def array_namespace(*arrays):
 
 def has_standard_namespaces() -> bool:
     """Whether array-api-compat is installed (what PyTorch's tensors need)."""
-    return array_api_compat is not None
+    return _compat() is not None
 
 
 def standard_namespace(library: str, own: ModuleType) -> ModuleType:
-    """``library``'s namespace with the array API standard's names: array-api-compat's wrapper
-    (``array_api_compat.numpy``, ``.cupy``, ``.torch``), else the library's ``own`` (without
-    array-api-compat, or where its wrapper cannot import the library: a stand-in the tests
-    build)."""
-    if array_api_compat is None:
+    """``library``'s namespace with the array API standard's names: NumPy itself, else
+    array-api-compat's wrapper (``array_api_compat.cupy``, ``.torch``), else the library's ``own``
+    (without array-api-compat, or where its wrapper cannot import the library: a stand-in the
+    tests build)."""
+    if own is np or _compat() is None:
         return own
     try:
         return importlib.import_module(f"array_api_compat.{library}")
@@ -73,18 +80,20 @@ def standard_namespace(library: str, own: ModuleType) -> ModuleType:
 
 
 def _namespace_of(array):
-    if array_api_compat is None:
-        get = getattr(array, "__array_namespace__", None)
-        library = sys.modules.get(type(array).__module__.split(".")[0])
-        if get is not None and library is not np:
-            return get()
-        if library is np or type(array).__module__.split(".")[0] == "cupy":
-            return library
-    else:
+    if isinstance(array, (np.ndarray, np.generic)):
+        return np
+    library = type(array).__module__.split(".")[0]
+    get = getattr(array, "__array_namespace__", None)
+    if get is not None:  # array_api_strict's arrays name their own
+        return get()
+    compat = _compat()
+    if compat is not None:
         try:
-            return array_api_compat.array_namespace(array)
+            return compat.array_namespace(array)
         except TypeError:
             pass
+    elif library == "cupy" and "cupy" in sys.modules:
+        return sys.modules["cupy"]
     raise TypeError(f"not an array of a supported library: {type(array).__name__}")
 
 

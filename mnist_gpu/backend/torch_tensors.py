@@ -163,13 +163,13 @@ def probe_torch(device=None, accelerator_only: bool = False):
     of PyTorch's accelerator, or None: the accelerator, else (unless ``accelerator_only``) the
     CPU. With ``accelerator_only``, a CPU-only build is recognised without importing it.
     """
-    if not has_standard_namespaces():
-        return None, None, ("PyTorch's tensors need array-api-compat, which is not installed "
-                            "(pip install array-api-compat)")
     if accelerator_only:
         cpu_only = _cpu_only_build()
         if cpu_only:
             return None, None, cpu_only
+    if not has_standard_namespaces():
+        return None, None, ("PyTorch's tensors need array-api-compat, which is not installed "
+                            "(pip install array-api-compat)")
     try:
         torch = import_optional("torch")
     except ImportError as err:
