@@ -15,7 +15,7 @@ downloaded, verified, when missing).
 import mnist_gpu as mg
 
 mnist = mg.load_mnist()                       # four verified uint8 arrays, on the host
-backend = mg.get_backend("auto")              # CuPy when a GPU answers, else NumPy (why: stderr)
+backend = mg.get_backend("auto")              # CuPy, PyTorch on a GPU, or NumPy (why: stderr)
 data = mg.to_device_data(backend, mnist)      # uploaded once: pixels / 255, labels one-hot
 
 

@@ -1,11 +1,11 @@
-"""mnist-gpu: the classic one-layer MNIST network, from scratch, on NumPy or CuPy.
+"""mnist-gpu: the classic one-layer MNIST network, from scratch, on NumPy, CuPy or PyTorch.
 
 The Python API, for notebooks::
 
     import mnist_gpu as mg
 
     mnist = mg.load_mnist()                   # verified files from ./data or $MNIST_GPU_DATA
-    backend = mg.get_backend("auto")          # CuPy when a GPU answers, else NumPy
+    backend = mg.get_backend("auto")          # CuPy, PyTorch on a GPU, or NumPy
     data = mg.to_device_data(backend, mnist)  # uploaded once, scaled and one-hot on the device
     result = mg.train(data, mg.TrainConfig(alpha=0.01))
     result.final_accuracy, result.weights     # a float, and a NumPy (784, 10) array
@@ -14,7 +14,7 @@ The Python API, for notebooks::
     mlp = mg.train_mlp(data, mg.config_from_preset("mlp"))   # a documented deeper network
 
 ``notebooks/tutorial.ipynb`` tells the tutorial step by step with it.
-Importing this package imports no optional library (CuPy, Numba, array_api_strict).
+Importing this package imports no optional library (CuPy, PyTorch, Numba, array_api_strict).
 """
 
 __version__ = "0.1.0"
