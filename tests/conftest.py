@@ -102,6 +102,17 @@ def backend(request):
     return backend_or_skip(request, request.param)
 
 
+@pytest.fixture(autouse=True)
+def _dtypes_the_device_has(request):
+    """A test of a backend in a dtype its device lacks (float64 on Apple's MPS) is a visible
+    skip: that device refuses it, in one line, before any work."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if "backend" in request.fixturenames and params.get("dtype"):
+        backend = request.getfixturevalue("backend")
+        if str(params["dtype"]) not in backend.dtypes:
+            pytest.skip(f"the {backend.label} device has no {params['dtype']}")
+
+
 @pytest.fixture
 def numpy_backend():
     return get_backend("numpy")

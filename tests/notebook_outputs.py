@@ -25,10 +25,12 @@ RELATIVE = 0.1
 TIMING = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?=\s?(?:s|ms|images/s|model-images/s)\b)")
 NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?")
 TEXTS = ("text/plain", "text/html")
+# Why auto chose NumPy depends on what the machine has installed (CuPy, PyTorch, which build).
+AUTO_REASON = re.compile(r"(backend auto: using NumPy on the CPU because ).*")
 
 
 def masked(text: str) -> str:
-    return TIMING.sub("<time>", text)
+    return AUTO_REASON.sub(r"\1<why>", TIMING.sub("<time>", text))
 
 
 def _numbers(text: str):

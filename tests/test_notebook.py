@@ -172,3 +172,9 @@ def test_stale_outputs_are_found_and_timings_are_not():
     worded = _ran(("train", [], same.cells[0].outputs), ("mlp", ["blas"], [_shown(
         "98.20%  0.0621  in 83.4 s, diverged")]), ("plot", [], same.cells[2].outputs))
     assert len(differences(committed, worded)) == 1  # the words around BLAS figures are exact
+    # Why auto chose NumPy depends on what the machine has installed; that it did, does not.
+    why = "mnist-gpu: backend auto: using NumPy on the CPU because CuPy is not installed{}\n"
+    here = _ran(("backend", [], [_printed(why.format(""))]))
+    elsewhere = _ran(("backend", [], [_printed(why.format(", and PyTorch is a CPU-only build"))]))
+    assert differences(here, elsewhere) == []
+    assert differences(here, _ran(("backend", [], [_printed("backend cupy\n")]))) != []
