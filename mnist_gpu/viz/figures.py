@@ -53,6 +53,18 @@ def save_png(figure, path) -> None:
     write_atomically(path, png_bytes(figure))
 
 
+def _image_grid(count: int, columns: int, cell: tuple[float, float], top: float):
+    """(a figure of ``count`` small pictures, ``columns`` to a row, each ``cell`` inches, with
+    ``top`` inches for its title; the axes of the ``count`` pictures, in order), every axis
+    unframed and the grid's cells past ``count`` left empty."""
+    rows = int(np.ceil(count / columns))
+    fig = new_figure(figsize=(cell[0] * columns, cell[1] * rows + top), dpi=100)
+    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes[:count]
+
+
 def plot_digits(images, labels=None, predictions=None, count: int = 40, columns: int = 10,
                 title: str | None = None):
     """The first ``count`` of ``images`` ((n, 784) or (n, 28, 28), uint8 or scaled) in a grid,
@@ -60,14 +72,8 @@ def plot_digits(images, labels=None, predictions=None, count: int = 40, columns:
     where it is wrong)."""
     images = np.asarray(images)[:count].reshape(-1, 28, 28)
     count = len(images)
-    columns = max(1, min(columns, count))
-    rows = int(np.ceil(count / columns))
-    fig = new_figure(figsize=(1.1 * columns, 1.25 * rows + 0.4), dpi=100)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index >= count:
-            continue
+    fig, axes = _image_grid(count, max(1, min(columns, count)), (1.1, 1.25), 0.4)
+    for index, ax in enumerate(axes):
         ax.imshow(images[index], cmap="gray_r")
         caption, colour = [], "black"
         if labels is not None:
@@ -201,13 +207,8 @@ def plot_weight_maps(W: np.ndarray, max_units: int = 64, directions=None):
     shown_W = W if directions is None else directions @ (directions.T @ W)
     units = min(W.shape[1], max_units)
     columns = units if units <= 10 else int(np.ceil(np.sqrt(units)))
-    rows = int(np.ceil(units / columns))
-    fig = new_figure(figsize=(1.4 * columns, 1.6 * rows + 0.4), dpi=100)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for unit, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if unit >= units:
-            continue
+    fig, axes = _image_grid(units, columns, (1.4, 1.6), 0.4)
+    for unit, ax in enumerate(axes):
         column = shown_W[:, unit]
         # A robust range: the 99th percentile of the magnitudes, so one extreme pixel does not
         # wash out the rest.
@@ -228,14 +229,8 @@ def plot_conv_kernels(W: np.ndarray, k: int, max_kernels: int = 64):
     CNN's first layer responds to. Each kernel's colour scale is its own, symmetric about zero
     (red: the kernel adds where the ink is, blue: it subtracts)."""
     kernels = min(W.shape[1], max_kernels)
-    columns = min(kernels, 8)
-    rows = int(np.ceil(kernels / columns))
-    fig = new_figure(figsize=(1.2 * columns, 1.3 * rows + 0.5), dpi=100)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index >= kernels:
-            continue
+    fig, axes = _image_grid(kernels, min(kernels, 8), (1.2, 1.3), 0.5)
+    for index, ax in enumerate(axes):
         kernel = W[:, index].reshape(k, k)
         span = float(np.abs(kernel).max()) or 1.0
         ax.imshow(kernel, cmap="RdBu_r", vmin=-span, vmax=span, interpolation="nearest")
