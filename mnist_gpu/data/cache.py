@@ -48,8 +48,14 @@ def default_cache_dir() -> Path:
     return user_cache_dir() / "mnist"
 
 
+def flag_from_environment(variable: str) -> bool:
+    """Whether the environment variable ``variable`` is set to anything but nothing, 0, false or
+    no."""
+    return os.environ.get(variable, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def verify_from_environment() -> bool:
-    return os.environ.get(VERIFY_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+    return flag_from_environment(VERIFY_VARIABLE)
 
 
 class DataCache:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DataCache, open_cache
+from .cache import DataCache, flag_from_environment, open_cache
 from .download import DATA_DIR_VARIABLE, DEFAULT_MIRRORS, DownloadFailed, download
 from .idx import DataError, check_pair, decompressed_bytes, parse_idx
 from .published import MNIST_FILES, FileSpec
@@ -61,7 +61,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def offline_from_environment() -> bool:
-    return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+    return flag_from_environment(OFFLINE_VARIABLE)
 
 
 def mirrors_from_environment() -> tuple[str, ...]:

@@ -9,7 +9,8 @@ registered under the name of the backend whose arrays it takes:
 * ``cupy``: the CUDA pass (``cuda.py`` and ``fused_pass.cu``): per image, one block per model.
 
 A training pass has ``prepare(X)`` (the lit pixels of a set of images, once per set: of the
-uint8 pixels when ``lists_pixels``, else of the scaled images), ``ready(lit, labels, dtype,
+uint8 pixels when ``lists_pixels``, else of the scaled images; ``listing`` names what it lists,
+for the data cache, or is None when its lists are not kept), ``ready(lit, labels, dtype,
 batch_size, models)`` (compile what ``train`` will run, before the clock starts),
 ``train(W, lit, labels, alphas, batch_size, start, stop, order)`` (in place, one model or
 several side by side), ``launch_plan(models, dtype, lit)`` (how a launch lays out on the device,

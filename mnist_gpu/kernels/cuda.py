@@ -99,8 +99,9 @@ class FusedCUDA:
                   "`bash bench/gpu_check.sh` from a checkout of mnist-gpu, which trains by it and "
                   "by CuPy's own kernels and compares their weights")
     minibatch = False
-    # It lists the lit pixels of the scaled images on its device.
+    # It lists the lit pixels of the scaled images on its device, and keeps no cache of them.
     lists_pixels = False
+    listing = None
 
     def __init__(self, backend):
         self.backend = backend

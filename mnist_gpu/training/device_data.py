@@ -98,7 +98,7 @@ class DeviceData:
     def listing_input(self, fused, which: str):
         """What ``fused.prepare`` lists the lit pixels of: the host's uint8 pixels for a pass that
         lists them itself, else the scaled images on the device."""
-        if getattr(fused, "lists_pixels", False):
+        if fused.lists_pixels:
             return self.pixels[which]
         return self._scaled_images(which)
 
@@ -110,13 +110,11 @@ class DeviceData:
         if key not in self.derived:
             images = self.listing_input(fused, which)
             source = self.sources.get(which)
-            listing = getattr(fused, "listing", None)
-            if self.cache is None or source is None or listing is None or not getattr(
-                    fused, "lists_pixels", False):
+            if self.cache is None or source is None or fused.listing is None:
                 self.derived[key] = fused.prepare(images)
             else:
                 self.derived[key] = _lit_from_arrays(self.cache.derived(
-                    f"{source.name}.{source.raw_sha256}.{listing}",
+                    f"{source.name}.{source.raw_sha256}.{fused.listing}",
                     lambda: _lit_arrays(fused.prepare(images))), images.shape[1])
         return self.derived[key]
 
