@@ -1,7 +1,8 @@
 """MNIST on the host: find the four files, verify every byte, download what is missing.
 
 Nothing here knows about devices. The loader returns uint8 arrays exactly as the files hold them;
-scaling and one-hot encoding happen once, on the chosen device (see ``mnist_gpu.trainer``).
+scaling and one-hot encoding happen once, on the chosen device
+(``mnist_gpu.training.device_data``).
 
 Trust rules, in order:
 
