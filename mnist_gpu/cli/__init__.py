@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..backend import BackendUnavailable
-from ..data import DataError
+from ..data import DataError, SettingError
 from ..training import DeviceOutOfMemory, TrainingDiverged
 from .args import apply_preset
 from .common import Failure, UsageError, log
@@ -97,7 +97,7 @@ def _run(argv) -> int:
         status = args.run(args)
         sys.stdout.flush()  # a full or closed stdout is found here, not at exit
         return status
-    except (UsageError, BackendUnavailable) as err:
+    except (UsageError, BackendUnavailable, SettingError) as err:
         log(f"error: {err}")
         return 2
     except (Failure, DataError, TrainingDiverged, DeviceOutOfMemory) as err:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..backend import get_backend
-from ..data import load_mnist, resolve_data_dir
+from ..data import load_mnist, offline_from_environment, resolve_data_dir
 from .common import (
     check_outputs, emit_json, json_on_stdout, log, require_plotting, save_figure, say,
 )
@@ -15,6 +15,7 @@ def run(args) -> int:
     check_outputs(args, "json", "plot")
     if args.plot:
         require_plotting("--plot")
+    offline = args.offline or offline_from_environment()  # a bad value refused before the work
     backends = []
     # A backend must compute in every dtype asked for: float64 is the one a device may lack.
     widest = "float64" if "float64" in args.dtype else args.dtype[0]
@@ -22,7 +23,7 @@ def run(args) -> int:
         backend = get_backend(name, args.device, log=log, dtype=widest)
         if backend.label not in [b.label for b in backends]:
             backends.append(backend)
-    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=log)
+    mnist = load_mnist(args.data_dir, offline=offline, log=log)
     startup = None if args.no_startup else (resolve_data_dir(args.data_dir), bool(args.offline))
     measured = report.run_benchmark(
         backends, mnist, args.dtype, tuple(args.batch_sizes), args.repeats, quick=args.quick,

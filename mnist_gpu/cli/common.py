@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..backend import get_backend
-from ..data import load_mnist
+from ..data import load_mnist, offline_from_environment
 from ..io.files import output_problem, write_atomically
 from ..io.weights import weights_path
 
@@ -58,8 +58,9 @@ def images_progress(total, quiet):
 
 def backend_and_mnist(args):
     """The backend chosen at the edge, and the verified data: how every training command starts."""
+    offline = args.offline or offline_from_environment()  # a bad value refused before the work
     backend = get_backend(args.backend, args.device, log=log, dtype=getattr(args, "dtype", None))
-    return backend, load_mnist(args.data_dir, offline=args.offline or None, log=log)
+    return backend, load_mnist(args.data_dir, offline=offline, log=log)
 
 
 def check_outputs(args, *flags):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .args import check_rates
 from .common import (
     backend_and_mnist, check_outputs, emit_json, json_on_stdout, log, progress_bar,
     require_plotting, save_figure, say,
@@ -17,6 +18,9 @@ def run(args) -> int:
     from ..viz.figures import TUTORIAL_POINTS, plot_curves
 
     check_outputs(args, "plot", "json")
+    check_rates([args.alpha], args.dtype)
+    if args.compare_batch_size:
+        check_rates([args.compare_alpha], args.dtype, "--compare-alpha")
     if args.plot:
         require_plotting("--plot")
     backend, mnist = backend_and_mnist(args)

@@ -20,14 +20,18 @@ def user_cache_dir() -> Path:
     """The platform's per-user cache directory for mnist-gpu (it may not exist yet).
 
     ``$XDG_CACHE_HOME/mnist-gpu`` or ``~/.cache/mnist-gpu`` on Linux, ``~/Library/Caches/
-    mnist-gpu`` on macOS, ``%LOCALAPPDATA%\\mnist-gpu`` on Windows.
+    mnist-gpu`` on macOS, ``%LOCALAPPDATA%\\mnist-gpu`` on Windows. A relative
+    ``$XDG_CACHE_HOME`` is ignored, as the XDG specification says (it would move with the
+    current directory).
     """
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):
+            base = Path.home() / ".cache"
     return Path(base) / "mnist-gpu"
 
 

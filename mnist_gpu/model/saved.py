@@ -7,6 +7,14 @@ from ..io.weights import WeightsFileError, load_arrays
 from .architecture import Architecture
 from .network import params_from_arrays
 
+class SweepFileError(WeightsFileError):
+    """A file of a sweep's many models where one model is needed and none was chosen."""
+
+    def __init__(self, message: str, models: int):
+        super().__init__(message)
+        self.models = models
+
+
 def load_model(path, model: int | None = None) -> tuple[Architecture, list]:
     """The architecture (from the file's metadata; none means the tutorial's) and parameters of a
     file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``; of a
@@ -24,8 +32,8 @@ def load_model_info(path, model: int | None = None) -> tuple[Architecture, list,
     if sweep_models is not None:
         count = len(sweep_models)
         if model is None:
-            raise WeightsFileError(f"{path}: holds the {count} models of a sweep: choose one "
-                                   f"with --model K (0 to {count - 1})")
+            raise SweepFileError(f"{path}: holds the {count} models of a sweep: choose one "
+                                 f"with --model K (0 to {count - 1})", count)
         if not 0 <= model < count:
             raise WeightsFileError(f"{path}: --model {model} is not one of its {count} models "
                                    f"(0 to {count - 1})")
