@@ -20,8 +20,8 @@ def run(args) -> int:
     from ..model import network
     from ..viz import digits, figures
 
-    check_outputs(args, "show", "json")
     files = image_files(args.images, digits.IMAGE_SUFFIXES)
+    check_outputs(args, "show", "json", inputs=[(f"the picture {f}", f) for f in files])
     if args.show and len(files) != 1:
         raise UsageError(f"--show writes the image of one file, and {len(files)} were given")
     arch, params, info = load_model_info_or_usage_error(args.weights, args.model)

@@ -150,3 +150,20 @@ def output_problem(path: str | os.PathLike) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"the directory {parent} is not writable"
     return None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether writing ``a`` would write the regular file ``b`` (or the file it is to be): the
+    same device and inode where both exist (links of either kind, ``./``, ``..``), else the same
+    path once links are resolved. Devices and FIFOs are never the same file in this sense:
+    ``/dev/null`` may take two outputs."""
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        try:
+            return os.path.realpath(a) == os.path.realpath(b)
+        except (OSError, ValueError):
+            return False
+    if not (stat.S_ISREG(first.st_mode) and stat.S_ISREG(second.st_mode)):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
