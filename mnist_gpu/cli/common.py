@@ -5,12 +5,12 @@ any work, and the writing of every output (one line and exit status 1 when it fa
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 
 from ..backend import get_backend
 from ..data import load_mnist, offline_from_environment
+from ..io import strict_json
 from ..io.files import output_problem, same_file, write_atomically
 from ..io.weights import weights_path
 
@@ -146,12 +146,13 @@ def say(args, line) -> None:
 
 
 def emit_json(args, document) -> None:
-    """``--json``: ``document`` as one JSON object on stdout, or written to ``--json PATH``."""
+    """``--json``: ``document`` as one JSON object on stdout, or written to ``--json PATH``;
+    strict JSON (a number that is not finite is null, its reason beside it: ``strict_json``)."""
     if json_on_stdout(args):
-        print(json.dumps(document), flush=True)
+        print(strict_json.dumps(document), flush=True)
         return
     with writing("--json", args.json):
-        write_atomically(args.json, (json.dumps(document, indent=1) + "\n").encode())
+        write_atomically(args.json, (strict_json.dumps(document, indent=1) + "\n").encode())
     say(args, f"wrote {args.json}")
 
 

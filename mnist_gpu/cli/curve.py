@@ -39,8 +39,13 @@ def run(args) -> int:
                            on_chunk=bar.update if bar else None)
         failed = next((m for m in result.models if m.diverged), None)
         if failed:
-            raise TrainingDiverged(f"seed {failed.seed}: training diverged {failed.diverged} "
-                                   f"(alpha = {failed.alpha}); try a smaller --alpha")
+            message = (f"seed {failed.seed}: training diverged {failed.diverged} (alpha = "
+                       f"{failed.alpha}); try a smaller --alpha")
+            if args.json:  # what was measured, and where it ended
+                emit_json(args, {"diverged": f"{label}: {message}", "backend": backend.describe(),
+                                 "seeds": args.seeds, "series": report,
+                                 "tutorial": TUTORIAL_POINTS})
+            raise TrainingDiverged(message)
         accuracies = [[c.accuracy for c in m.curve] for m in result.models]
         seen = [c.images_seen for c in result.models[0].curve]
         series[label] = (seen, accuracies)
