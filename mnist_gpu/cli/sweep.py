@@ -73,7 +73,7 @@ def _on_cluster(args, members, config):
     """The grid's chunks on a Dask cluster (``mnist_gpu/sweep/cluster.py``, imported only
     here)."""
     from ..data import resolve_data_dir
-    from ..sweep import cluster
+    from ..sweep import cluster, results_file
 
     try:
         client, close = cluster.connect(args.cluster, log=log)
@@ -85,7 +85,9 @@ def _on_cluster(args, members, config):
             client, members, config, args.backend, args.device, args.dtype, args.limit,
             resolve_data_dir(args.data_dir), args.json, args.chunk_models, args.resume,
             log=log, progress=bar.update if bar else None)
-    except cluster.ResultsFileError as err:
+    except results_file.ForeignResults as err:
+        raise UsageError(str(err)) from None
+    except results_file.ResultsFileError as err:
         raise Failure(str(err)) from None
     finally:
         if bar:

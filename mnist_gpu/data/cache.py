@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.files import user_cache_dir, write_atomically
+from ..io.files import open_regular, user_cache_dir, write_atomically
 
 VERIFY_VARIABLE = "MNIST_GPU_VERIFY_CACHE"
 MAGIC = b"mnist-gpu data cache\n"
@@ -100,7 +100,7 @@ class DataCache:
         if not self.usable:
             return None
         try:
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:  # never a FIFO, which would block
                 found = _read(handle, name, sha256 if self.full_check else None)
         except (FileNotFoundError, NotADirectoryError):  # absent, or no directory to hold it
             return None
@@ -135,7 +135,10 @@ class DataCache:
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.path(name), _entry(name, arrays))
+            path = self.path(name)
+            if _existing_other(path):  # a FIFO or a device in an entry's place: not written into
+                os.unlink(path)
+            write_atomically(path, _entry(name, arrays))
         except OSError as err:
             self.writable = False
             self._say(f"the data cache {self.directory} cannot be written "
@@ -171,6 +174,14 @@ def open_cache(cache, log=None, full_check: bool | None = None) -> DataCache | N
     full_check = verify_from_environment() if full_check is None else full_check
     directory = default_cache_dir() if cache is True else Path(cache)
     return DataCache(directory, log, full_check)
+
+
+def _existing_other(path: Path) -> bool:
+    """Whether ``path`` is there and, links followed, not a regular file (a FIFO, a device)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return os.path.islink(path)  # a dangling link or a loop
 
 
 # --------------------------------------------------------------------------- the entry's format
