@@ -51,6 +51,7 @@ def _refused(capsys, place, argv, words):
     ["predict", "d7.png", "--weights", "w.npz", "--json", "w.npz"],
     ["train", "--init", "w.npz", "--json", "w.npz"],
     ["train", "--init", "w.npz", "--save", "w"],  # written as w.npz
+    ["sweep", "--cluster", "local:1", "--json", "s.json", "--plot", "s.json.results.jsonl"],
 ])
 def test_an_output_that_is_an_input_is_refused(capsys, place, argv):
     _refused(capsys, place, argv, "which writing it would destroy")

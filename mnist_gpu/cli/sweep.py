@@ -21,7 +21,12 @@ from .train import say_dropped_checkpoints, training_data
 def run(args) -> int:
     from .. import sweep
 
-    check_outputs(args, "json", "save", "plot")
+    resumed = []  # what --cluster appends to and --resume reads, beside --json
+    if args.cluster and args.json and args.json != STDOUT:
+        from ..sweep.results_file import results_path
+
+        resumed = [(f"the results file {results_path(args.json)}", results_path(args.json))]
+    check_outputs(args, "json", "save", "plot", inputs=resumed)
     if args.plot:
         require_plotting("--plot")
     members = sweep.grid(args.alpha, args.seed)
