@@ -136,6 +136,9 @@ def format_table(report: dict) -> str:
         lines.append(f"{r['backend']:<14}{r['dtype']:<9}{r['name']:<{width}}"
                      f"{r['images_per_second']:>13,.0f}{r['median_s']:>11.4f}{spread:>19}{extra}")
     lines += above_the_limit_notes(above, report["machine"].get("last_level_cache_bytes"))
+    peers = {r["backend"] for r in report["rows"] if r["kind"] == "peer"}
+    if peers and not any(p.startswith("torch") for p in peers):
+        lines.append("no PyTorch peer: PyTorch is not installed")
     lines.append(f"peak host memory: {report['peak_host_memory_bytes'] / 2**20:.0f} MiB")
     for record in report.get("startup", ()):
         lines += format_startup(record)
@@ -238,8 +241,12 @@ def _sweep_ratios(report: dict, find, backend: str, dtype: str) -> list[str]:
              and o["batch_size"] == batch and o["name"].endswith(f" {kernel}")), None)
         if r["models"] > 1 and one:
             cost = r["models"] * (r["median_s"] / r["images"]) / one
-            out.append(f"{backend} {dtype}: {r['name']} costs {cost:.2f}x the time of one model "
-                       f"({alone})")
+            line = (f"{backend} {dtype}: {r['name']} costs {cost:.2f}x the time of one model "
+                    f"({alone})")
+            if cost < 1:  # M models by one path do one model's work and more: never less
+                line += (": less than one model's own work, which cannot be; the timings were "
+                         "noise (other work on this machine?): rerun")
+            out.append(line)
     return out
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..backend import BackendUnavailable
-from ..data import DataError
+from ..data import DataError, SettingError
 from ..training import DeviceOutOfMemory, TrainingDiverged
 from .args import apply_preset
 from .common import Failure, UsageError, log
@@ -73,6 +73,10 @@ def console() -> int:
 
 def main(argv=None) -> int:
     stream = sys.stdout
+    if _closed(stream):  # `mnist-gpu train >&-`: said before the work, not after it
+        log("error: stdout is closed: nothing could be printed (run it with an open stdout, "
+            "or >/dev/null)")
+        return 1
     sys.stdout = _Stdout(stream)
     try:
         return _run(argv)
@@ -97,7 +101,7 @@ def _run(argv) -> int:
         status = args.run(args)
         sys.stdout.flush()  # a full or closed stdout is found here, not at exit
         return status
-    except (UsageError, BackendUnavailable) as err:
+    except (UsageError, BackendUnavailable, SettingError) as err:
         log(f"error: {err}")
         return 2
     except (Failure, DataError, TrainingDiverged, DeviceOutOfMemory) as err:
@@ -108,6 +112,22 @@ def _run(argv) -> int:
         return 130
     except BrokenPipeError as err:  # a pipe of the command's own, not stdout
         raise StdoutFailed(err) from None
+
+
+def _closed(stream) -> bool:
+    """Whether stdout is no stream at all: Python makes it None when descriptor 1 was closed
+    before it started."""
+    if stream is None:
+        return True
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False  # not a real file (a test's capture): it takes what is printed
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return True
+    return False
 
 
 def _silence(stream) -> None:

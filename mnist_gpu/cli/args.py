@@ -315,10 +315,22 @@ def architecture(args) -> Architecture:
         raise UsageError(str(err)) from None
 
 
+def check_rates(rates, dtype: str, flag: str = "--alpha") -> None:
+    """Refuse a learning rate that ``dtype`` rounds to 0 (``--alpha 1e-320`` in float32): nothing
+    would train, and the run would look like one that did."""
+    import numpy as np
+
+    for rate in rates:
+        if np.asarray(rate, dtype=dtype) == 0:
+            raise UsageError(f"{flag} {rate!r}: {dtype} rounds it to 0, so nothing would train; "
+                             f"the smallest {dtype} rate is {np.finfo(dtype).smallest_subnormal:g}")
+
+
 def training_config(args, alpha: float, seed: int, data_seed=None):
     """The configuration of a run from ``train``'s or ``sweep``'s flags, with learning rate
     ``alpha`` and seed ``seed``: an ``MLPConfig`` for a deeper network, else a ``TrainConfig``;
     checked, a fault being a ``UsageError``."""
+    check_rates(args.alpha if isinstance(args.alpha, tuple) else (alpha,), args.dtype)
     if wants_network(args):
         config = MLPConfig(architecture(args), lr=alpha, batch_size=args.batch_size,
                            epochs=args.epochs, momentum=args.momentum,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sys
+
 from ..backend import get_backend
-from ..data import load_mnist, resolve_data_dir
+from ..data import load_mnist, offline_from_environment, resolve_data_dir
 from .common import (
     check_outputs, emit_json, json_on_stdout, log, require_plotting, save_figure, say,
 )
@@ -15,6 +19,7 @@ def run(args) -> int:
     check_outputs(args, "json", "plot")
     if args.plot:
         require_plotting("--plot")
+    offline = args.offline or offline_from_environment()  # a bad value refused before the work
     backends = []
     # A backend must compute in every dtype asked for: float64 is the one a device may lack.
     widest = "float64" if "float64" in args.dtype else args.dtype[0]
@@ -22,13 +27,14 @@ def run(args) -> int:
         backend = get_backend(name, args.device, log=log, dtype=widest)
         if backend.label not in [b.label for b in backends]:
             backends.append(backend)
-    mnist = load_mnist(args.data_dir, offline=args.offline or None, log=log)
+    mnist = load_mnist(args.data_dir, offline=offline, log=log)
     startup = None if args.no_startup else (resolve_data_dir(args.data_dir), bool(args.offline))
-    measured = report.run_benchmark(
-        backends, mnist, args.dtype, tuple(args.batch_sizes), args.repeats, quick=args.quick,
-        peers=not args.no_peers, log=log,
-        sweep_models=() if args.no_sweeps else tuple(args.sweep_models), cnn=not args.no_cnn,
-        startup=startup)
+    with measuring() as status:
+        measured = report.run_benchmark(
+            backends, mnist, args.dtype, tuple(args.batch_sizes), args.repeats,
+            quick=args.quick, peers=not args.no_peers, log=status,
+            sweep_models=() if args.no_sweeps else tuple(args.sweep_models),
+            cnn=not args.no_cnn, startup=startup)
     if not json_on_stdout(args):
         print(report.format_table(measured))
         for line in report.ratios(measured):
@@ -39,3 +45,22 @@ def run(args) -> int:
         save_figure(plot.plot(measured), args.plot)
         say(args, f"wrote {args.plot}")
     return 0
+
+
+@contextlib.contextmanager
+def measuring():
+    """The benchmark's running commentary (each row's figure as it is measured): progress, as a
+    bar would be. On a terminal, one line on stderr rewritten in place and cleared at the end;
+    elsewhere (a log, a pipe) none: the table, or the JSON, holds every figure, once."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+
+    def status(line):
+        sys.stderr.write(f"\r\033[Kmnist-gpu: {line}"[:shutil.get_terminal_size().columns + 4])
+        sys.stderr.flush()
+    try:
+        yield status
+    finally:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .args import check_rates
 from .common import (
     backend_and_mnist, check_outputs, emit_json, json_on_stdout, log, progress_bar,
     require_plotting, save_figure, say,
@@ -17,6 +18,9 @@ def run(args) -> int:
     from ..viz.figures import TUTORIAL_POINTS, plot_curves
 
     check_outputs(args, "plot", "json")
+    check_rates([args.alpha], args.dtype)
+    if args.compare_batch_size:
+        check_rates([args.compare_alpha], args.dtype, "--compare-alpha")
     if args.plot:
         require_plotting("--plot")
     backend, mnist = backend_and_mnist(args)
@@ -35,8 +39,13 @@ def run(args) -> int:
                            on_chunk=bar.update if bar else None)
         failed = next((m for m in result.models if m.diverged), None)
         if failed:
-            raise TrainingDiverged(f"seed {failed.seed}: training diverged {failed.diverged} "
-                                   f"(alpha = {failed.alpha}); try a smaller --alpha")
+            message = (f"seed {failed.seed}: training diverged {failed.diverged} (alpha = "
+                       f"{failed.alpha}); try a smaller --alpha")
+            if args.json:  # what was measured, and where it ended
+                emit_json(args, {"diverged": f"{label}: {message}", "backend": backend.describe(),
+                                 "seeds": args.seeds, "series": report,
+                                 "tutorial": TUTORIAL_POINTS})
+            raise TrainingDiverged(message)
         accuracies = [[c.accuracy for c in m.curve] for m in result.models]
         seen = [c.images_seen for c in result.models[0].curve]
         series[label] = (seen, accuracies)

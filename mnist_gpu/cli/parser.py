@@ -17,6 +17,11 @@ from .args import (
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # No abbreviations: ``--epoch 1`` would be taken for ``--epochs 1``, and a preset's
+        # overlay, which looks for the flags as documented, would put its own value over it.
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):
         # One line, not argparse's usage block: the user sees the fault, --help shows the rest.
         self.exit(2, f"{self.prog}: error: {message}\n")

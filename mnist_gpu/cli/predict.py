@@ -20,15 +20,16 @@ def run(args) -> int:
     from ..model import network
     from ..viz import digits, figures
 
-    check_outputs(args, "show", "json")
     files = image_files(args.images, digits.IMAGE_SUFFIXES)
+    check_outputs(args, "show", "json", inputs=[(f"the picture {f}", f) for f in files])
     if args.show and len(files) != 1:
         raise UsageError(f"--show writes the image of one file, and {len(files)} were given")
     arch, params, info = load_model_info_or_usage_error(args.weights, args.model)
     about_model = sweep_model_line(args.model, info, arch)
     if about_model and info.get("diverged"):
         log(f"warning: {about_model}")
-    plan = network.ConvPlan(arch, get_backend("numpy")) if arch.conv else None
+    host = get_backend("numpy")
+    plan = network.ConvPlan(arch, host) if arch.conv else None
     results = []
     for path in files:
         try:
@@ -39,7 +40,8 @@ def run(args) -> int:
             results.append({"file": str(path), "error": str(err)})
             continue
         x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
-        scores = network.forward(params, x, arch, np, plan)[-1][0]
+        with host.activate():  # scores that overflow are shown as such, not warned about
+            scores = network.forward(params, x, arch, np, plan)[-1][0]
         results.append({"file": str(path), "digit": int(np.argmax(scores)),
                         "scores": [float(v) for v in scores], "image": image})
     failed = [r for r in results if "error" in r]

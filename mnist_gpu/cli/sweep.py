@@ -21,7 +21,12 @@ from .train import say_dropped_checkpoints, training_data
 def run(args) -> int:
     from .. import sweep
 
-    check_outputs(args, "json", "save", "plot")
+    resumed = []  # what --cluster appends to and --resume reads, beside --json
+    if args.cluster and args.json and args.json != STDOUT:
+        from ..sweep.results_file import results_path
+
+        resumed = [(f"the results file {results_path(args.json)}", results_path(args.json))]
+    check_outputs(args, "json", "save", "plot", inputs=resumed)
     if args.plot:
         require_plotting("--plot")
     members = sweep.grid(args.alpha, args.seed)
@@ -73,7 +78,7 @@ def _on_cluster(args, members, config):
     """The grid's chunks on a Dask cluster (``mnist_gpu/sweep/cluster.py``, imported only
     here)."""
     from ..data import resolve_data_dir
-    from ..sweep import cluster
+    from ..sweep import cluster, results_file
 
     try:
         client, close = cluster.connect(args.cluster, log=log)
@@ -85,7 +90,9 @@ def _on_cluster(args, members, config):
             client, members, config, args.backend, args.device, args.dtype, args.limit,
             resolve_data_dir(args.data_dir), args.json, args.chunk_models, args.resume,
             log=log, progress=bar.update if bar else None)
-    except cluster.ResultsFileError as err:
+    except results_file.ForeignResults as err:
+        raise UsageError(str(err)) from None
+    except results_file.ResultsFileError as err:
         raise Failure(str(err)) from None
     finally:
         if bar:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 
 from ..io.weights import save_weights
+from ..training import TrainingDiverged
 from ..training.results import curve_json
 from .common import Failure, emit_json, json_on_stdout, say, writing
 
@@ -49,12 +50,16 @@ class TrainingTable:
 
     @contextlib.contextmanager
     def interruptible(self):
+        """The run inside: on Ctrl-C (``"interrupted": true``) or a divergence (``"diverged"``:
+        where and why), ``--json`` still gets its object, with the curve that was measured."""
         try:
             yield
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, TrainingDiverged) as err:
             if self.args.json:
+                ended = ({"interrupted": True} if isinstance(err, KeyboardInterrupt) else
+                         {"diverged": str(err)})
                 loss = self.config.get("loss", "mse")
-                emit_json(self.args, {"interrupted": True, "config": self.config,
+                emit_json(self.args, {**ended, "config": self.config,
                                       "backend": self.backend, "kernel": self.kernel,
                                       "curve": curve_json(self.points, loss)})
             raise

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from ..io.weights import WeightsFileError
 from ..training import to_device_data
 from .args import training_config, wants_network
 from .common import (
     UsageError, backend_and_mnist, check_outputs, images_progress, json_on_stdout, log,
 )
-from .evaluate import load_model_or_usage_error
 from .tables import TrainingTable
 
 
@@ -64,7 +64,16 @@ def _train_network(args) -> int:
 def initial_weights(path):
     """``--init FILE``: the tutorial's (784, 10) weights, read by the loader of ``eval`` and
     ``predict`` (the same checks, the same messages)."""
-    arch, params = load_model_or_usage_error(path, flag="--init")
+    from ..model.saved import SweepFileError, load_model
+
+    try:
+        arch, params = load_model(path)
+    except SweepFileError as err:
+        raise UsageError(f"--init {path}: holds the {err.models} models of a sweep; --init takes "
+                         "one model's (784, 10) weights (a file written by train --save, or a "
+                         ".npy)") from None
+    except WeightsFileError as err:
+        raise UsageError(f"--init {err}") from None
     if not arch.is_tutorial:
         raise UsageError(f"--init {path}: holds a {arch.describe()} network; --init takes the "
                          "tutorial's (784, 10) weights")

@@ -27,12 +27,13 @@ import hashlib
 import json
 import mmap
 import os
+import stat
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..io.files import user_cache_dir, write_atomically
+from ..io.files import open_regular, user_cache_dir, write_atomically
 
 VERIFY_VARIABLE = "MNIST_GPU_VERIFY_CACHE"
 MAGIC = b"mnist-gpu data cache\n"
@@ -48,10 +49,27 @@ def default_cache_dir() -> Path:
     return user_cache_dir() / "mnist"
 
 
+# The words a yes/no variable takes (any case); anything else is refused, never guessed at:
+# ``MNIST_GPU_OFFLINE=off`` once meant on, for it was not one of the few words for no.
+TRUE_WORDS = ("1", "true", "yes", "y", "on", "enable", "enabled")
+FALSE_WORDS = ("", "0", "false", "no", "n", "off", "none", "disable", "disabled")
+
+
+class SettingError(ValueError):
+    """An environment variable set to a value it does not take (a bad input: exit status 2)."""
+
+
 def flag_from_environment(variable: str) -> bool:
-    """Whether the environment variable ``variable`` is set to anything but nothing, 0, false or
-    no."""
-    return os.environ.get(variable, "").strip().lower() not in ("", "0", "false", "no")
+    """Whether the yes/no environment variable ``variable`` says yes: one of ``TRUE_WORDS``; unset
+    or one of ``FALSE_WORDS`` is no; anything else is a ``SettingError`` naming it."""
+    value = os.environ.get(variable, "")
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingError(f"{variable}={value!r}: say yes ({', '.join(TRUE_WORDS)}) or no "
+                       f"({', '.join(w for w in FALSE_WORDS if w)}, or unset it)")
 
 
 def verify_from_environment() -> bool:
@@ -69,6 +87,7 @@ class DataCache:
         self.log = log
         self.full_check = full_check
         self.writable = True  # until a write fails: then said once, and not tried again
+        self.usable = True  # until the directory itself is found unusable (said once too)
 
     def path(self, name: str) -> Path:
         return self.directory / name
@@ -78,17 +97,36 @@ class DataCache:
         it is refused (then said in one line, for the caller to rebuild it). With the full
         check, the first array's bytes must also have the SHA-256 ``sha256``."""
         path = self.path(name)
+        if not self.usable:
+            return None
         try:
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:  # never a FIFO, which would block
                 found = _read(handle, name, sha256 if self.full_check else None)
         except (FileNotFoundError, NotADirectoryError):  # absent, or no directory to hold it
             return None
         except OSError as err:
+            if self._directory_unusable():
+                return None
             found = f"cannot be read ({err.strerror or err})"
         if isinstance(found, str):
             self._say(f"cache entry {path}: {found}; replacing it from the verified source")
             return None
         return found
+
+    def _directory_unusable(self) -> bool:
+        """Whether the directory itself cannot be used (a loop of links, a file in its place):
+        then said once, for the directory, not once per entry, and the run goes on without it."""
+        try:
+            usable, problem = stat.S_ISDIR(os.stat(self.directory).st_mode), "not a directory"
+        except FileNotFoundError:
+            usable = True  # made by the first store
+        except OSError as err:
+            usable, problem = False, err.strerror or str(err)
+        if not usable:
+            self.usable = self.writable = False
+            self._say(f"the data cache {self.directory} cannot be used ({problem}): running "
+                      "without it")
+        return not usable
 
     def store(self, name: str, arrays: dict) -> None:
         """Write ``arrays`` as entry ``name`` (atomically); a failure is said once and the run
@@ -97,7 +135,10 @@ class DataCache:
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.path(name), _entry(name, arrays))
+            path = self.path(name)
+            if _existing_other(path):  # a FIFO or a device in an entry's place: not written into
+                os.unlink(path)
+            write_atomically(path, _entry(name, arrays))
         except OSError as err:
             self.writable = False
             self._say(f"the data cache {self.directory} cannot be written "
@@ -133,6 +174,14 @@ def open_cache(cache, log=None, full_check: bool | None = None) -> DataCache | N
     full_check = verify_from_environment() if full_check is None else full_check
     directory = default_cache_dir() if cache is True else Path(cache)
     return DataCache(directory, log, full_check)
+
+
+def _existing_other(path: Path) -> bool:
+    """Whether ``path`` is there and, links followed, not a regular file (a FIFO, a device)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return os.path.islink(path)  # a dangling link or a loop
 
 
 # --------------------------------------------------------------------------- the entry's format

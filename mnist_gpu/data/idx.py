@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.files import read_regular
+
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 N_CLASSES = 10
@@ -117,7 +119,7 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """Read one IDX file, gzipped or raw, validated (see ``parse_idx``)."""
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        blob = read_regular(path, MAX_DECOMPRESSED_BYTES)
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
     return parse_idx(decompressed_bytes(blob, str(path)), str(path), kind)

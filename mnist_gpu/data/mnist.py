@@ -29,7 +29,8 @@ import numpy as np
 
 from .cache import DataCache, flag_from_environment, open_cache
 from .download import DATA_DIR_VARIABLE, DEFAULT_MIRRORS, DownloadFailed, download
-from .idx import DataError, check_pair, decompressed_bytes, parse_idx
+from ..io.files import NotReadable, read_regular
+from .idx import MAX_DECOMPRESSED_BYTES, DataError, check_pair, decompressed_bytes, parse_idx
 from .published import MNIST_FILES, FileSpec
 
 OFFLINE_VARIABLE = "MNIST_GPU_OFFLINE"
@@ -78,11 +79,13 @@ def _verified_content(directory: Path, spec: FileSpec):
     refused = []
     for path in (directory / f"{spec.name}.gz", directory / spec.name):
         try:
-            blob = path.read_bytes()
+            # A regular file no larger than any MNIST file: never a FIFO (which would block) or
+            # a device such as /dev/zero (which never ends).
+            blob = read_regular(path, MAX_DECOMPRESSED_BYTES)
         except FileNotFoundError:
             continue
-        except IsADirectoryError:
-            refused.append((path, "is a directory"))
+        except NotReadable as err:
+            refused.append((path, err.strerror))
             continue
         except OSError as err:
             raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None

@@ -1,5 +1,7 @@
 """Where mnist-gpu writes: a file written so that no reader ever sees it half-written (the one
-helper for downloads, saved weights, reports and pictures), and the per-user cache directory.
+helper for downloads, saved weights, reports and pictures), and the per-user cache directory;
+and how it reads a file it is given: a regular file of a bounded size, never a device or a FIFO
+(``/dev/zero`` never ends, a FIFO without a writer never answers).
 
 Nothing is ever written inside the installed package: it may be read-only (a system or shared
 environment), and a file left there outlives an uninstall (a ``site-packages/mnist_gpu/`` holding
@@ -20,14 +22,18 @@ def user_cache_dir() -> Path:
     """The platform's per-user cache directory for mnist-gpu (it may not exist yet).
 
     ``$XDG_CACHE_HOME/mnist-gpu`` or ``~/.cache/mnist-gpu`` on Linux, ``~/Library/Caches/
-    mnist-gpu`` on macOS, ``%LOCALAPPDATA%\\mnist-gpu`` on Windows.
+    mnist-gpu`` on macOS, ``%LOCALAPPDATA%\\mnist-gpu`` on Windows. A relative
+    ``$XDG_CACHE_HOME`` is ignored, as the XDG specification says (it would move with the
+    current directory).
     """
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):
+            base = Path.home() / ".cache"
     return Path(base) / "mnist-gpu"
 
 
@@ -146,3 +152,58 @@ def output_problem(path: str | os.PathLike) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"the directory {parent} is not writable"
     return None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether writing ``a`` would write the regular file ``b`` (or the file it is to be): the
+    same device and inode where both exist (links of either kind, ``./``, ``..``), else the same
+    path once links are resolved. Devices and FIFOs are never the same file in this sense:
+    ``/dev/null`` may take two outputs."""
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        try:
+            return os.path.realpath(a) == os.path.realpath(b)
+        except (OSError, ValueError):
+            return False
+    if not (stat.S_ISREG(first.st_mode) and stat.S_ISREG(second.st_mode)):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+class NotReadable(OSError):
+    """A path that is no regular file, or one larger than the reader takes (``strerror`` says
+    which, for the caller's one line)."""
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None):
+    """``path`` opened for reading in binary, once it is known to be a regular file of at most
+    ``max_bytes`` bytes; else ``NotReadable``. It is opened without blocking, so that a FIFO
+    with no writer is refused at once rather than waited on forever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotReadable(errno.EINVAL, "not a regular file", str(path))
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise NotReadable(errno.EFBIG, f"{info.st_size:,} bytes: larger than the "
+                                           f"{max_bytes:,} such a file can be", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (see ``open_regular``)."""
+    with open_regular(path, max_bytes) as handle:
+        if max_bytes is None:
+            return handle.read()
+        # As much as it holds and one byte more (a buffer of max_bytes would be allocated whole).
+        blob = handle.read(os.fstat(handle.fileno()).st_size + 1)
+    if len(blob) > max_bytes:  # it grew after it was measured
+        raise NotReadable(errno.EFBIG, f"larger than the {max_bytes:,} bytes such a file can "
+                                       "be", str(path))
+    return blob

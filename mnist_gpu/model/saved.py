@@ -7,6 +7,14 @@ from ..io.weights import WeightsFileError, load_arrays
 from .architecture import Architecture
 from .network import params_from_arrays
 
+class SweepFileError(WeightsFileError):
+    """A file of a sweep's many models where one model is needed and none was chosen."""
+
+    def __init__(self, message: str, models: int):
+        super().__init__(message)
+        self.models = models
+
+
 def load_model(path, model: int | None = None) -> tuple[Architecture, list]:
     """The architecture (from the file's metadata; none means the tutorial's) and parameters of a
     file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``; of a
@@ -19,27 +27,72 @@ def load_model_info(path, model: int | None = None) -> tuple[Architecture, list,
     """``load_model``'s architecture and parameters, and what the file records of a sweep's
     model (its ``alpha``, ``seed``, ``final_accuracy`` and ``diverged``; {} for other files)."""
     arrays, metadata = load_arrays(path)
-    sweep_models = metadata.get("models") if "sweep" in metadata else None
+    sweep_models, described = _described(metadata, path)
     info = {}
     if sweep_models is not None:
         count = len(sweep_models)
         if model is None:
-            raise WeightsFileError(f"{path}: holds the {count} models of a sweep: choose one "
-                                   f"with --model K (0 to {count - 1})")
+            raise SweepFileError(f"{path}: holds the {count} models of a sweep: choose one "
+                                 f"with --model K (0 to {count - 1})", count)
         if not 0 <= model < count:
             raise WeightsFileError(f"{path}: --model {model} is not one of its {count} models "
                                    f"(0 to {count - 1})")
         if any(a.ndim == 0 or a.shape[0] != count for a in arrays.values()):
             raise WeightsFileError(f"{path}: its arrays do not hold {count} models")
         arrays = {key: a[model] for key, a in arrays.items()}
-        info = sweep_models[model] if isinstance(sweep_models[model], dict) else {}
+        info = sweep_models[model]
     elif model not in (None, 0):
         raise WeightsFileError(f"{path}: --model {model}, but it holds one model (0)")
-    described = (metadata.get("config") or {}).get("arch")
     try:
         arch = Architecture.from_json(described) if described else Architecture()
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
+        what = f"lacks {err}" if isinstance(err, KeyError) else err
+        raise WeightsFileError(f"{path}: its metadata's architecture is not one mnist-gpu "
+                               f"reads ({what})") from None
+    try:
         return arch, params_from_arrays(arrays, arch, str(path)), info
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, WeightsFileError):
             raise
         raise WeightsFileError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
+
+
+def _described(metadata, path) -> tuple[list | None, dict | None]:
+    """(a sweep file's list of its models' records, else None; the architecture's description,
+    else None) from a file's metadata, its structure checked: what ``save_weights`` wrote for
+    ``train --save`` or ``sweep --save``, or nothing. Any other JSON is one line naming the
+    file and what is wrong (never an AttributeError on a list, a KeyError on a number)."""
+    def wrong(what):
+        return WeightsFileError(f"{path}: its metadata is not what mnist-gpu writes: {what}")
+
+    if not isinstance(metadata, dict):
+        raise wrong(f"{_json_kind(metadata)}, not an object")
+    models = None
+    if "sweep" in metadata:
+        models = metadata.get("models")
+        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+            raise wrong(f"'models' is {_json_kind(models)}, not a list of objects")
+        if not models:
+            raise wrong("'models' lists no model")
+    config = metadata.get("config")
+    if config is None:
+        return models, None
+    if not isinstance(config, dict):
+        raise wrong(f"'config' is {_json_kind(config)}, not an object")
+    described = config.get("arch")
+    if described is not None and not isinstance(described, dict):
+        raise wrong(f"'config.arch' is {_json_kind(described)}, not an object")
+    return models, described
+
+
+def _json_kind(value) -> str:
+    """What a JSON value is, in words: "a list", "the number 5", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"

@@ -22,8 +22,6 @@ Imported only for ``mnist-gpu sweep --cluster ...``: without it nothing here (an
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import math
 import os
@@ -36,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from ..model.tutorial import N_INPUTS, N_OUTPUTS
-from ..training import Checkpoint, TrainConfig
+from ..training import TrainConfig
 from .grid import Member
+from .results_file import append_results, fingerprint, model_of, read_results, results_path
 from .run import ModelResult, SweepResult
 
 # A lost worker's task is rerun at most this many times before it is reported as failed.
@@ -52,10 +51,6 @@ _MODEL_SHAPE = (N_INPUTS, N_OUTPUTS)
 
 class ClusterError(RuntimeError):
     """The cluster cannot be used; the message says why, in one line."""
-
-
-class ResultsFileError(RuntimeError):
-    """The results file cannot be written (a full disk, say); the message is one line."""
 
 
 # --------------------------------------------------------------------------- connecting
@@ -216,53 +211,6 @@ def _model_line(fingerprint, chunk: int, index, model: ModelResult, weights: np.
             "images_per_model": result.images_per_model}
 
 
-# --------------------------------------------------------------------------- the results file
-
-
-def results_path(json_path) -> Path:
-    """The file beside ``--json`` where finished models are appended as they arrive."""
-    return Path(str(json_path) + ".results.jsonl")
-
-
-def read_results(path: Path, fingerprint: str) -> dict[int, dict]:
-    """The models of this sweep already in ``path``, by grid index; other sweeps' lines and a
-    torn last line are skipped."""
-    done = {}
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return done
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if isinstance(record, dict) and record.get("sweep") == fingerprint:
-            done[int(record["index"])] = record
-    return done
-
-
-def _append(path: Path, records: list[dict]) -> None:
-    blob = "".join(json.dumps(r) + "\n" for r in records).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-        try:
-            os.write(fd, blob)  # one write: a reader sees whole lines, or a torn last one
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise ResultsFileError(f"cannot write the results file {path}: "
-                               f"{err.strerror or err}") from None
-
-
-def fingerprint(members, settings: dict) -> str:
-    """What identifies a sweep's results: its grid and every shared setting."""
-    text = json.dumps({"members": [list(m) for m in members], "settings": settings},
-                      sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------- the client's side
 
 
@@ -288,7 +236,7 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
     as_pairs = [(m.alpha, m.seed) for m in members]
     settings["fingerprint"] = fingerprint(as_pairs, settings)
     path = results_path(json_path)
-    done = read_results(path, settings["fingerprint"]) if resume else {}
+    done = read_results(path, settings["fingerprint"], len(members), log) if resume else {}
     earlier = set(done)
     if not resume and path.exists():
         path.unlink()  # a fresh run: the previous run's results are not this one's
@@ -320,7 +268,7 @@ def run_on_cluster(client, members: list[Member], config: TrainConfig, backend_n
                 log(f"chunk of models {chunk[0]} to {chunk[-1]} failed twice: "
                     f"{type(err).__name__}: {err}")
             continue
-        _append(path, lines)
+        append_results(path, lines)
         done.update({line["index"]: line for line in lines})
         earlier.difference_update(line["index"] for line in lines)  # trained again, here
         if progress:
@@ -344,12 +292,9 @@ def _merge(members, done: dict[int, dict], config_json: dict, dtype: str,
             untrained += 1
             continue
         first = first or line
-        record = line["model"]
-        models.append(ModelResult(record["alpha"], record["seed"],
-                                  [Checkpoint(**c) for c in record["curve"]],
-                                  record["diverged"], record["diverged_at"]))
-        weights.append(np.frombuffer(base64.b64decode(line["weights"]),
-                                     dtype=line["dtype"]).reshape(_MODEL_SHAPE))
+        model, model_weights = model_of(line)
+        models.append(model)
+        weights.append(model_weights)
         if index not in earlier:
             chunk_seconds[line["chunk"]] = line["seconds"]  # the training time of its chunk
     seconds = sum(chunk_seconds.values())

@@ -276,8 +276,8 @@ class _Stack:
             else:
                 mse = f"past the {self.data.dtype} range"
                 went = f"overflowed the {self.data.dtype} range"
-            where = f"at {seen:,} images seen (test MSE {mse}, {over})"
-            message = (f"the test MSE {went} at {seen:,} images seen, {over}: the weights blew "
+            where = f"at {images_seen(seen)} (test MSE {mse}, {over})"
+            message = (f"the test MSE {went} at {images_seen(seen)}, {over}: the weights blew "
                        f"up (alpha = {alpha}); try a smaller --alpha")
         self.frozen[model] = frozen
         self.W[:, stack.columns(model)] = 0
@@ -314,8 +314,8 @@ class _Stack:
         where = (f"image {step.start + 1:,}" if b == 1
                  else f"images {step.start + 1:,} to {step.stop:,}")
         of_epoch = f" of epoch {step.offset // n + 1}" if self.config.epochs > 1 else ""
-        return (f"step {number:,}{of_epoch} ({where} of the epoch; {step.offset + step.stop:,} "
-                "images seen)")
+        return (f"step {number:,}{of_epoch} ({where} of the epoch; "
+                f"{images_seen(step.offset + step.stop)})")
 
     def mark_good(self):
         self.last_good = _copy(self.data.backend.xp, self.W)
@@ -379,3 +379,8 @@ def _checkpoints(data: DeviceData, scores, seen: int, models: int) -> list[Check
 
 def _copy(xp, W):
     return xp.astype(W, W.dtype, copy=True)
+
+
+def images_seen(count: int) -> str:
+    """"1 image seen", "1,000 images seen"."""
+    return f"{count:,} image{'' if count == 1 else 's'} seen"
