@@ -33,7 +33,7 @@ from . import snapshot
 # The presets a page offers: the tutorial's network and the deeper ones that train in seconds.
 LIVE_PRESETS = ("tutorial", "minibatch", "softmax", "mlp")
 # At full speed a chunk of steps lasts between these many seconds (a frame waits at most that).
-CHUNK_SECONDS = (0.004, 0.016)
+CHUNK_SECONDS = (0.002, 0.008)
 # The subset of the test set is scored at most this often (seconds).
 SUBSET_EVERY = 0.2
 # Points kept on the subset's curve: past it, every other one is dropped.

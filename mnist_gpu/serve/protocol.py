@@ -30,7 +30,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 # A drawing is at most this many pixels a side: what ``predict`` reduces a picture to.
 MAX_SIDE = WORKING_SIDE
 MIN_PACE, MAX_PACE = 0.1, 1e7
-MAX_BATCH, MAX_EPOCHS = 60_000, 100
+MAX_BATCH, MAX_EPOCHS = 60_000, 10_000
 ACTIONS = ("play", "pause", "step", "reset")
 MODELS = ("live", "saved")
 
