@@ -23,7 +23,7 @@ import pytest
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 OPTIONS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run",
-           "--window-size=1200,820")
+           "--window-size=1480,900")
 TRAIN_LIMIT = 5_000  # the saved model the drawing is scored with
 
 
@@ -86,8 +86,8 @@ def weights(mnist_dir_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(mnist_dir_path, weights):
-    process, url = start_server(mnist_dir_path, "--weights", str(weights))
+def server(mnist_dir_path):
+    process, url = start_server(mnist_dir_path)
     yield url
     stop(process)
 
@@ -186,6 +186,11 @@ def test_learn_view_plays_pauses_and_steps_without_console_errors(server, browse
     assert maps_picture(browser) == paused and seen(browser) == count
     for testid in ("accuracy", "current-image", "predictions", "alpha"):
         assert by_id(browser, testid).is_displayed()
+    set_pace(browser, Keys.END)
+    by_id(browser, "play").click()
+    until(browser, lambda d: "done" in d.find_element("id", "status").text, timeout=120,
+          what="the end of the epoch")
+    frames_later(browser)
     screenshot(browser, tmp_path, "serve.png")
     assert not console_errors(browser)
 
@@ -229,8 +234,15 @@ def strokes(image: np.ndarray, scale: int):
                 x += 1
 
 
-def test_a_test_digit_drawn_is_read_as_predict_reads_it(server, browser, mnist, weights,
-                                                        tmp_path, capsys):
+@pytest.fixture
+def server_with_weights(mnist_dir_path, weights):
+    process, url = start_server(mnist_dir_path, "--weights", str(weights), "--limit", "1000")
+    yield url
+    stop(process)
+
+
+def test_a_test_digit_drawn_is_read_as_predict_reads_it(server_with_weights, browser, mnist,
+                                                        weights, tmp_path, capsys):
     import base64
 
     from PIL import Image
@@ -238,7 +250,7 @@ def test_a_test_digit_drawn_is_read_as_predict_reads_it(server, browser, mnist, 
 
     from mnist_gpu import cli
 
-    open_page(browser, server)
+    open_page(browser, server_with_weights)
     browser.find_element("id", "tab-draw").click()
     assert by_id(browser, "scores").text == "draw a digit"
     canvas = by_id(browser, "draw-canvas")

@@ -150,7 +150,7 @@ function showSnapshot(snap) {
 function drawMaps(maps) {
   const canvas = $("maps"), context = canvas.getContext("2d");
   const data = bytes(maps.data), count = maps.count;
-  const columns = count === 10 ? 5 : 10, size = count === 10 ? 84 : 42, label = count === 10 ? 16 : 0;
+  const columns = count === 10 ? 5 : 10, size = count === 10 ? 72 : 38, label = count === 10 ? 16 : 0;
   canvas.width = columns * (size + 4);
   canvas.height = Math.ceil(count / columns) * (size + 4 + label);
   context.fillStyle = "#fff";
