@@ -390,3 +390,16 @@ def test_a_port_in_use_is_one_line(tmp_path):
         taken.close()
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("mnist-gpu: error: --host 127.0.0.1")
+
+
+def test_listening_beyond_the_loopback_is_said_and_still_guarded(live):
+    from mnist_gpu.serve.app import allowed_hosts
+
+    assert {"127.0.0.1", "localhost"} <= allowed_hosts("0.0.0.0")
+    assert "attacker.example" not in allowed_hosts("0.0.0.0")
+    note = "listening on 0.0.0.0 (--host): other machines can open this page"
+    app = create_app(live, "0.0.0.0", PORT, note=note)
+    with TestClient(app, base_url=BASE) as client:
+        assert client.get("/", headers={"host": f"attacker.example:{PORT}"}).status_code == 400
+        with client.websocket_connect(SOCKET, headers=ORIGIN) as ws:
+            assert ws.receive_json()["note"] == note

@@ -55,6 +55,7 @@ function receive(message) {
   } else if (message.type === "frame") {
     framePending = false;
     stats.frames += 1;
+    if (performance.now() - lastAsked >= 1000 / 60) askFrame();
     showState(message.state);
     if (message.snapshot) showSnapshot(message.snapshot);
   } else if (message.type === "ok") {
@@ -84,11 +85,21 @@ function setUpChoices() {
 
 // ------------------------------------------------------------------ frames
 
-function tick() {
+// At most one frame asked for at a time, and at most one per display refresh: asked at each
+// animation frame, or as soon as the last one arrives when a refresh has passed since it was asked
+// (the server then makes the next while this one is drawn).
+let lastAsked = 0;
+
+function askFrame() {
   if (!document.hidden && !$("learn").hidden && !framePending &&
       send({ type: "frame", run: have.run, version: have.version })) {
     framePending = true;
+    lastAsked = performance.now();
   }
+}
+
+function tick() {
+  askFrame();
   if (!$("draw").hidden && drawDirty && !drawPending) sendDrawing();
   requestAnimationFrame(tick);
 }
