@@ -403,3 +403,17 @@ def test_listening_beyond_the_loopback_is_said_and_still_guarded(live):
         assert client.get("/", headers={"host": f"attacker.example:{PORT}"}).status_code == 400
         with client.websocket_connect(SOCKET, headers=ORIGIN) as ws:
             assert ws.receive_json()["note"] == note
+
+
+def test_a_page_that_asks_for_nothing_costs_no_copy_of_the_weights(page, live):
+    ws = page()  # connected, but hidden: it asks for no frame
+    frame(ws)
+    copies = live.copies
+    ask(ws, type="setup", preset="tutorial", epochs=3)
+    assert live.wait_for(lambda s: s["status"] == "ready" and s["epochs"] == 3)
+    ask(ws, type="pace", value=None)
+    ask(ws, type="control", action="play")
+    assert live.wait_for(lambda s: s["status"] == "done", 60)
+    assert live.copies == copies  # the whole run trained without one frame made
+    frame(ws)
+    assert live.copies == copies + 1

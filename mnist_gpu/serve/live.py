@@ -71,6 +71,7 @@ class LiveRun:
         self.setup, self.alpha, self._new_alpha = Setup(), None, None
         self.playing, self.pace, self._steps = False, 10.0, 0
         self.run_id = 0
+        self.copies = 0  # snapshots made: the weights copied to the host for the pages
         self._fresh()
 
     def _fresh(self):
@@ -341,6 +342,7 @@ class LiveRun:
 
     def _make_snapshot(self) -> snapshot.Snapshot:
         backend, trainee = self.data.backend, self.trainee
+        self.copies += 1
         if hasattr(trainee, "W"):
             params = [(backend.to_host(trainee.W), None)]
         else:
