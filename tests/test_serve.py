@@ -417,3 +417,24 @@ def test_a_page_that_asks_for_nothing_costs_no_copy_of_the_weights(page, live):
     assert live.copies == copies  # the whole run trained without one frame made
     frame(ws)
     assert live.copies == copies + 1
+
+
+def test_open_opens_the_printed_address_in_the_browser(tmp_path):
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f"#!{sys.executable}\nimport sys\nopen({str(opened)!r}, 'w')"
+                       ".write(sys.argv[1])\n")
+    browser.chmod(0o755)
+    process = subprocess.Popen([sys.executable, "-m", "mnist_gpu.cli", "serve", "--port", "0",
+                                "--limit", "100", "--offline", "--open"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "BROWSER": str(browser)})
+    try:
+        url = process.stdout.readline().split()[2]
+        deadline = time.monotonic() + 30
+        while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the browser is another process: its file is the only event
+        assert opened.read_text() == url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
