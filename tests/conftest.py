@@ -44,6 +44,9 @@ def pytest_addoption(parser):
     parser.addoption("--require-gpu", action="store_true",
                      help="fail, rather than skip, the tests that need a GPU (CuPy's, or "
                           "PyTorch's accelerator)")
+    parser.addoption("--require-browser", action="store_true",
+                     help="fail, rather than skip, the browser tests when Chromium, its driver or "
+                          "Selenium is missing (as under CI=true)")
 
 
 def backend_params(but=(), fused: str | None = None) -> list:

@@ -18,7 +18,7 @@ PACKAGE = REPO / "mnist_gpu"
 # Bottom to top: a module imports from its own package and from those below it, never above.
 # ``mnist_gpu`` itself (its ``__init__``: the public API) sits above what it re-exports.
 LAYERS = ("backend", "io", "data", "model", "kernels", "training", "", "sweep", "viz", "bench",
-          "cli")
+          "serve", "cli")
 ARRAY_LIBRARIES = {"cupy", "cupyx", "array_api_strict", "array_api_compat", "torch"}
 BACKEND_NAMES = {"numpy", "cupy", "array_api_strict", "torch"}
 # Where a library or a backend may be named: the backend layer, and the kernels found by name.
@@ -89,6 +89,15 @@ def test_no_module_imports_the_cli_but_the_cli():
     wrong = [f"{name} imports {target}" for name, imports in EDGES.items()
              for _, target, _ in imports
              if target.startswith("mnist_gpu.cli") and not name.startswith("mnist_gpu.cli")]
+    assert not wrong
+
+
+def test_nothing_below_imports_the_server():
+    # The web server (mnist_gpu/serve) is a top layer beside the CLI: only the command imports it.
+    wrong = [f"{name} imports {target}" for name, imports in EDGES.items()
+             for _, target, _ in imports
+             if target.startswith("mnist_gpu.serve")
+             and not name.startswith(("mnist_gpu.serve", "mnist_gpu.cli"))]
     assert not wrong
 
 

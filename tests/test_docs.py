@@ -16,7 +16,7 @@ from conftest import REPO
 from mnist_gpu.cli.parser import build_parser
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-COMMANDS = ("train", "sweep", "bench", "curve", "eval", "predict")
+COMMANDS = ("train", "sweep", "bench", "curve", "eval", "predict", "serve")
 
 
 def command_lines(text: str) -> list[str]:

@@ -8,8 +8,8 @@ from .. import __version__
 from ..backend import BACKEND_CHOICES, parse_device
 from ..bench import BATCH_SIZES, SWEEP_MODELS
 from ..model.presets import PRESETS
-from ..training import DTYPES
-from . import bench, curve, evaluate, predict, sweep, train
+from ..training import DTYPES, KERNELS
+from . import bench, curve, evaluate, predict, serve, sweep, train
 from .args import (
     DEVICE_HELP, add_backend_args, add_data_args, add_json_flag, add_training_args, choice_list,
     int_at_least, int_list, parsed, positive_float,
@@ -43,6 +43,7 @@ examples:
   mnist-gpu eval --weights w.npz --plot confusion.png
   mnist-gpu predict my_digit.png --weights w.npz
   mnist-gpu curve --seeds 5 --plot curve.png
+  mnist-gpu serve --open                   watch it learn in a browser; draw a digit
   mnist-gpu bench --quick
 
 Each command's flags: mnist-gpu COMMAND --help. Exit status: 0 success, 1 the run failed on its
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curve(commands)
     _add_eval(commands)
     _add_predict(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -187,3 +189,39 @@ def _add_predict(commands):
     add_json_flag(p, "every file's digit and scores (or its error)",
                   not_suffixes=predict.image_suffixes)
     p.set_defaults(run=predict.run)
+
+
+def _port(text):
+    port = int_at_least(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, not {port}")
+    return port
+
+
+def _add_serve(commands):
+    s = commands.add_parser(
+        "serve", help="a local web page: watch the network learn, draw a digit for it",
+        description="Serve a page where the tutorial's network (or a preset's) trains on MNIST "
+                    "as you watch: play, pause, step, reset, the pace and alpha live, the "
+                    "weights as ten maps, the current image's numbers and the test accuracy; "
+                    "and a canvas where a digit you draw is prepared as `predict` prepares a "
+                    "file and scored. Needs mnist-gpu[serve]. Listens on 127.0.0.1 only, "
+                    "unless --host says otherwise (docs/serve.md).")
+    s.add_argument("--port", type=_port, default=8000,
+                   help="TCP port; 0 picks a free one, named in the line printed [8000]")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but the loopback lets other machines "
+                        "open the page [127.0.0.1]")
+    s.add_argument("--open", action="store_true", help="open the page in the default browser")
+    s.add_argument("--weights", default=None, metavar="FILE",
+                   help="a saved model (any that eval reads): the drawing is scored with it, and "
+                        "the tutorial's weights are where the run starts")
+    add_backend_args(s)
+    s.add_argument("--dtype", choices=DTYPES, default="float32", help="[float32]")
+    s.add_argument("--kernel", choices=KERNELS, default="auto",
+                   help="the tutorial's compute path, as for train [auto]")
+    s.add_argument("--seed", type=int_at_least(0), default=0, help="the weights' seed [0]")
+    s.add_argument("--limit", type=int_at_least(1), default=None, metavar="N",
+                   help="train on the first N training images only")
+    add_data_args(s)
+    s.set_defaults(run=serve.run)

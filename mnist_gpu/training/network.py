@@ -59,6 +59,13 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
                      host_params)
 
 
+def trainee(data: DeviceData, config: MLPConfig, host):
+    """A deeper network (from the host parameters ``host``) as ``train_mlp`` hands it to
+    ``runner.run``: for a caller that drives the loop itself (``mnist-gpu serve``). Build it
+    inside ``data.backend.activate()``; ``trainee.params`` holds the (W, bias) of each layer."""
+    return _Network(data, config, host)
+
+
 def _copies(xp, layers):
     return [tuple(None if p is None else xp.astype(p, p.dtype, copy=True) for p in layer)
             for layer in layers]

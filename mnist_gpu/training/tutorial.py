@@ -165,6 +165,16 @@ def train_models(data: DeviceData, config: TrainConfig, alphas, host_w, progress
                      done.seconds, clock["seconds"], total)
 
 
+def trainee(data: DeviceData, config: TrainConfig, host_w):
+    """The tutorial's weights (from ``host_w``, (784, 10)) as ``train`` hands them to
+    ``runner.run``, with the compute path ``train`` takes (its name beside it): for a caller that
+    drives the loop itself, a segment at a time (``mnist-gpu serve``). Build it inside
+    ``data.backend.activate()``; ``trainee.W`` holds the weights on the device."""
+    kernel, fused = choose_kernel(data.backend, config)
+    inference = _choose_evaluation(data.backend, kernel)[1]
+    return _Stack(data, config, [config.alpha], host_w, fused, inference), kernel
+
+
 class _Rates:
     """The models' learning rates in the forms the compute paths take: a number for one model (as
     the tutorial's code has it), per column on the device for several (the array path), per

@@ -131,8 +131,15 @@ def mnist_style(path) -> np.ndarray:
     cropped to the ink; scaled to fit a 20x20 box (aspect kept, anti-aliased); placed in 28x28
     with its centre of mass at the centre.
     """
+    return prepare_digit(read_gray(path), path)
+
+
+def prepare_digit(gray: np.ndarray, name) -> np.ndarray:
+    """``mnist_style``'s preparation of a picture already read: ``gray`` (float64, 0-255, at
+    most about ``WORKING_SIDE`` per side, as ``read_gray`` gives it) to uint8 (28, 28). The one
+    code path of ``predict``'s files and ``serve``'s drawings; ``name`` names the picture in the
+    ``ImageReadError`` of a blank one."""
     Image = _image_module()
-    gray = read_gray(path)
 
     def border(image):
         return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
@@ -141,7 +148,7 @@ def mnist_style(path) -> np.ndarray:
         gray = 255 - gray
     gray = np.clip(gray - np.median(border(gray)), 0, None)  # the background to black
     if gray.max() <= 0:
-        raise ImageReadError(f"{path}: no digit found (the image is blank)")
+        raise ImageReadError(f"{name}: no digit found (the image is blank)")
     ink = gray > 0.1 * gray.max()
     rows, cols = np.nonzero(ink)
     crop = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
