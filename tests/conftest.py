@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Parity needs full-precision float32 matrix products on the GPU: TF32 off, before CuPy loads.
@@ -25,11 +27,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mnist_gpu.backend import BackendUnavailable, get_backend  # noqa: E402
-from mnist_gpu.io.files import user_cache_dir  # noqa: E402
 
-# Each test gets a data cache of its own (``_own_data_cache``), through XDG_CACHE_HOME; the
-# compiled loops stay cached where they were, across sessions, for this process and its children.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(user_cache_dir() / "numba"))
+# Each test gets a data cache of its own (``_own_data_cache``), through XDG_CACHE_HOME. The
+# compiled loops get one cache for the session, empty at its start (for this process and its
+# children, through NUMBA_CACHE_DIR, which the loops read when they are first compiled): a
+# session never runs loops compiled from code it does not hold. Removed when the session ends.
+_LOOP_CACHE = tempfile.mkdtemp(prefix="mnist-gpu-test-loops-")
+os.environ["NUMBA_CACHE_DIR"] = _LOOP_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_LOOP_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
