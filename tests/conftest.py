@@ -77,6 +77,13 @@ def kernel_params(configs) -> list:
 # A test that compares a backend with NumPy: every backend but NumPy itself.
 compared_with_numpy = pytest.mark.parametrize("backend", backend_params(but=("numpy",)),
                                               indirect=True)
+# The backends that compute with NumPy itself (array_api_strict wraps NumPy's arrays and calls):
+# against NumPy they give the same bits, so they cannot test a tolerance.
+NUMPY_ARITHMETIC = ("numpy", "array_api_strict")
+# Parity: a backend with an arithmetic of its own (PyTorch's, on the CPU or a GPU; CuPy's)
+# against NumPy; each skips, saying why, where it cannot run.
+with_a_second_arithmetic = pytest.mark.parametrize(
+    "backend", backend_params(but=NUMPY_ARITHMETIC), indirect=True)
 # Tests of the compiled passes, on the backends that have them.
 with_fused = pytest.mark.parametrize("backend", backend_params(fused="per-image"), indirect=True)
 with_fused_minibatch = pytest.mark.parametrize("backend", backend_params(fused="mini-batch"),
