@@ -34,7 +34,7 @@ class Row:
     dense_flops: float | None = None  # a fused row: what the dense algorithm would have done
     device_memory_rise: int | None = None  # bytes the device pool grew beyond the resident set
     models: int = 1  # a sweep's row: models side by side, ``images`` counting model-images
-    launch: dict | None = None  # the CUDA pass's launch plan (fused_cuda.LaunchPlan), if any
+    launch: dict | None = None  # the CUDA pass's launch plan (kernels.cuda.LaunchPlan), if any
 
     @property
     def median(self) -> float:

@@ -1,6 +1,6 @@
 """Sixteen-lane row operations over lit pixels, for the compiled CPU loops (Numba intrinsics).
 
-The compiled passes of ``fused_cpu`` work on weights padded to 16 columns (the 10 outputs and 6
+The compiled passes of ``cpu_loops`` work on weights padded to 16 columns (the 10 outputs and 6
 zeros), so that a row of weights is one SIMD vector: 64 bytes in float32, one AVX-512 register.
 Numba does not emit such vector code for a 16-element loop by itself: it unrolls the loop into
 scalars, and the pass that would pack them back (LLVM's SLP vectoriser) is off by default in Numba
