@@ -24,7 +24,8 @@ them) is named in one line on stderr, removed, compiled again and saved in its p
 Files: per loop, an index (``<module>.<loop>-<line>.py<version>.nbi``: the key of each compiled
 signature and the name of its data file) and one data file per signature (``.<n>.nbc``: the
 compiled object code, as Numba serialises it), in one folder per source folder, as Numba's own
-caches lay them out: two checkouts sharing the cache never overwrite each other's index.
+caches lay them out (two checkouts sharing the cache never overwrite each other's index), named
+for the format too.
 
 A cached loop is loaded without the refresh of Numba's whole compiler that Numba's own caches
 make first: that refresh imports and registers every typing and lowering rule Numba has, a sixth
@@ -55,6 +56,8 @@ from numba.core.runtime import rtsys
 from ..io.files import user_cache_dir, writable_dir, write_atomically
 
 PACKAGE = __name__.split(".")[0]
+# The layout of the index files below: changed, it moves the cache to a folder of its own.
+FORMAT = "mnist-gpu loop cache 2"
 # What else a compiled loop depends on: the compilers that made it.
 TOOLS = (f"numba {numba.__version__}", f"llvmlite {llvmlite.__version__}")
 
@@ -175,8 +178,10 @@ class LoopCache:
         self.reduce, self.rebuild = reduce, rebuild
         self.module = py_func.__module__
         source = Path(inspect.getfile(py_func)).resolve()
-        # One folder per source folder, named as Numba's own locators name it.
-        folder = f"{source.parent.name}_{hashlib.sha1(str(source.parent).encode()).hexdigest()}"
+        # One folder per source folder and format of these files (the caches Numba's own
+        # classes wrote, in another format, are left unread in folders of their own).
+        where = f"{FORMAT}:{source.parent}".encode()
+        folder = f"{source.parent.name}_{hashlib.sha1(where).hexdigest()}"
         self.cache_path = str(chosen_dir() / folder)
         self.base = (f"{source.stem}.{py_func.__qualname__}-{py_func.__code__.co_firstlineno}"
                      f".py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}")
