@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Parity needs full-precision float32 matrix products on the GPU: TF32 off, before CuPy loads.
@@ -25,11 +27,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mnist_gpu.backend import BackendUnavailable, get_backend  # noqa: E402
-from mnist_gpu.io.files import user_cache_dir  # noqa: E402
 
-# Each test gets a data cache of its own (``_own_data_cache``), through XDG_CACHE_HOME; the
-# compiled loops stay cached where they were, across sessions, for this process and its children.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(user_cache_dir() / "numba"))
+# Each test gets a data cache of its own (``_own_data_cache``), through XDG_CACHE_HOME. The
+# compiled loops get one cache for the session, empty at its start (for this process and its
+# children, through NUMBA_CACHE_DIR, which the loops read when they are first compiled): a
+# session never runs loops compiled from code it does not hold. Removed when the session ends.
+_LOOP_CACHE = tempfile.mkdtemp(prefix="mnist-gpu-test-loops-")
+os.environ["NUMBA_CACHE_DIR"] = _LOOP_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_LOOP_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
@@ -72,6 +80,13 @@ def kernel_params(configs) -> list:
 # A test that compares a backend with NumPy: every backend but NumPy itself.
 compared_with_numpy = pytest.mark.parametrize("backend", backend_params(but=("numpy",)),
                                               indirect=True)
+# The backends that compute with NumPy itself (array_api_strict wraps NumPy's arrays and calls):
+# against NumPy they give the same bits, so they cannot test a tolerance.
+NUMPY_ARITHMETIC = ("numpy", "array_api_strict")
+# Parity: a backend with an arithmetic of its own (PyTorch's, on the CPU or a GPU; CuPy's)
+# against NumPy; each skips, saying why, where it cannot run.
+with_a_second_arithmetic = pytest.mark.parametrize(
+    "backend", backend_params(but=NUMPY_ARITHMETIC), indirect=True)
 # Tests of the compiled passes, on the backends that have them.
 with_fused = pytest.mark.parametrize("backend", backend_params(fused="per-image"), indirect=True)
 with_fused_minibatch = pytest.mark.parametrize("backend", backend_params(fused="mini-batch"),

@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from mnist_gpu import cli
 from mnist_gpu.backend import BackendUnavailable, array_namespace, get_backend, parse_device
@@ -335,3 +336,12 @@ def test_numpy_and_cupy_need_no_array_api_compat_and_pytorch_says_it_does(mnist)
     accuracy, reason = done.stdout.strip().splitlines()
     assert 0.1 < float(accuracy) < 0.9
     assert reason.startswith("PyTorch's tensors need array-api-compat")
+
+
+def test_get_backend_auto_says_why_on_stderr_by_default():
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['cupy'] = None\n"
+         "import mnist_gpu as mg; print(mg.get_backend('auto').name)"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "numpy"
+    assert "using NumPy on the CPU because CuPy is not installed" in done.stderr

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import backend_or_skip
+from conftest import REPO, backend_or_skip
 
 from mnist_gpu import cli
 from mnist_gpu.bench import cnn, report, timing, work
@@ -200,3 +200,35 @@ def test_bad_bench_arguments(args, capsys):
         status = exit.code
     assert status == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bench_plot_gives_each_kind_of_row_its_own_panel():
+    from mnist_gpu.bench.plot import plot
+
+    results = REPO / "bench" / "results"
+    report = json.loads((results / "cpu-2core-cnn-2026-11-29.json").read_text())
+    sweeps = json.loads((results / "cpu-2core-sweeps-2026-11-28.json").read_text())
+    report["rows"] += [r for r in sweeps["rows"] if r["kind"] == "sweep"]
+    one = next(r for r in report["rows"] if r["name"] == "mini-batch 1024")
+    report["rows"].append({**one, "name": "mini-batch 1", "batch_size": 1,
+                           "images_per_second": 123_456.0})  # beside the per-image loop
+    panels = {ax.get_title(): ax for ax in plot(report).axes if ax.get_title()}
+    training = panels["training the tutorial's network (784-10)"]
+    assert training.get_ylabel() == "training images/s"
+    cnn_rates = {r["images_per_second"] for r in report["rows"] if "cnn" in r["name"]}
+    sweep_rates = {r["images_per_second"] for r in report["rows"] if r["kind"] == "sweep"}
+    for line in training.get_lines():
+        xs, ys = line.get_xdata(), line.get_ydata()
+        assert len(set(xs)) == len(xs)  # no vertical stacks of other rows at one batch size
+        assert 128 not in xs and not (set(ys) & (cnn_rates | sweep_rates))
+    per_image = {r["images_per_second"] for r in report["rows"] if "per-image" in r["name"]
+                 and r["kind"] != "sweep"}
+    stars = {float(y) for points in training.collections for _, y in points.get_offsets()}
+    assert stars == per_image
+    sweep = panels["sweeps: many tutorial models at once"]
+    assert "model-images/s" in sweep.get_ylabel() and "models" in sweep.get_xlabel()
+    assert {x for line in sweep.get_lines() for x in line.get_xdata()} == {1, 8, 32, 128, 1024}
+    cnn = next(ax for title, ax in panels.items() if title.startswith("the CNN"))
+    assert "batches of 128" in cnn.get_title() and len(cnn.patches) == len(cnn_rates)
+    inference = next(ax for title, ax in panels.items() if title.startswith("inference"))
+    assert inference.get_xlabel().startswith("images/s")

@@ -171,3 +171,115 @@ def test_help_describes_the_tool_for_its_users(capsys):
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in commands.choices.items():
         assert sub.description, f"{name} --help has no description"
+
+
+def test_a_deeper_networks_json_names_its_loss_and_has_the_tutorials_keys(run):
+    status, out, _ = run("train", "--backend", "numpy", "--hidden", "8", "--bias", "--loss",
+                         "ce", "--batch-size", "100", "--limit", "500", "--json")
+    assert status == 0
+    deep = json.loads(out)
+    assert all(set(point) == {"images_seen", "accuracy", "cross_entropy"}
+               for point in deep["curve"])
+    status, out, _ = run("train", "--backend", "numpy", "--limit", "100", "--json")
+    tutorial = json.loads(out)
+    assert set(tutorial["curve"][0]) == {"images_seen", "accuracy", "mse"}
+    assert set(tutorial) <= set(deep)  # evaluation, prepare_seconds and the rest
+    assert deep["evaluation"] == "array" and deep["prepare_seconds"] == 0.0
+    status, out, _ = run("sweep", "--backend", "numpy", "--hidden", "8", "--bias", "--loss",
+                         "ce", "--batch-size", "100", "--limit", "500", "--json")
+    swept = json.loads(out)["models"][0]
+    assert set(swept["curve"][0]) == set(swept["best"]) == {"images_seen", "accuracy",
+                                                            "cross_entropy"}
+
+
+def test_measured_figures_name_their_machine(capsys):
+    from mnist_gpu.model.presets import MEASURED_ON, PRESETS
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--preset", "list"])
+    listed = capsys.readouterr().out
+    assert listed.startswith("measured on a 2-core AMD EPYC with AVX-512") and MEASURED_ON in listed
+    assert "98.24%" in PRESETS["mlp"].measured and "AVX2 machine 98.20%" in PRESETS["mlp"].measured
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    help_text = capsys.readouterr().out
+    assert f"a CNN: {PRESETS['cnn'].accuracy} on a 2-core AVX-512 CPU" in help_text
+    assert PRESETS["cnn"].accuracy == "99.38%" and "99.2%" not in help_text
+
+
+@pytest.mark.parametrize("loss", [["--bias", "--loss", "ce"], []], ids=["ce", "mse"])
+def test_a_diverging_deeper_network_saves_nothing_and_names_the_step(run, tmp_path, loss):
+    good = tmp_path / "w.npz"
+    save_weights(good, np.ones((784, 10)), {"note": "previous"})
+    before = good.read_bytes()
+    status, out, err = run("train", "--backend", "numpy", "--alpha", "1e6", "--hidden", "50",
+                           *loss, "--batch-size", "100", "--save", str(good))
+    assert status == 1
+    assert err.count("\n") == 1
+    assert re.search(r"training diverged in epoch 1 at step \d+ of 600 \(images \d+ to \d+ of "
+                     r"the epoch\)", err), err
+    assert "try a smaller --lr" in err
+    assert good.read_bytes() == before and "saved weights" not in out
+
+
+def test_a_healthy_deeper_network_is_not_called_diverged(run):
+    status, _, err = run("train", "--backend", "numpy", "--hidden", "32", "--bias", "--loss", "ce",
+                         "--lr", "0.5", "--momentum", "0.9", "--batch-size", "100", "--limit",
+                         "5000", "--epochs", "2")
+    assert status == 0, err
+
+
+def test_a_diverging_mini_batch_run_names_its_step_not_an_image_count(run):
+    # No checkpoint at 100 images, where the test MSE would already have blown up (a divergence
+    # named by its checkpoint): by 1,000 the weights overflow, and the replay finds the step.
+    status, _, err = run("train", "--backend", "numpy", "--batch-size", "100", "--alpha", "1e4",
+                         "--kernel", "array", "--checkpoints", "0,1000")
+    assert status == 1
+    step = re.search(r"at step (\d+) \(images (\d+) to (\d+) of the epoch; (\d+) images seen\)",
+                     err)
+    assert step, err
+    number, first, last, seen = map(int, step.groups())
+    assert first == (number - 1) * 100 + 1 and last == number * 100 == seen
+
+
+def test_a_limit_past_the_data_says_what_was_done(run):
+    status, out, err = run("train", "--backend", "numpy", "--limit", "100000", "--checkpoints",
+                           "0,70000", "--json")
+    assert status == 0
+    assert "--limit 100,000: the training set has 60,000 images; training on all of them" in err
+    assert "--checkpoints 70,000: beyond the 60,000 images" in err
+    assert [c["images_seen"] for c in json.loads(out)["curve"]] == [0, 60000]
+
+
+def test_activation_without_hidden_layers_is_refused(run):
+    status, _, err = run("train", "--backend", "numpy", "--activation", "sigmoid")
+    assert status == 2 and "--hidden" in err and err.count("\n") == 1
+
+
+BAD_FLAGS = [
+    ["train", "--alpha", "x"], ["train", "--alpha", "-0.1"], ["train", "--alpha", "inf"],
+    ["train", "--batch-size", "1.5"], ["train", "--epochs", "-2"], ["train", "--seed", "a"],
+    ["train", "--device", "-1"], ["train", "--limit", "0"], ["train", "--checkpoints", "-5"],
+    ["train", "--kernel", "cuda"], ["train", "--min-accuracy", "150%"],
+    ["train", "--hidden", "0"], ["train", "--hidden", "10,x"], ["train", "--activation", "gelu"],
+    ["train", "--loss", "hinge"], ["train", "--momentum", "1"], ["train", "--weight-decay", "-1"],
+    ["train", "--schedule", "linear"], ["train", "--backend", "jax"],
+    ["train", "--dtype", "int8"], ["train", "--nonsense"],
+    ["bench", "--repeats", "0"], ["bench", "--batch-sizes", "0,8"], ["bench", "--dtype", "x"],
+    ["bench", "--backend", "numpy,jax"], ["bench", "--device", "x"],
+    ["curve", "--seeds", "0"], ["curve", "--alpha", "0"], ["curve", "--compare-batch-size", "1"],
+    ["curve", "--checkpoints", "a"], ["curve", "--dtype", "half"],
+    ["eval"], ["eval", "--weights"], ["eval", "--weights", "w.npz", "--backend", "gpu"],
+    ["predict"], ["predict", "x.png"], ["nonsense"], [],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_FLAGS, ids=[" ".join(a) or "(none)" for a in BAD_FLAGS])
+def test_every_bad_flag_is_one_line_and_status_2(argv, capsys):
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err and "Traceback" not in err

@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,28 @@ def test_without_cluster_nothing_imports_dask(mnist_dir_path, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "False False", done.stderr
+
+
+def test_a_resumed_sweep_counts_only_what_it_trained(numpy_backend, mnist, capsys):
+    from mnist_gpu.cli.tables import print_sweep
+    from mnist_gpu.sweep import cluster, grid, run_sweep
+    from mnist_gpu.training import TrainConfig, to_device_data
+
+    data = to_device_data(numpy_backend, mnist, "float32", limit=100)
+    members = grid((0.01,), range(4))
+    config = TrainConfig(data_seed=0)
+    lines = {}
+    for chunk in ([0, 1], [2, 3]):  # two chunks, as two tasks would train them
+        result = run_sweep(data, [members[i] for i in chunk], config)
+        for index, model, weights in zip(chunk, result.models, result.weights):
+            lines[index] = cluster._model_line("f", chunk[0], index, model, weights, result)
+    lines[2]["seconds"] = lines[3]["seconds"] = 7.0  # this run's chunk
+    lines[0]["seconds"] = lines[1]["seconds"] = 1000.0  # the earlier run's
+    merged = cluster._merge(members, lines, asdict(config), "float32", earlier={0, 1})
+    assert merged.models_trained == 2 and merged.resumed == 2 and merged.seconds == 7.0
+    print_sweep(merged, 1, 4)
+    out = capsys.readouterr().out
+    assert "this run trained 2 of the 4 models x 100 images in 7.000 s" in out
+    assert "of the others, 2 came from the results file of an earlier run" in out
+    document = merged.to_json()
+    assert document["models_trained"] == 2 and document["models_resumed"] == 2

@@ -19,7 +19,7 @@ import pytest
 import emulated_cuda
 from mnist_gpu import kernels
 from mnist_gpu.backend import get_backend
-from mnist_gpu.kernels import cuda as fused_cuda
+from mnist_gpu.kernels import cuda
 from mnist_gpu.kernels.cpu import FusedCPU
 from mnist_gpu.model.tutorial import init_weights
 from mnist_gpu.sweep import Member, run_sweep
@@ -29,7 +29,7 @@ WARP = 32
 
 
 def _fused(library, properties=emulated_cuda.H200):
-    return fused_cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
+    return cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +110,9 @@ import numpy as np
 
 sys.path[:0] = [sys.argv[1]]
 import emulated_cuda
-from mnist_gpu.kernels import cuda as fused_cuda
+from mnist_gpu.kernels import cuda
 
-library = emulated_cuda.build(fused_cuda.KERNEL_SOURCE.read_text(), Path(sys.argv[2]),
+library = emulated_cuda.build(cuda.KERNEL_SOURCE.read_text(), Path(sys.argv[2]),
                               sanitize=True)
 rng = np.random.default_rng(0)
 X = rng.uniform(0.01, 1.0, (6, 784)) * (rng.uniform(size=(6, 784)) < 0.3)
@@ -122,9 +122,9 @@ labels = np.arange(6, dtype=np.uint8)
 order = np.array([5, 3, 0, 4, 1, 2])
 small = {"multiProcessorCount": 1, "sharedMemPerMultiprocessor": 4 * (100 * 80 + 1024),
          "sharedMemPerBlockOptin": 48 * 1024, "reservedSharedMemPerBlock": 1024}
-for properties, rare in ((emulated_cuda.H200, fused_cuda.RARE_ROWS), (small, 1.0)):
-    fused_cuda.RARE_ROWS = rare
-    fused = fused_cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
+for properties, rare in ((emulated_cuda.H200, cuda.RARE_ROWS), (small, 1.0)):
+    cuda.RARE_ROWS = rare
+    fused = cuda.FusedCUDA(emulated_cuda.emulated_cupy(library, properties))
     lit = fused.prepare(X)
     W = rng.uniform(size=(784, 40))
     for start, stop in ((0, 6), (0, 1), (4, 6), (5, 6)):
@@ -157,7 +157,7 @@ def test_rows_left_in_global_memory_change_no_bit(emulated_library, images, monk
     X, labels = images[0].astype("float32"), images[1]
     small = {"multiProcessorCount": 1, "sharedMemPerMultiprocessor": 4 * (100 * 40 + 1024),
              "sharedMemPerBlockOptin": 48 * 1024, "reservedSharedMemPerBlock": 1024}
-    monkeypatch.setattr(fused_cuda, "RARE_ROWS", 1.0)
+    monkeypatch.setattr(cuda, "RARE_ROWS", 1.0)
     fused = _fused(emulated_library, small)
     lit = fused.prepare(X)
     plan = fused.plan(4, "float32", lit)
@@ -279,7 +279,7 @@ def mnist_rank_counts(mnist):
     (1024, 8, 716, 4, 2),    # float64: 352 rows would fit 8 per multiprocessor, too few
 ])
 def test_launch_plans_on_an_h200(mnist_rank_counts, models, itemsize, rows, per_sm, waves):
-    plan = fused_cuda.launch_plan(models, itemsize, mnist_rank_counts, emulated_cuda.H200)
+    plan = cuda.launch_plan(models, itemsize, mnist_rank_counts, emulated_cuda.H200)
     assert (plan.shared_rows, plan.blocks_per_sm, plan.waves) == (rows, per_sm, waves)
     assert plan.shared_bytes == rows * 10 * itemsize
     assert plan.blocks_per_sm * (plan.shared_bytes + 1024) <= emulated_cuda.H200[
@@ -287,5 +287,5 @@ def test_launch_plans_on_an_h200(mnist_rank_counts, models, itemsize, rows, per_
 
 
 def test_a_plan_for_blank_images():
-    plan = fused_cuda.launch_plan(3, 4, np.zeros(784, np.int64), emulated_cuda.H200)
+    plan = cuda.launch_plan(3, 4, np.zeros(784, np.int64), emulated_cuda.H200)
     assert (plan.shared_rows, plan.shared_bytes, plan.waves) == (0, 0, 1)

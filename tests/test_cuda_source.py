@@ -30,11 +30,6 @@ def test_kernel_source_compiles_with_nvcc(tmp_path, arch):
                for line in out.stderr.splitlines() if "spill stores" in line)
 
 
-def test_shared_buffer_is_16_byte_aligned():
-    source = KERNEL_SOURCE.read_text()
-    assert "extern __shared__ __align__(16) unsigned char shared_bytes[];" in source
-
-
 # The kernel indexes its lists unchecked: the host-side checks run on any array library, so they
 # are exercised here on NumPy arrays standing in for CuPy's.
 def _lists(n_images=4):

@@ -1,13 +1,17 @@
-"""The IDX reader and the data-directory rules, on small files that the tests generate."""
+"""The IDX reader and the data-directory rules, on small files that the tests generate, fuzzed
+files and headers that promise more than they hold (refused with our error, in bounded memory)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import tracemalloc
 
 import numpy as np
 import pytest
 from conftest import gz, idx_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mnist_gpu.data import (
     MNIST_FILES, DataError, FileSpec, load_mnist, parse_idx, read_idx, resolve_data_dir,
@@ -203,3 +207,72 @@ def test_a_corrupt_file_is_named_with_its_fault_not_called_missing(
     assert fault in first, first
     assert str(directory) in first and "downloads are off" in first
     assert "no verified copy" not in err and "not in" not in first
+
+
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+VALID_IMAGES = idx_bytes(np.arange(2 * 784, dtype=np.uint32).reshape(2, 28, 28).astype(np.uint8))
+
+
+VALID_LABELS = idx_bytes(np.array([1, 2, 3], dtype=np.uint8))
+
+
+@st.composite
+def idx_like(draw):
+    """Random headers and lengths, flipped bytes, cut or whole gzip streams."""
+    kind = draw(st.sampled_from(["random", "header", "mutated", "gzip"]))
+    if kind == "random":
+        return draw(st.binary(max_size=200))
+    if kind == "header":
+        magic = draw(st.sampled_from([2049, 2051, 2050, 0x1F8B0808, 0]))
+        dims = draw(st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=4))
+        head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+        return head + draw(st.binary(max_size=100))
+    blob = bytearray(draw(st.sampled_from([VALID_IMAGES, VALID_LABELS])))
+    for _ in range(draw(st.integers(1, 4))):
+        blob[draw(st.integers(0, len(blob) - 1))] ^= draw(st.integers(1, 255))
+    if kind == "gzip":
+        packed = gzip.compress(bytes(blob), mtime=0)
+        return packed[:draw(st.integers(0, len(packed)))]
+    return bytes(blob[:draw(st.integers(0, len(blob)))])
+
+
+@FUZZ
+@given(blob=idx_like())
+def test_fuzzed_idx_files_give_an_array_or_our_error(tmp_path, blob):
+    path = tmp_path / ("x.gz" if blob[:2] == b"\x1f\x8b" else "x")
+    path.write_bytes(blob)
+    try:
+        array = read_idx(path)
+    except DataError as err:
+        assert str(path) in str(err)
+    else:
+        assert array.dtype == np.uint8 and array.ndim in (1, 2)
+
+
+def test_a_header_claiming_four_billion_images_allocates_nothing():
+    blob = _header(2051, 4_000_000_000, 28, 28) + bytes(784)
+    tracemalloc.start()
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(blob, "claim")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_a_gzip_bomb_stops_early(tmp_path):
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(bytes(200 * 2**20), compresslevel=9))
+    with pytest.raises(DataError, match="larger than any MNIST file"):
+        read_idx(path)
+
+
+def test_a_data_directory_that_is_a_file(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match="Not a directory"):
+        load_mnist(blocker, offline=False, mirrors=["http://127.0.0.1:9/"])
+    assert blocker.read_text() == "not a directory"

@@ -1,16 +1,22 @@
-"""The download path against a local HTTP server on 127.0.0.1: fallback and the final error.
+"""The download path against a local HTTP server on 127.0.0.1: fallback and the final error, two
+processes downloading into one folder, and a full disk (nothing partial left).
 
 Every load here says ``offline=False``: CI sets MNIST_GPU_OFFLINE=1 for everything else.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import http.server
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
-from conftest import gz, idx_bytes
+from conftest import REPO, gz, idx_bytes
 
 from mnist_gpu.data import MNIST_FILES, DataError, FileSpec, load_mnist
 
@@ -183,3 +189,59 @@ def test_a_corrupt_stored_copy_is_set_aside_and_replaced_online(server, publishe
     assert any("not gzip: starts like an HTML page" in line and "set aside as "
                "t10k-labels-idx1-ubyte.gz.rejected" in line for line in said), said
     assert server.requests == ["/m/t10k-labels-idx1-ubyte.gz"]
+
+
+def test_two_processes_downloading_into_one_directory(tmp_path, tiny_mnist_arrays):
+    server = Server()
+    try:
+        specs, blobs = [], {}
+        for name, array in tiny_mnist_arrays.items():
+            raw = idx_bytes(array)
+            packed = gzip.compress(raw, mtime=0)
+            blobs[name] = packed
+            specs.append(FileSpec(name, "images" if array.ndim == 3 else "labels",
+                                  hashlib.sha256(raw).hexdigest(), len(packed),
+                                  hashlib.sha256(packed).hexdigest()))
+        serve_all(server, "m", blobs)
+        code = textwrap.dedent(f"""
+            import sys
+            from mnist_gpu.data import FileSpec, load_mnist
+            specs = [FileSpec(*s) for s in {[tuple(vars(s).values()) for s in specs]!r}]
+            for _ in range(20):
+                data = load_mnist({str(tmp_path)!r}, offline=False,
+                                  mirrors=[{server.mirror("m")!r}], files=specs)
+                assert data.train_images.shape == (12, 784)
+            print("ok")
+        """)
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=REPO) for _ in range(2)]
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        server.close()
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0 and out.strip() == "ok", err
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    for spec in specs:
+        assert (tmp_path / f"{spec.name}.gz").read_bytes() == blobs[spec.name]
+
+
+def test_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch, tiny_mnist_arrays):
+    from mnist_gpu.io import files as data_module
+
+    raw = idx_bytes(tiny_mnist_arrays["t10k-labels-idx1-ubyte"])
+    packed = gzip.compress(raw, mtime=0)
+    spec = FileSpec("t10k-labels-idx1-ubyte", "labels", hashlib.sha256(raw).hexdigest(),
+                    len(packed), hashlib.sha256(packed).hexdigest())
+    server = Server()
+    server.routes[f"/m/{spec.name}.gz"] = (200, packed)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data_module.os, "fsync", full)
+    try:
+        with pytest.raises(DataError, match="No space left on device"):
+            load_mnist(tmp_path, offline=False, mirrors=[server.mirror("m")], files=[spec])
+    finally:
+        server.close()
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,6 @@
-"""Where the outputs go, as a careful user meets them: through symbolic links (the link stays),
+"""Where the outputs go, as a careful user meets them: every output path checked before any work,
+written atomically with the user's umask (a crash or a failed rename keeps the previous file),
+through symbolic links (the link stays),
 into devices and FIFOs (written in place, never renamed over), onto a full disk or device (one
 line, exit status 1, nothing partial left), to a full or closed stdout (one line; quietly), and
 ``--json`` with one meaning on every command (alone: stdout; with a PATH: a file).
@@ -10,12 +12,14 @@ disk is a small tmpfs, mounted as root; elsewhere those cases are skipped, sayin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -289,3 +293,72 @@ def test_predict_never_takes_a_picture_for_the_json_path(files, capsys):
 def test_cluster_needs_a_json_file_not_stdout(capsys):
     assert cli.main(["sweep", "--cluster", "local:1", "--offline", "--json"]) == 2
     assert "--cluster needs --json PATH, a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--save", "{missing}/w.npz"], "--save"),
+    (["predict", "x.png", "--weights", "none.npz", "--show", "{missing}/seen.png"], "--show"),
+    (["curve", "--plot", "{missing}/c.png"], "--plot"),
+    (["eval", "--weights", "none.npz", "--plot", "{missing}/m.png"], "--plot"),
+    (["eval", "--weights", "none.npz", "--weight-map", "{missing}/w.png"], "--weight-map"),
+    (["bench", "--json", "{missing}/b.json"], "--json"),
+    (["bench", "--plot", "{missing}/b.png"], "--plot"),
+    (["bench", "--json", "{dir}"], "--json"),
+    (["curve", "--plot", "{dir}"], "--plot"),
+])
+def test_every_output_path_is_checked_before_any_work(argv, flag, tmp_path, capsys):
+    argv = [a.format(missing=tmp_path / "nodir", dir=tmp_path) for a in argv]
+    # No data at all: a command that started working would fail on that instead.
+    options = [] if argv[0] == "predict" else ["--data-dir", str(tmp_path / "no-data"),
+                                                "--offline"]
+    assert cli.main([*argv, *options]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {flag} " in err
+    assert "does not exist" in err or "is a directory" in err
+
+
+def test_outputs_are_written_atomically_with_the_users_umask(run, tmp_path):
+    png = tmp_path / "c.png"
+    old = os.umask(0o022)
+    try:
+        status, _, _ = run("curve", "--backend", "numpy", "--seeds", "1", "--checkpoints",
+                           "0,100", "--plot", str(png))
+        assert status == 0
+        status, _, _ = run("train", "--backend", "numpy", "--limit", "100",
+                           "--save", str(tmp_path / "w.npz"))
+    finally:
+        os.umask(old)
+    assert png.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_failure_just_before_the_rename_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "w.npz"
+    save_weights(path, np.ones((784, 10)), {"version": 1})
+
+    def broken_replace(src, dst):
+        raise OSError(errno.EIO, "injected failure")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="injected"):
+        save_weights(path, np.zeros((784, 10)), {"version": 2})
+    monkeypatch.undo()
+    weights, meta = load_weights(path)
+    assert meta == {"version": 1} and np.all(weights == 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]
+
+
+def test_a_process_killed_during_a_save_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "w.npz"
+    save_weights(path, np.ones((784, 10)), {"version": 1})
+    code = textwrap.dedent(f"""
+        import os, numpy as np
+        from mnist_gpu.io.weights import save_weights
+        os.replace = lambda src, dst: os._exit(9)  # killed between the write and the rename
+        save_weights({str(path)!r}, np.zeros((784, 10)), {{"version": 2}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO)
+    assert proc.returncode == 9
+    weights, meta = load_weights(path)
+    assert meta == {"version": 1} and np.all(weights == 1)

@@ -1,7 +1,12 @@
-"""Both backends produce matching weights: every backend against NumPy, from the same host weights.
+"""Parity: a second real arithmetic gives NumPy's weights to within rounding, from the same host
+weights; the compiled passes give the array path's; and what every backend keeps invariant.
 
 One oracle, as scikit-learn does it: run with NumPy, run with the backend under test, bring the
-result to the host, compare with a tolerance that depends on the dtype.
+result to the host, compare with a tolerance that depends on the dtype. The backends compared
+are those with an arithmetic of their own (PyTorch on the CPU or a GPU, CuPy); where none is
+installed they skip, saying so. array_api_strict computes with NumPy and gives its very bits: it
+is checked for that, and for refusing implicit conversions, in
+``tests/test_array_api_conformance.py``.
 
 Tolerances. Backends may sum the 784-term dot products in different orders (BLAS blocking, the
 fused kernels' lit-pixel order, PyTorch's MKL and oneDNN kernels, a GPU's reduction tree), so
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import backend_params, compared_with_numpy, with_fused, with_fused_minibatch
+from conftest import backend_params, with_a_second_arithmetic, with_fused, with_fused_minibatch
 
 from mnist_gpu import kernels
 from mnist_gpu.model import tutorial
@@ -44,7 +49,7 @@ def assert_same_weights(result, reference, dtype):
     np.testing.assert_allclose(result.weights, reference.weights, **TOLERANCE[dtype])
 
 
-@compared_with_numpy
+@with_a_second_arithmetic
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_per_image_parity(backend, numpy_backend, mnist, host_start, dtype):
     ours = trained(backend, mnist, dtype, host_start, limit=1000, kernel="array")
@@ -52,7 +57,7 @@ def test_per_image_parity(backend, numpy_backend, mnist, host_start, dtype):
     assert_same_weights(ours, reference, dtype)
 
 
-@compared_with_numpy
+@with_a_second_arithmetic
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size", [32, 1000, 60000])
 def test_minibatch_parity(backend, numpy_backend, mnist, host_start, dtype, batch_size):
@@ -68,7 +73,7 @@ def test_minibatch_parity(backend, numpy_backend, mnist, host_start, dtype, batc
                                                                     else 3e-4)
 
 
-@compared_with_numpy
+@with_a_second_arithmetic
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_same_predictions_on_the_test_set(backend, numpy_backend, mnist, host_start, dtype):
     weights = trained(numpy_backend, mnist, dtype, host_start, limit=2000, kernel="array").weights

@@ -250,3 +250,77 @@ def test_reading_reduces_a_large_picture_before_any_float_conversion(tmp_path):
     Image.new("L", (4000, 300), 255).save(path)
     gray = visual.read_gray(path)
     assert max(gray.shape) <= 2 * visual.WORKING_SIDE and gray.dtype == np.float64
+
+
+def _run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _shape(kind):
+    """Dark ink on white, 200x200: a top-heavy 7, a left-heavy L, a heavy lower right."""
+    ink = np.zeros((200, 200), bool)
+    if kind == "top-heavy 7":
+        ink[20:70, 30:170] = True  # a thick bar
+        for row in range(70, 190):  # and a thin stem
+            column = 165 - (row - 70) * 80 // 120
+            ink[row, column - 3:column + 3] = True
+    elif kind == "left-heavy L":
+        ink[20:180, 20:90] = True
+        ink[170:180, 90:180] = True
+    else:  # a thin corner, and most of the ink in a blob at the other end
+        ink[20, 20:180] = True
+        ink[20:180, 20] = True
+        ink[120:180, 120:180] = True
+    return np.where(ink, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["top-heavy 7", "left-heavy L", "heavy lower right"])
+def test_centring_never_cuts_ink_off(kind, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from mnist_gpu.viz import digits
+
+    path = tmp_path / "digit.png"
+    Image.fromarray(_shape(kind)).save(path)
+    image = digits.mnist_style(path)
+    with monkeypatch.context() as unshifted:
+        unshifted.setattr(digits, "_shift", lambda canvas, dy, dx: canvas)
+        whole = digits.mnist_style(path)
+    assert image.sum() == whole.sum()  # every bit of ink is still in the frame
+    rows, columns = np.nonzero(image)
+    assert max(np.ptp(rows), np.ptp(columns)) + 1 == 20  # the 20x20 box, whole
+    # Moved towards the centre of mass as far as the frame allows.
+    assert abs((image.sum(axis=1) * np.arange(28)).sum() / image.sum() - 14) < abs(
+        (whole.sum(axis=1) * np.arange(28)).sum() / whole.sum() - 14) + 1e-9
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_predict_says_a_fifo_and_dev_zero_are_not_regular_files(tmp_path, capsys):
+    weights = tmp_path / "w.npz"
+    save_weights(weights, np.zeros((784, 10)))
+    fifo = tmp_path / "digit.png"
+    os.mkfifo(fifo)
+    for path, kind in [(fifo, "a FIFO"), ("/dev/zero", "a character device")]:
+        if not os.path.exists(path):
+            continue
+        status, _, err = _run(capsys, "predict", path, "--weights", weights)
+        assert status == 2
+        assert err == (f"mnist-gpu: error: {path}: not a regular file ({kind}); give a "
+                       "picture's file\n")
+
+
+def test_predict_show_is_scaled_up_to_be_seen(tmp_path, capsys):
+    from PIL import Image
+
+    weights = tmp_path / "w.npz"
+    save_weights(weights, np.zeros((784, 10)))
+    picture, shown = tmp_path / "one.png", tmp_path / "seen.png"
+    canvas = np.full((60, 60), 255, np.uint8)
+    canvas[10:50, 27:33] = 0
+    Image.fromarray(canvas).save(picture)
+    status, out, _ = _run(capsys, "predict", picture, "--weights", weights, "--show", shown)
+    assert status == 0
+    assert Image.open(shown).size == (280, 280)
+    assert "each pixel drawn 10x10: 280x280" in out

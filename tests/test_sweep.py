@@ -5,11 +5,15 @@ grids are one line and status 2."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import kernel_params
+from conftest import REPO, kernel_params
 
 from mnist_gpu import cli
 from mnist_gpu.model import tutorial
@@ -282,3 +286,93 @@ def test_a_deeper_network_sweeps_model_after_model(mnist_dir_path, tmp_path, cap
     assert cli.main(["eval", "--weights", str(tmp_path / "deep.npz"), "--model", "0",
                      "--backend", "numpy", "--data-dir", str(mnist_dir_path), "--offline"]) == 0
     assert "784-16-10, relu, bias" in capsys.readouterr().out
+
+
+def _run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _data(mnist_dir_path):
+    return ["--data-dir", str(mnist_dir_path), "--offline"]
+
+
+def test_a_huge_seed_range_is_parsed_in_bounded_memory_and_linear_time():
+    # In a process of its own, under 1.5 GiB of address space: a list of the hundred million
+    # seeds (4 GB and more) cannot be built there, and 100,000 seeds listed one by one, checked
+    # for repeats pair by pair, would take minutes, not the timeout.
+    code = textwrap.dedent("""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
+        from mnist_gpu.sweep import grid, parse_seeds
+        seeds = parse_seeds("0-99999999")
+        members = grid((0.001, 0.01, 0.1), seeds)
+        assert len(members) == 300_000_000 and members[-1].seed == 99_999_999
+        assert members[100_000_000].alpha == 0.01 and members[100_000_005].seed == 5
+        assert len(parse_seeds(",".join(map(str, range(100_000))))) == 100_000
+        try:
+            parse_seeds("0-99999999,5")
+        except ValueError as err:
+            print(err)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "seed 5 is listed twice"
+
+
+def test_an_absurd_grid_is_refused_before_any_work(tmp_path, capsys):
+    # No data: a command that started working would fail on that instead.
+    status, out, err = _run(capsys, "sweep", "--seed", "0-99999999", "--backend", "numpy",
+                            "--data-dir", tmp_path, "--offline")
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1 and "a grid of 100,000,000 models" in err
+    assert "more than the" in err and "sweep fewer models" in err
+
+
+def test_a_sweep_fills_its_weights_chunk_by_chunk(numpy_backend, mnist):
+    from mnist_gpu.sweep import grid, run_sweep
+    from mnist_gpu.training import TrainConfig, to_device_data
+
+    data = to_device_data(numpy_backend, mnist, "float32", limit=50)
+    members = grid((0.01,), range(6))
+    config = TrainConfig(checkpoints=(0,))
+    chunked = run_sweep(data, members, config, chunk_models=4)
+    whole = run_sweep(data, members, config)
+    assert chunked.chunks == 2 and np.array_equal(chunked.weights, whole.weights)
+
+
+def test_forced_chunks_are_not_called_a_device_limit(mnist_dir_path, capsys):
+    status, _, err = _run(capsys, "sweep", "--seed", "0-2", "--limit", "100", "--chunk-models",
+                          "1", "--backend", "numpy", "--quiet", *_data(mnist_dir_path))
+    assert status == 0
+    assert "do not fit" not in err
+    assert "training the grid's 3 models in 3 chunks of up to 1, one after another " \
+           "(--chunk-models)" in err
+
+
+def test_eval_of_a_diverged_sweep_model_says_so(mnist_dir_path, tmp_path, capsys):
+    saved = tmp_path / "sweep.npz"
+    status, _, _ = _run(capsys, "sweep", "--alpha", "0.01,5", "--seed", "3", "--limit", "300",
+                        "--backend", "numpy", "--quiet", "--save", saved, *_data(mnist_dir_path))
+    assert status == 0
+    common = ["eval", "--weights", saved, "--backend", "numpy", *_data(mnist_dir_path)]
+    status, out, _ = _run(capsys, *common, "--model", "1")
+    assert status == 0
+    assert "model 1 of the sweep: alpha 5.0, seed 3; it DIVERGED at step" in out
+    status, out, _ = _run(capsys, *common, "--model", "1", "--json")
+    assert json.loads(out)["model"]["diverged"].startswith("at step")
+    status, out, _ = _run(capsys, *common, "--model", "0")
+    assert "model 0 of the sweep: alpha 0.01, seed 3\n" in out and "DIVERGED" not in out
+
+
+def test_a_lazy_grid_is_small_however_many_members_it_has():
+    from mnist_gpu.sweep import grid, parse_seeds
+
+    tracemalloc.start()
+    members = grid((0.01,), parse_seeds("0-99999999"))
+    chunk = [members[i] for i in range(5_000_000, 5_000_100)]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20 and chunk[0].seed == 5_000_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -152,3 +153,42 @@ def test_a_missing_plot_extra_is_named_before_any_work(argv, monkeypatch, capsys
     assert cli.main([*argv, "--offline", "--data-dir", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'mnist-gpu[plot]'" in err
+
+
+def _run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _data(mnist_dir_path):
+    return ["--data-dir", str(mnist_dir_path), "--offline"]
+
+
+def _saved_cnn(path, channels=4):
+    arch = Architecture(conv=(channels,), conv_size=5, bias=True, loss="ce")
+    arrays = network.params_to_arrays(network.init_params(arch, 0, "float32"))
+    save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
+    return path
+
+
+def test_a_cnn_weight_map_draws_its_first_kernels(mnist_dir_path, tmp_path, capsys):
+    weights = _saved_cnn(tmp_path / "cnn.npz")
+    picture, confusion = tmp_path / "kernels.png", tmp_path / "confusion.png"
+    status, out, err = _run(capsys, "eval", "--weights", weights, "--backend", "numpy",
+                            "--weight-map", picture, "--plot", confusion,
+                            *_data(mnist_dir_path))
+    assert status == 0 and "Traceback" not in err, err
+    assert f"wrote {picture} (the first convolution's 4 kernels)" in out
+    assert f"wrote {confusion} (the confusion matrix)" in out
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_conv_kernels_are_drawn_as_small_images():
+    from mnist_gpu.viz.figures import plot_conv_kernels
+
+    W = np.arange(25 * 6, dtype=np.float32).reshape(25, 6)
+    figure = plot_conv_kernels(W, 5)
+    shown = [ax.images[0].get_array() for ax in figure.axes if ax.images]
+    assert len(shown) == 6 and all(image.shape == (5, 5) for image in shown)
+    np.testing.assert_array_equal(shown[2], W[:, 2].reshape(5, 5))  # rows in (dy, dx) order

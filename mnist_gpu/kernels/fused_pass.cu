@@ -26,7 +26,7 @@
 // 28 KiB (plus 1 KiB reserved per block), so an H200 would run 7 blocks per multiprocessor and
 // 1,024 models in two waves, while the 704 most often lit rows (27.5 KiB; the 13 left out are lit
 // in 11 of the 60,000 images) let 8 fit and all 1,024 run at once. The host picks shared_rows
-// (cuda.launch_plan); the summation order, and so every result, does not depend on it.
+// (cuda.py's launch_plan); the summation order, and so every result, does not depend on it.
 //
 // One warp rather than a larger block: the 60,000 steps are strictly sequential and carry
 // about 150 lit pixels each, so a warp-synchronous step (no __syncthreads, no shared-memory
