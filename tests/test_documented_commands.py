@@ -1,6 +1,6 @@
-"""What a newcomer meets on the way through the README: the files its commands write are ignored
-by git where the docs run them, the commands table says what each command draws, and
-``bench`` prints each figure once, calling a ratio that noise made impossible noise."""
+"""The README's commands as documented: the files they write are ignored by git where the docs
+run them, the commands table says what each command draws, and ``bench`` prints each figure
+once, calling a ratio that noise made impossible noise."""
 
 from __future__ import annotations
 
