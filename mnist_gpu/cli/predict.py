@@ -18,6 +18,7 @@ SHOW_SCALE = 10
 
 def run(args) -> int:
     from ..model import network
+    from ..model.layer import Context
     from ..viz import digits, figures
 
     check_outputs(args, "show", "json")
@@ -28,7 +29,7 @@ def run(args) -> int:
     about_model = sweep_model_line(args.model, info, arch)
     if about_model and info.get("diverged"):
         log(f"warning: {about_model}")
-    plan = network.ConvPlan(arch, get_backend("numpy")) if arch.conv else None
+    ctx = Context(get_backend("numpy"), str(network.flat(params)[0].dtype))
     results = []
     for path in files:
         try:
@@ -38,8 +39,8 @@ def run(args) -> int:
         except digits.ImageReadError as err:
             results.append({"file": str(path), "error": str(err)})
             continue
-        x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
-        scores = network.forward(params, x, arch, np, plan)[-1][0]
+        x = (image.reshape(1, 784) / 255).astype(ctx.dtype)
+        scores = network.logits(arch, params, x, ctx)[0]
         results.append({"file": str(path), "digit": int(np.argmax(scores)),
                         "scores": [float(v) for v in scores], "image": image})
     failed = [r for r in results if "error" in r]

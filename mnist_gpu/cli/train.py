@@ -46,8 +46,8 @@ def _train_network(args) -> int:
     config = training_config(args, args.alpha, args.seed, args.data_seed)
     backend, mnist = backend_and_mnist(args)
     data = training_data(args, backend, mnist)
-    described = {"architecture": config.arch.describe(), "loss": config.arch.loss,
-                 "batch_size": config.batch_size, "lr": config.lr, "momentum": config.momentum,
+    described = {"architecture": config.net.describe(), "loss": config.net.loss,
+                 "batch_size": config.batch_size, "lr": config.lr, "rate": config.rate_words(),
                  "epochs": config.epochs, "seed": config.seed, "shuffle": config.shuffle,
                  "dtype": args.dtype}
     table = TrainingTable(args, described, backend.describe(), "array")
@@ -64,9 +64,9 @@ def _train_network(args) -> int:
 def initial_weights(path):
     """``--init FILE``: the tutorial's (784, 10) weights, read by the loader of ``eval`` and
     ``predict`` (the same checks, the same messages)."""
-    arch, params = load_model_or_usage_error(path, flag="--init")
-    if not arch.is_tutorial:
-        raise UsageError(f"--init {path}: holds a {arch.describe()} network; --init takes the "
+    net, params = load_model_or_usage_error(path, flag="--init")
+    if not net.is_tutorial:
+        raise UsageError(f"--init {path}: holds a {net.describe()} network; --init takes the "
                          "tutorial's (784, 10) weights")
     return params[0][0]
 

@@ -1,22 +1,23 @@
-"""A model saved by ``mnist-gpu train --save`` or ``sweep --save``, read back: its architecture
-(from the file's metadata; none means the tutorial's) and its parameters, every shape checked."""
+"""A model saved by ``mnist-gpu train --save`` or ``sweep --save``, read back: its network (from
+the file's metadata: a layer list, or an older file's settings; none means the tutorial's) and its
+parameters, every shape checked."""
 
 from __future__ import annotations
 
 from ..io.weights import WeightsFileError, load_arrays
-from .architecture import Architecture
-from .network import params_from_arrays
+from .architecture import network_from_json
+from .network import Network, params_from_arrays
 
-def load_model(path, model: int | None = None) -> tuple[Architecture, list]:
-    """The architecture (from the file's metadata; none means the tutorial's) and parameters of a
+def load_model(path, model: int | None = None) -> tuple[Network, list]:
+    """The network (from the file's metadata; none means the tutorial's) and parameters of a
     file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``; of a
     file written by ``mnist-gpu sweep --save``, those of its model number ``model``."""
     arch, params, _ = load_model_info(path, model)
     return arch, params
 
 
-def load_model_info(path, model: int | None = None) -> tuple[Architecture, list, dict]:
-    """``load_model``'s architecture and parameters, and what the file records of a sweep's
+def load_model_info(path, model: int | None = None) -> tuple[Network, list, dict]:
+    """``load_model``'s network and parameters, and what the file records of a sweep's
     model (its ``alpha``, ``seed``, ``final_accuracy`` and ``diverged``; {} for other files)."""
     arrays, metadata = load_arrays(path)
     sweep_models = metadata.get("models") if "sweep" in metadata else None
@@ -35,10 +36,11 @@ def load_model_info(path, model: int | None = None) -> tuple[Architecture, list,
         info = sweep_models[model] if isinstance(sweep_models[model], dict) else {}
     elif model not in (None, 0):
         raise WeightsFileError(f"{path}: --model {model}, but it holds one model (0)")
-    described = (metadata.get("config") or {}).get("arch")
+    config = metadata.get("config") or {}
+    described = config.get("net") or config.get("arch")  # "arch": written before layer lists
     try:
-        arch = Architecture.from_json(described) if described else Architecture()
-        return arch, params_from_arrays(arrays, arch, str(path)), info
+        net = network_from_json(described) if described else Network.tutorial()
+        return net, params_from_arrays(arrays, net, str(path)), info
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, WeightsFileError):
             raise
