@@ -118,3 +118,32 @@ def test_a_deeper_network_sweeps_members_are_their_own_runs(numpy_backend, mnist
             np.testing.assert_array_equal(p, q)
     assert not np.array_equal(network.flat(swept.weights[0])[0],
                               network.flat(swept.weights[1])[0])
+
+
+class _Halving(SGD):
+    """An optimiser of the test's own, with a setting SGD has not."""
+
+    name = "halving"
+    settings = {"shrink": 0.5}
+    described = ("shrink",)
+
+    def __init__(self, params, xp, **settings):
+        super().__init__(params, xp, **settings)
+        self.values = {"momentum": 0.0, "weight_decay": 0.0, **self.values}
+
+
+def test_the_command_lines_optimiser_flags_come_from_the_classes(monkeypatch):
+    from mnist_gpu.cli.args import apply_preset, training_config
+    from mnist_gpu.cli.parser import build_parser
+
+    monkeypatch.setitem(OPTIMIZERS, "halving", _Halving)
+    parser = build_parser()
+    argv = ["train", "--preset", "mlp", "--optimizer", "halving", "--shrink", "0.25"]
+    args = apply_preset(parser.parse_args(argv), argv)
+    config = training_config(args, args.alpha, 0)
+    # The preset's SGD settings are not the new optimiser's: left out.
+    assert config.optimizer == "halving" and config.settings == {"shrink": 0.25}
+    assert config.rate_words() == "lr 0.1, shrink 0.25"
+    argv = ["train", "--preset", "mlp"]
+    config = training_config(apply_preset(parser.parse_args(argv), argv), 0.1, 0)
+    assert config.settings == {"momentum": 0.9, "weight_decay": 5e-4}

@@ -312,8 +312,12 @@ def apply_preset(args, argv):
     if older and "layers" in settings:
         raise UsageError(f"--preset {args.preset} gives its network as layers "
                          f"({settings['layers']}): change it with --layers, not {older[0]}")
+    # Another optimiser given on the command line takes none of the preset's one's settings.
+    chosen = args.optimizer if "--optimizer" in given else settings.get("optimizer", "sgd")
+    others = set(OPTIMIZERS[settings.get("optimizer", "sgd")].settings) - set(
+        OPTIMIZERS[chosen].settings)
     for name, value in settings.items():
-        if not given.intersection(args.flag_names[name]):
+        if name not in others and not given.intersection(args.flag_names[name]):
             setattr(args, name, value)
     return args
 
