@@ -17,8 +17,16 @@ from conftest import REPO
 PACKAGE = REPO / "mnist_gpu"
 # Bottom to top: a module imports from its own package and from those below it, never above.
 # ``mnist_gpu`` itself (its ``__init__``: the public API) sits above what it re-exports.
-LAYERS = ("backend", "io", "data", "model", "kernels", "training", "", "sweep", "viz", "bench",
-          "serve", "cli")
+LAYERS = ("backend", "io", "data", "model", "optim", "kernels", "training", "", "sweep", "viz",
+          "bench", "cli")
+# Inside ``model``, bottom to top: a module imports only those of a lower rank. The layer types
+# (one module each family, on the base ``layer``) know nothing of one another or of the
+# networks they make; the vocabulary of layer words and the presets sit above the network.
+MODEL_RANKS = {"chunks": 0, "tutorial": 1, "stack": 2, "layers": 2, "layer": 2, "dense": 3,
+               "conv": 3, "dropout": 3, "network": 4, "architecture": 5, "presets": 6,
+               "saved": 6, "": 7}
+# Inside ``optim``: the base, then each optimiser and the schedules, then the registries.
+OPTIM_RANKS = {"base": 0, "schedules": 1, "sgd": 1, "": 2}
 ARRAY_LIBRARIES = {"cupy", "cupyx", "array_api_strict", "array_api_compat", "torch"}
 BACKEND_NAMES = {"numpy", "cupy", "array_api_strict", "torch"}
 # Where a library or a backend may be named: the backend layer, and the kernels found by name.
@@ -83,6 +91,21 @@ def test_imports_point_down_the_layers():
              for name, imports in EDGES.items() for line, target, _ in imports
              if target in MODULES and _layer(target) > _layer(name)]
     assert not wrong, "imports that point up (docs/architecture.md):\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("package, ranks", [("model", MODEL_RANKS), ("optim", OPTIM_RANKS)])
+def test_imports_inside_the_model_and_optim_point_down(package, ranks):
+    prefix = f"mnist_gpu.{package}"
+    inside = sorted(name for name in MODULES if name.startswith(prefix))
+    unranked = [name for name in inside if name.removeprefix(prefix).lstrip(".") not in ranks]
+    assert not unranked, f"modules without a rank in {package}: {unranked}"
+
+    def rank(name):
+        return ranks[name.removeprefix(prefix).lstrip(".")]
+    wrong = [f"{name} imports {target}" for name in inside for _, target, _ in EDGES[name]
+             if target in MODULES and target.startswith(prefix + ".") and target != name
+             and rank(target) >= rank(name)]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_no_module_imports_the_cli_but_the_cli():

@@ -148,9 +148,8 @@ def test_bench_code_is_backend_agnostic(backend, mnist):
     cnn_rows = {r.name: r for r in cnn.bench_cnn(backend, data, repeats=1, images=64, batch=32)}
     assert set(cnn_rows) == {"cnn training", "cnn matrix products of training", "cnn inference"}
     from mnist_gpu.model import presets
-    from mnist_gpu.model.architecture import training_flops
 
-    flops = training_flops(presets.architecture("cnn"), 32, 64)
+    flops = presets.network("cnn").training_flops(32, 64)
     assert cnn_rows["cnn training"].flops == cnn_rows["cnn matrix products of training"].flops
     assert cnn_rows["cnn training"].flops == pytest.approx(flops)
     assert all(len(r.seconds) == 1 for r in cnn_rows.values())

@@ -12,28 +12,27 @@ from mnist_gpu import cli
 from mnist_gpu.cli.args import apply_preset
 from mnist_gpu.cli.parser import build_parser
 from mnist_gpu.model import layers, network
-from mnist_gpu.model.architecture import Architecture
-from mnist_gpu.model.network import ConvPlan
+from mnist_gpu.model.architecture import Architecture, parse_network
+from mnist_gpu.model.layer import Context
 from mnist_gpu.model.presets import PRESETS
 from mnist_gpu.training import MLPConfig, train_mlp
 from mnist_gpu.training import to_device_data
 
 
-def _numeric_check(params, X, Y, arch, plan, masks, rng, probes=4):
-    """The largest relative gap between backpropagation and central differences."""
-    loss, grads = network.gradients(params, X, Y, arch, np, plan, masks)
+def _numeric_check(params, X, Y, arch, ctx, rng, probes=4):
+    """The largest relative gap between backpropagation and central differences. ``ctx()``
+    gives each pass the same dropout masks: the function differentiated is deterministic."""
+    loss, grads = network.gradients(arch, params, X, Y, ctx())
     worst = 0.0
-    for layer, (W, b) in enumerate(params):
-        for array, grad in ((W, grads[layer][0]), (b, grads[layer][1])):
-            if array is None:
-                continue
+    for layer in range(len(params)):
+        for array, grad in zip(params[layer], grads[layer]):
             for _ in range(probes):
                 index = tuple(int(rng.integers(0, d)) for d in array.shape)
                 kept = array[index]
                 array[index] = kept + 1e-6
-                up, _ = network.gradients(params, X, Y, arch, np, plan, masks)
+                up, _ = network.gradients(arch, params, X, Y, ctx())
                 array[index] = kept - 1e-6
-                down, _ = network.gradients(params, X, Y, arch, np, plan, masks)
+                down, _ = network.gradients(arch, params, X, Y, ctx())
                 array[index] = kept
                 numeric = (up - down) / 2e-6
                 worst = max(worst, abs(numeric - grad[index])
@@ -47,15 +46,17 @@ def _numeric_check(params, X, Y, arch, plan, masks, rng, probes=4):
 def test_convolution_pooling_and_dropout_gradients(numpy_backend, padding, k, channels):
     rng = np.random.default_rng(k * 10 + len(channels))
     arch = Architecture(hidden=(6,), bias=True, loss="ce", conv=channels, conv_size=k,
-                        padding=padding, dropout=0.3)
-    params = [(W + 0.01 * rng.standard_normal(W.shape), b + 0.1 * rng.standard_normal(b.shape))
-              for W, b in network.init_params(arch, 1, "float64")]
+                        padding=padding, dropout=0.3).network()
+    params = [[p + (0.01 if p.ndim == 2 else 0.1) * rng.standard_normal(p.shape) for p in layer]
+              for layer in network.init_params(arch, 1, "float64")]
     X = rng.random((3, 784))
     Y = np.eye(10)[rng.integers(0, 10, 3)]
-    plan = ConvPlan(arch, numpy_backend)
-    # A fixed dropout mask, drawn once: the function differentiated is then deterministic.
-    masks = network.dropout_masks(arch, np.random.default_rng(5), 3, "float64", numpy_backend)
-    assert _numeric_check(params, X, Y, arch, plan, masks, rng) < 1e-6
+    constants = {}
+
+    def ctx():
+        return Context(numpy_backend, "float64", np.random.default_rng(5), training=True,
+                       constants=constants)
+    assert _numeric_check(params, X, Y, arch, ctx, rng) < 1e-6
 
 
 @pytest.mark.parametrize("k,pad", [(1, 0), (3, 0), (3, 1), (5, 2), (5, 0), (5, 4)])
@@ -96,37 +97,47 @@ def test_a_1x1_convolution_is_a_dense_layer_per_pixel(numpy_backend):
 
 
 def test_same_padding_keeps_the_size_and_valid_shrinks_it():
-    assert Architecture(conv=(4,), conv_size=5, padding="same").features == 14 * 14 * 4
-    assert Architecture(conv=(4, 8), conv_size=5).features == 4 * 4 * 8
+    same = Architecture(conv=(4,), conv_size=5, padding="same").network()
+    assert same.layers[-1].inputs == 14 * 14 * 4
+    assert Architecture(conv=(4, 8), conv_size=5).network().layers[-1].inputs == 4 * 4 * 8
+    mixed = parse_network("conv4x5,pool2,relu,conv8x3+same,pool2,relu,dense10")
+    assert mixed.layers[3].out_shape == (12, 12, 8) and mixed.layers[-1].inputs == 6 * 6 * 8
     with pytest.raises(ValueError, match="odd"):
         Architecture(conv=(4,), conv_size=4, padding="same")
+    with pytest.raises(ValueError, match="odd"):
+        parse_network("conv4x4+same,dense10")
     with pytest.raises(ValueError, match="leave no image"):
-        Architecture(conv=(1, 1, 1, 1, 1), conv_size=3)
+        Architecture(conv=(1, 1, 1, 1, 1), conv_size=3).network()
 
 
 @compared_with_numpy
 def test_a_small_cnn_trains_the_same_on_every_backend(backend, numpy_backend, mnist):
     small = type(mnist)(mnist.train_images[:256], mnist.train_labels[:256],
                         mnist.test_images[:200], mnist.test_labels[:200])
-    arch = Architecture(hidden=(16,), bias=True, loss="ce", conv=(4, 8), conv_size=3,
-                        dropout=0.2)
-    config = MLPConfig(arch, lr=0.05, batch_size=64, epochs=1, momentum=0.9, shuffle=True)
+    # Kernels of 5x5 and then 3x3, padded and not.
+    arch = parse_network("conv4x5+bias,pool2,relu,conv8x3+same+bias,pool2,relu,dropout0.2,"
+                         "dense16+bias,relu,dropout0.2,dense10+bias", "ce")
+    config = MLPConfig(arch, lr=0.05, batch_size=64, epochs=1, settings={"momentum": 0.9},
+                       shuffle=True)
     got = train_mlp(to_device_data(backend, small, "float64"), config)
     want = train_mlp(to_device_data(numpy_backend, small, "float64"), config)
-    for (W, b), (W0, b0) in zip(got.params, want.params):
-        np.testing.assert_allclose(W, W0, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(b, b0, rtol=1e-10, atol=1e-12)
+    for p, p0 in zip(network.flat(got.params), network.flat(want.params)):
+        np.testing.assert_allclose(p, p0, rtol=1e-10, atol=1e-12)
 
 
 def test_presets_fill_in_what_the_command_line_did_not_give(capsys):
     parser = build_parser()
     argv = ["train", "--preset", "mlp", "--epochs", "2"]
     args = apply_preset(parser.parse_args(argv), argv)
-    assert args.hidden == (256,) and args.loss == "ce" and args.weight_decay == 5e-4
+    assert args.layers == "dense256+bias,relu,dense10+bias" and args.loss == "ce"
+    assert args.weight_decay == 5e-4
     assert args.epochs == 2  # given: kept
-    argv = ["train", "--preset", "cnn", "--conv-size", "3"]
+    argv = ["train", "--preset", "cnn", "--layers", "conv8x3,pool2,relu,dense10"]
     args = apply_preset(parser.parse_args(argv), argv)
-    assert args.conv == (32, 64) and args.conv_size == 3 and args.dropout == 0.25
+    assert args.layers == "conv8x3,pool2,relu,dense10" and args.momentum == 0.9
+    argv = ["train", "--preset", "cnn", "--conv-size", "3"]
+    with pytest.raises(cli.UsageError, match="change it with --layers"):
+        apply_preset(parser.parse_args(argv), argv)
     with pytest.raises(SystemExit) as exit:
         cli.main(["train", "--preset", "list"])
     assert exit.value.code == 0
@@ -145,7 +156,7 @@ def test_a_saved_cnn_loads_and_predicts_a_picture(mnist, mnist_dir_path, tmp_pat
                      "--loss", "ce", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "64",
                      "--limit", "2000", "--dropout", "0.1", "--backend", "numpy", "--data-dir",
                      str(mnist_dir_path), "--offline", "--quiet", "--save", str(path)]) == 0
-    assert "28x28-conv4-conv8" in capsys.readouterr().out
+    assert "conv4x3+bias,pool2,relu,conv8x3+bias" in capsys.readouterr().out
     picture = tmp_path / "digit.png"
     Image.fromarray(255 - np.pad(mnist.test_images[0].reshape(28, 28), 10)).resize(
         (96, 96)).save(picture)
@@ -153,4 +164,4 @@ def test_a_saved_cnn_loads_and_predicts_a_picture(mnist, mnist_dir_path, tmp_pat
     assert "digit: " in capsys.readouterr().out
     assert cli.main(["eval", "--weights", str(path), "--backend", "numpy", "--data-dir",
                      str(mnist_dir_path), "--offline"]) == 0
-    assert "conv4-conv8" in capsys.readouterr().out
+    assert "conv4x3+bias,pool2,relu,conv8x3+bias" in capsys.readouterr().out

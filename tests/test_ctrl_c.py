@@ -103,7 +103,7 @@ def test_ctrl_c_with_json_writes_what_finished(mnist_dir_path, monkeypatch, caps
     report = json.loads(out)
     assert report["interrupted"] is True
     assert [p["images_seen"] for p in report["curve"]] == [0, 2000]
-    assert report["config"]["architecture"].startswith("784-128-10")
+    assert report["config"]["architecture"].startswith("dense128")
 
 
 def test_ctrl_c_during_training(mnist_dir_path, tmp_path):

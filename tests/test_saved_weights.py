@@ -32,7 +32,7 @@ def _data(mnist_dir_path):
 
 def _saved_cnn(path, channels=4):
     arch = Architecture(conv=(channels,), conv_size=5, bias=True, loss="ce")
-    arrays = network.params_to_arrays(network.init_params(arch, 0, "float32"))
+    arrays = network.params_to_arrays(network.init_params(arch.network(), 0, "float32"))
     save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
     return path
 
@@ -64,7 +64,8 @@ def test_init_and_eval_refuse_the_same_files_in_the_same_words(run, mnist_dir_pa
 def test_init_refuses_a_deeper_network(run, tmp_path):
     path = _saved_cnn(tmp_path / "cnn.npz")
     status, _, err = run("train", "--backend", "numpy", "--init", str(path))
-    assert status == 2 and "holds a 28x28-conv4" in err and "--init takes the tutorial's" in err
+    assert status == 2 and "holds a conv4x5+bias,pool2,relu,dense10+bias" in err
+    assert "--init takes the tutorial's" in err
 
 
 def test_a_deeper_network_stores_its_first_layer_once(run, tmp_path):
@@ -78,14 +79,14 @@ def test_a_deeper_network_stores_its_first_layer_once(run, tmp_path):
 
 def test_a_file_in_the_old_layout_still_loads(mnist_dir_path, tmp_path, capsys):
     arch = Architecture(hidden=(8,), bias=True)
-    params = network.init_params(arch, 0, "float32")
+    params = network.init_params(arch.network(), 0, "float32")
     arrays = network.params_to_arrays(params)  # W0 as well as weights: written before
     path = tmp_path / "old.npz"
     save_weights(path, arrays["W0"], {"config": {"arch": asdict(arch)}}, **arrays)
     status, out, err = _run(capsys, "eval", "--weights", path, "--backend", "numpy",
                             *_data(mnist_dir_path))
     assert status == 0, err
-    assert "784-8-10" in out
+    assert "dense8+bias,relu,dense10+bias; squared error" in out
 
 
 def test_save_says_where_the_file_went_and_eval_takes_the_same_name(run, tmp_path, monkeypatch,

@@ -282,10 +282,10 @@ def test_a_deeper_network_sweeps_model_after_model(mnist_dir_path, tmp_path, cap
                        "--quiet", "--save", str(tmp_path / "deep.npz")])
     assert status == 0
     out = capsys.readouterr().out
-    assert "784-16-10" in out and "all 1 diverged" in out
+    assert "dense16+bias,relu,dense10+bias" in out and "all 1 diverged" in out
     assert cli.main(["eval", "--weights", str(tmp_path / "deep.npz"), "--model", "0",
                      "--backend", "numpy", "--data-dir", str(mnist_dir_path), "--offline"]) == 0
-    assert "784-16-10, relu, bias" in capsys.readouterr().out
+    assert "dense16+bias,relu,dense10+bias; softmax" in capsys.readouterr().out
 
 
 def _run(capsys, *argv):

@@ -16,6 +16,7 @@ import pytest
 from conftest import backend_or_skip
 
 from mnist_gpu.io.weights import load_arrays
+from mnist_gpu.model import network
 from mnist_gpu.training import MLPConfig, TrainConfig, to_device_data, train_mlp
 from mnist_gpu.training.tutorial import train_models
 
@@ -101,11 +102,10 @@ def test_the_cnn_fast_preset_gives_numpys_results(torch_backend, numpy_backend, 
                         mnist.test_images[:2000], mnist.test_labels[:2000])
     ours, numpy = (train_mlp(to_device_data(b, small, dtype), config)
                    for b in (torch_backend, numpy_backend))
-    for (W, b), (W0, b0) in zip(ours.params, numpy.params):
-        assert W.dtype == np.dtype(dtype)
+    for p, p0 in zip(network.flat(ours.params), network.flat(numpy.params)):
+        assert p.dtype == np.dtype(dtype)
         if dtype == "float64":
-            np.testing.assert_allclose(W, W0, **FLOAT64)
-            np.testing.assert_allclose(b, b0, **FLOAT64)
+            np.testing.assert_allclose(p, p0, **FLOAT64)
     assert abs(100 * (ours.final_accuracy - numpy.final_accuracy)) <= (
         1e-9 if dtype == "float64" else POINTS)
 
@@ -199,12 +199,12 @@ def test_no_host_read_per_step(torch_backend, mnist, host_reads, what):
     data = to_device_data(torch_backend, mnist, "float32", limit=600)
     host_reads[0] = 0
     if what in ("mlp", "cnn"):
-        from mnist_gpu.model.architecture import Architecture
+        from mnist_gpu.model.architecture import parse_network
 
-        arch = (Architecture((32,), "relu", True, "ce", dropout=0.1) if what == "mlp" else
-                Architecture((8,), "relu", True, "ce", conv=(4,), conv_size=3))
-        train_mlp(data, MLPConfig(arch, lr=0.05, batch_size=5, epochs=1, momentum=0.9,
-                                  shuffle=True))
+        arch = parse_network("dense32+bias,relu,dropout0.1,dense10+bias" if what == "mlp" else
+                             "conv4x3+bias,pool2,relu,dense8+bias,relu,dense10+bias", "ce")
+        train_mlp(data, MLPConfig(arch, lr=0.05, batch_size=5, epochs=1,
+                                  settings={"momentum": 0.9}, shuffle=True))
     else:
         config = TrainConfig(batch_size=5 if what == "mini-batches" else 1, shuffle=True,
                              checkpoints=(0, 600))

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from mnist_gpu import cli
+from mnist_gpu.backend import get_backend
 from mnist_gpu.model import network, saved
+from mnist_gpu.model.architecture import parse_network
+from mnist_gpu.model.layer import Context
 from mnist_gpu.viz import figures as visual
-from mnist_gpu.model.architecture import Architecture
 from mnist_gpu.training import MLPConfig, train_mlp
 from mnist_gpu.training import to_device_data
 from mnist_gpu.io.weights import save_weights
@@ -33,8 +35,9 @@ def small_mlp(mnist, tmp_path_factory):
     from mnist_gpu.backend import get_backend
 
     data = to_device_data(get_backend("numpy"), mnist, "float32", limit=12000)
-    result = train_mlp(data, MLPConfig(Architecture((64,), "relu", True, "ce"), lr=0.1,
-                                       batch_size=64, epochs=2, momentum=0.9, shuffle=True))
+    result = train_mlp(data, MLPConfig(parse_network("dense64+bias,relu,dense10+bias", "ce"),
+                                       lr=0.1, batch_size=64, epochs=2,
+                                       settings={"momentum": 0.9}, shuffle=True))
     path = tmp_path_factory.mktemp("model") / "mlp.npz"
     arrays = network.params_to_arrays(result.params)
     save_weights(path, arrays.pop("W0"), result.to_json(), **arrays)
@@ -113,7 +116,8 @@ def test_predict_on_mnist_images_written_as_png(small_mlp, mnist, tmp_path, caps
     path, result = small_mlp
     arch, params = saved.load_model(path)
     images = mnist.test_images[:60]
-    expected = network.classify(params, images / np.float32(255), arch, np)
+    expected = network.classify(arch, params, images / np.float32(255),
+                                Context(get_backend("numpy"), "float32"))
     agree = 0
     for index, image in enumerate(images.reshape(-1, 28, 28)):
         picture = image if style == "light on dark" else 255 - image
@@ -167,7 +171,7 @@ def _data(mnist_dir_path):
 
 def _saved_cnn(path, channels=4):
     arch = Architecture(conv=(channels,), conv_size=5, bias=True, loss="ce")
-    arrays = network.params_to_arrays(network.init_params(arch, 0, "float32"))
+    arrays = network.params_to_arrays(network.init_params(arch.network(), 0, "float32"))
     save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
     return path
 

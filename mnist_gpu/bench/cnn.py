@@ -6,39 +6,39 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import Backend
-from ..model import network, presets
-from ..model.architecture import training_products
+from ..model import network
+from ..model.layer import Context
 from ..model.tutorial import N_INPUTS
-from ..training import DeviceData
+from ..optim import OPTIMIZERS
+from ..training import DeviceData, config_from_preset
 from .timing import Row, time_repeats
 
 def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 1024,
               batch: int = 128, log=None) -> list[Row]:
-    """The CNN of ``--preset cnn``: training images/s (forward, backward, SGD with momentum, in
-    batches of 128) and inference images/s; and, as a row of its own, the matrix products of a
+    """The CNN of ``--preset cnn``: training images/s (forward, backward, the preset's optimiser,
+    in batches of 128) and inference images/s; and, as a row of its own, the matrix products of a
     training pass alone (the same shapes, timed apart), which says what share of the time they
     take (the rest: im2col's gathers, pooling, activations)."""
     xp = backend.xp
-    arch = presets.architecture("cnn")
+    config = config_from_preset("cnn")
+    net = config.net
     itemsize = np.dtype(data.dtype).itemsize
     images = min(images, data.n_train)
     rows = []
     with backend.activate():
-        host = network.init_params(arch, 0, data.dtype)
-        params = [(backend.to_device(W), backend.to_device(b)) for W, b in host]
-        velocity = [(xp.zeros_like(W), xp.zeros_like(b)) for W, b in params]
-        plan = network.ConvPlan(arch, backend)
-        rng = np.random.default_rng(0)
+        params = network.to_device(backend, network.init_params(net, 0, data.dtype))
+        optimizer = OPTIMIZERS[config.optimizer](network.flat(params), xp, **config.settings)
+        ctx = Context(backend, data.dtype, np.random.default_rng(0), training=True)
+        test_ctx = Context(backend, data.dtype, constants=ctx.constants)
 
         def train_pass():
             for s in range(0, images, batch):
                 e = min(s + batch, images)
-                masks = network.dropout_masks(arch, rng, e - s, data.dtype, backend)
-                _, grads = network.gradients(params, data.train_x[s:e, :], data.train_y[s:e, :],
-                                         arch, xp, plan, masks)
-                network.sgd_step(params, grads, velocity, 0.01, e - s, 0.9, 5e-4)
+                _, grads = network.gradients(net, params, data.train_x[s:e, :],
+                                             data.train_y[s:e, :], ctx)
+                optimizer.step(network.flat(params), network.flat(grads), e - s, 0.01)
 
-        products = _cnn_products(arch, batch, images, backend, data.dtype)
+        products = _cnn_products(net, batch, images, backend, data.dtype)
         flops = sum(2.0 * m * k * n * count for (m, k, n), count, _, _ in products)
         test = min(2000, data.n_test)
         for name, step, n_images, work in (
@@ -46,7 +46,7 @@ def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 10
                 ("cnn matrix products of training", lambda: _run_products(products, backend),
                  images, flops),
                 ("cnn inference",
-                 lambda: network.classify(params, data.test_x[:test, :], arch, xp, plan=plan), test,
+                 lambda: network.classify(net, params, data.test_x[:test, :], test_ctx), test,
                  flops / 3 * test / images)):
             backend.reset_memory_pool()
             seconds = time_repeats(backend, step, repeats)
@@ -59,13 +59,13 @@ def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 10
     return rows
 
 
-def _cnn_products(arch, batch, images, backend, dtype):
-    """The products of ``training_products``, with operands of those shapes on the device."""
+def _cnn_products(net, batch, images, backend, dtype):
+    """The products of ``net.training_products``, with operands of those shapes on the device."""
     rng = np.random.default_rng(0)
     return [((m, k, n), count,
              backend.to_device(rng.random((m, k), dtype=np.dtype(dtype))),
              backend.to_device(rng.random((k, n), dtype=np.dtype(dtype))))
-            for (m, k, n), count in training_products(arch, batch, images)]
+            for (m, k, n), count in net.training_products(batch, images)]
 
 
 def _run_products(products, backend):

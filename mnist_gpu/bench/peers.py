@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import presets
-from ..model.architecture import training_flops
 from ..model.tutorial import N_INPUTS, init_weights
+from ..optim import OPTIMIZERS
+from ..training import config_from_preset
 from .timing import HostClock, Row, TorchClock, limit_record, limit_sizes, time_repeats
 from .work import inference_work, train_work
 
 def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: int = 128,
                     device: str = "cpu", log=None) -> list[Row]:
-    """PyTorch's equivalent of ``--preset cnn`` (same layers, SGD with momentum and weight
-    decay, batches of 128), when PyTorch is installed."""
+    """PyTorch's equivalent of ``--preset cnn`` (each layer's PyTorch counterpart, the preset's
+    optimiser with its settings, batches of 128), when PyTorch is installed."""
     try:
         import torch
     except ImportError:
@@ -24,10 +24,12 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
         device = "cpu"
     nn = torch.nn
     tdtype = getattr(torch, dtype)
-    arch = presets.architecture("cnn")
+    config = config_from_preset("cnn")
+    net = config.net
     torch.manual_seed(0)
-    model = torch_network(nn, arch).to(device=device, dtype=tdtype)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model = net.torch(nn).to(device=device, dtype=tdtype)
+    optimiser = OPTIMIZERS[config.optimizer].torch(torch.optim, model.parameters(), 0.01,
+                                                   config.settings)
     X = (torch.tensor(mnist.train_images[:images], device=device).to(tdtype) / 255).reshape(
         -1, 1, 28, 28)
     y = torch.tensor(mnist.train_labels[:images].astype(np.int64), device=device)
@@ -48,7 +50,7 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
         return model(Xt).argmax(dim=1)
 
     # The same work as ours is counted, for the same roofline.
-    flops = training_flops(arch, batch, images)
+    flops = net.training_flops(batch, images)
     traffic = float(images * (N_INPUTS + 10) * np.dtype(dtype).itemsize)
     rows = [Row(f"torch {device}", dtype, "peer", "torch cnn training", batch, images,
                 time_repeats(clock, train_pass, repeats), flops, traffic),
@@ -58,26 +60,6 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
     if log:
         log(f"torch {device} {dtype} cnn: {rows[0].images_per_second:,.0f} training images/s")
     return rows
-
-
-def torch_network(nn, arch):
-    """``arch`` as PyTorch's own layers (``torch.nn``): each convolution with its relu and 2x2
-    max pooling, dropout after the convolutions and after each hidden dense layer."""
-    activation = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[arch.activation]
-    layers, channels = [], 1
-    for shape, filters in zip(arch.conv_shapes() if arch.conv else [], arch.conv):
-        layers += [nn.Conv2d(channels, filters, shape.k, padding=shape.pad, bias=arch.bias),
-                   nn.ReLU(), nn.MaxPool2d(2)]
-        channels = filters
-    layers.append(nn.Flatten())
-    sizes = arch.sizes
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if arch.dropout and (layer > 0 or arch.conv):
-            layers.append(nn.Dropout(arch.dropout))
-        layers.append(nn.Linear(fan_in, fan_out, bias=arch.bias))
-        if layer < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 def bench_naive_numpy(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from ..backend import BACKEND_CHOICES, parse_device
-from ..model.architecture import ACTIVATIONS, LOSSES, PADDINGS, Architecture
+from ..model.architecture import FLAGS as OLDER_FLAGS
+from ..model.architecture import LAYERS, Architecture, parse_network
+from ..model.network import LOSSES, Network
 from ..model.presets import MEASURED_ON, PRESETS
+from ..optim import OPTIMIZERS, SCHEDULES
 from ..training import DTYPES, KERNELS, TUTORIAL_CHECKPOINTS, MLPConfig, TrainConfig
-from ..training.config import SCHEDULES
 from .common import STDOUT, UsageError
 
 
@@ -233,32 +235,47 @@ def _add_train_outputs(p):
                    help="exit with status 1 if the final accuracy is below X (0.7 or 70%%)")
 
 
+def float_list(text):
+    """``0.9,0.999`` -> (0.9, 0.999), each a non-negative number."""
+    return tuple(non_negative_float(part) for part in text.split(","))
+
+
 def _add_network_args(deep):
     """The flags beyond the tutorial: any of them trains a deeper network."""
-    deep.add_argument("--hidden", type=lambda text: int_list(text, minimum=1), default=(),
-                      help="hidden layer sizes, e.g. 256,128 [none]")
-    deep.add_argument("--activation", choices=ACTIVATIONS, default=None,
-                      help="of the hidden layers, so it needs --hidden [relu]")
-    deep.add_argument("--bias", action="store_true", help="give every layer a bias")
+    deep.add_argument("--layers", default=None, metavar="SPEC",
+                      help="the network, its layers in order, e.g. conv24x5,pool2,relu,"
+                           "conv32x3,pool2,relu,dense256,relu,dense10 (words: "
+                           + ", ".join(sorted(LAYERS)) + "; docs/networks.md) [dense10]")
     deep.add_argument("--loss", choices=LOSSES, default="mse",
                       help="mse: the tutorial's squared error; ce: softmax cross-entropy [mse]")
-    deep.add_argument("--momentum", type=fraction_below_one, default=0.0, help="[0]")
-    deep.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="[0]")
+    deep.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="[sgd]")
+    for name, cls in OPTIMIZERS.items():
+        for key, default in cls.settings.items():
+            if key in deep.names:
+                continue  # a setting several optimisers take, already a flag
+            deep.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
+                              type=float_list if isinstance(default, tuple) else
+                              non_negative_float, metavar="X,X" if isinstance(default, tuple)
+                              else None,
+                              help=f"the optimiser's {key.replace('_', ' ')} [{_words(default)}]")
     deep.add_argument("--schedule", choices=SCHEDULES, default="constant",
                       help="learning rate: constant; step (x0.1 at 50%% and 75%% of the steps); "
                            "cosine (to zero) [constant]")
-    deep.add_argument("--conv", type=lambda text: int_list(text, minimum=1), default=(),
-                      metavar="C,C,...",
-                      help="convolution layers, their output channels, e.g. 32,64; each "
-                           "followed by relu and 2x2 max pooling, before the dense layers [none]")
-    deep.add_argument("--conv-size", type=int_at_least(1), default=5, metavar="K",
-                      help="the convolutions' kernels are K x K (not --kernel, the compute "
-                           "path) [5]")
-    deep.add_argument("--padding", choices=PADDINGS, default="valid",
-                      help="valid (no padding) or same (output as large as the input) [valid]")
-    deep.add_argument("--dropout", type=fraction_below_one, default=0.0, metavar="P",
-                      help="while training, drop each feature with probability P after the "
-                           "convolutions and after each hidden layer [0]")
+    kinds = {"sizes": lambda text: int_list(text, minimum=1), "size": int_at_least(1),
+             "fraction": fraction_below_one}
+    for setting, flag, kind, words in OLDER_FLAGS:
+        if kind == "switch":
+            deep.add_argument(flag, dest=setting, action="store_true", help=words)
+        elif isinstance(kind, tuple):
+            deep.add_argument(flag, dest=setting, choices=kind, default=None, help=words)
+        else:
+            deep.add_argument(flag, dest=setting, type=kinds[kind], default=None,
+                              metavar="P" if kind == "fraction" else None,
+                              help=words + " (older than --layers)")
+
+
+def _words(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}"
 
 
 class _Recorder:
@@ -290,10 +307,29 @@ def apply_preset(args, argv):
               f"{args.preset!r}", file=sys.stderr)
         raise SystemExit(2)
     given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
-    for name, value in PRESETS[args.preset].settings.items():
-        if not given.intersection(args.flag_names[name]):
+    settings = PRESETS[args.preset].settings
+    older = [flag for _, flag, _, _ in OLDER_FLAGS if flag in given]
+    if older and "layers" in settings:
+        raise UsageError(f"--preset {args.preset} gives its network as layers "
+                         f"({settings['layers']}): change it with --layers, not {older[0]}")
+    # Another optimiser given on the command line takes none of the preset's one's settings.
+    chosen = args.optimizer if "--optimizer" in given else settings.get("optimizer", "sgd")
+    others = set(OPTIMIZERS[settings.get("optimizer", "sgd")].settings) - set(
+        OPTIMIZERS[chosen].settings)
+    for name, value in settings.items():
+        if name not in others and not given.intersection(args.flag_names[name]):
             setattr(args, name, value)
     return args
+
+
+def _older_flags_given(args) -> list[str]:
+    return [flag for setting, flag, _, _ in OLDER_FLAGS if getattr(args, setting)]
+
+
+def optimizer_settings(args) -> dict:
+    """The optimiser's settings the command line (or a preset) gave."""
+    return {key: getattr(args, key) for cls in OPTIMIZERS.values() for key in cls.settings
+            if getattr(args, key, None) is not None}
 
 
 def wants_network(args) -> bool:
@@ -302,17 +338,25 @@ def wants_network(args) -> bool:
     if args.activation and not args.hidden:
         raise UsageError(f"--activation {args.activation} applies to hidden layers, and there "
                          "are none: add --hidden N (e.g. --hidden 100)")
-    return bool(args.hidden or args.bias or args.loss != "mse" or args.momentum
-                or args.weight_decay or args.schedule != "constant" or args.conv
-                or args.dropout)
+    older = [flag for flag in _older_flags_given(args)
+             if flag not in ("--conv-size", "--padding", "--activation")]
+    return bool(args.layers or older or args.loss != "mse" or args.optimizer != "sgd"
+                or any(optimizer_settings(args).values()) or args.schedule != "constant")
 
 
-def architecture(args) -> Architecture:
+def network(args) -> Network:
+    """The network of ``--layers``, or of the older flags (``--conv``, ``--hidden``, ...)."""
     try:
-        return Architecture(tuple(args.hidden), args.activation or "relu", args.bias, args.loss,
-                            tuple(args.conv), args.conv_size, args.padding, args.dropout)
+        if args.layers:
+            if _older_flags_given(args):
+                raise ValueError(f"--layers gives the whole network: drop "
+                                 f"{', '.join(_older_flags_given(args))}")
+            return parse_network(args.layers, args.loss)
+        given = {setting: getattr(args, setting) for setting, _, _, _ in OLDER_FLAGS
+                 if getattr(args, setting) not in (None, False)}
+        return Architecture(loss=args.loss, **given).network()
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(f"--layers: {err}" if args.layers else str(err)) from None
 
 
 def check_rates(rates, dtype: str, flag: str = "--alpha") -> None:
@@ -332,9 +376,9 @@ def training_config(args, alpha: float, seed: int, data_seed=None):
     checked, a fault being a ``UsageError``."""
     check_rates(args.alpha if isinstance(args.alpha, tuple) else (alpha,), args.dtype)
     if wants_network(args):
-        config = MLPConfig(architecture(args), lr=alpha, batch_size=args.batch_size,
-                           epochs=args.epochs, momentum=args.momentum,
-                           weight_decay=args.weight_decay, schedule=args.schedule, seed=seed,
+        config = MLPConfig(network(args), lr=alpha, batch_size=args.batch_size,
+                           epochs=args.epochs, optimizer=args.optimizer,
+                           settings=optimizer_settings(args), schedule=args.schedule, seed=seed,
                            shuffle=args.shuffle, data_seed=data_seed)
     else:
         config = TrainConfig(alpha=alpha, batch_size=args.batch_size, epochs=args.epochs,

@@ -4,6 +4,7 @@ confusion matrix, printed and drawn, and the weights themselves as maps."""
 from __future__ import annotations
 
 from ..io.weights import WeightsFileError
+from ..model.conv import Conv
 from ..training import DTYPES, to_device_data
 from .common import (
     UsageError, backend_and_mnist, check_outputs, emit_json, json_on_stdout, require_plotting,
@@ -41,6 +42,7 @@ def sweep_model_line(index, info, arch) -> str | None:
 
 def run(args) -> int:
     from ..model import network
+    from ..model.layer import Context
     from ..viz import figures
 
     check_outputs(args, "plot", "weight-map", "json")
@@ -48,16 +50,14 @@ def run(args) -> int:
         require_plotting("--plot" if args.plot else "--weight-map")
     arch, host_params, info = load_model_info_or_usage_error(args.weights, args.model)
     backend, mnist = backend_and_mnist(args)
-    saved = str(host_params[0][0].dtype)
+    saved = str(network.flat(host_params)[0].dtype)
     dtype = saved if saved in DTYPES and saved in backend.dtypes else "float32"
     data = to_device_data(backend, mnist, dtype, limit=1)
     with backend.activate():
-        params = [(backend.to_device(W.astype(dtype)),
-                   None if b is None else backend.to_device(b.astype(dtype)))
-                  for W, b in host_params]
-        plan = network.ConvPlan(arch, backend) if arch.conv else None
-        predictions = backend.to_host(network.classify(params, data.test_x, arch, backend.xp,
-                                                   plan=plan))
+        params = network.to_device(backend, [[p.astype(dtype) for p in layer]
+                                             for layer in host_params])
+        ctx = Context(backend, dtype)
+        predictions = backend.to_host(network.classify(arch, params, data.test_x, ctx))
     labels = mnist.test_labels
     matrix = figures.confusion_matrix(labels, predictions)
     per_class = matrix.diagonal() / matrix.sum(axis=1)
@@ -87,8 +87,9 @@ def run(args) -> int:
     if args.weight_map:
         save_figure(weight_map(arch, host_params, mnist, figures), args.weight_map,
                     "--weight-map")
-        what = (f"the first convolution's {arch.conv[0]} kernels" if arch.conv else
-                "the weights per output digit" if not arch.hidden else
+        i, first = arch.parametrised()[0]
+        what = (f"the first convolution's {first.filters} kernels" if isinstance(first, Conv)
+                else "the weights per output digit" if len(host_params[i][0].T) == 10 else
                 "the first layer's units")
         say(args, f"wrote {args.weight_map} ({what})")
     return 0
@@ -97,7 +98,8 @@ def run(args) -> int:
 def weight_map(arch, host_params, mnist, figures):
     """The picture of what the first layer learned: a CNN's first kernels as K x K images, a
     dense first layer's units as 28x28 maps, as the images see them."""
-    if arch.conv:
-        return figures.plot_conv_kernels(host_params[0][0], arch.conv_size)
+    i, first = arch.parametrised()[0]
+    if isinstance(first, Conv):
+        return figures.plot_conv_kernels(host_params[i][0], first.k)
     directions = figures.image_directions(mnist.train_images)
-    return figures.plot_weight_maps(host_params[0][0], directions=directions)
+    return figures.plot_weight_maps(host_params[i][0], directions=directions)

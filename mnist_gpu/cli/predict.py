@@ -18,6 +18,7 @@ SHOW_SCALE = 10
 
 def run(args) -> int:
     from ..model import network
+    from ..model.layer import Context
     from ..viz import digits, figures
 
     files = image_files(args.images, digits.IMAGE_SUFFIXES)
@@ -28,8 +29,7 @@ def run(args) -> int:
     about_model = sweep_model_line(args.model, info, arch)
     if about_model and info.get("diverged"):
         log(f"warning: {about_model}")
-    host = get_backend("numpy")
-    plan = network.ConvPlan(arch, host) if arch.conv else None
+    ctx = Context(get_backend("numpy"), str(network.flat(params)[0].dtype))
     results = []
     for path in files:
         try:
@@ -39,9 +39,9 @@ def run(args) -> int:
         except digits.ImageReadError as err:
             results.append({"file": str(path), "error": str(err)})
             continue
-        x = (image.reshape(1, 784) / 255).astype(params[0][0].dtype)
-        with host.activate():  # scores that overflow are shown as such, not warned about
-            scores = network.forward(params, x, arch, np, plan)[-1][0]
+        x = (image.reshape(1, 784) / 255).astype(ctx.dtype)
+        with ctx.backend.activate():  # scores that overflow are shown as such, not warned about
+            scores = network.logits(arch, params, x, ctx)[0]
         results.append({"file": str(path), "digit": int(np.argmax(scores)),
                         "scores": [float(v) for v in scores], "image": image})
     failed = [r for r in results if "error" in r]

@@ -3,13 +3,14 @@ together, in one process or on a Dask cluster, with its table, JSON, weights and
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..backend import host_memory_available
 from ..io.weights import save_weights
-from .args import architecture, training_config, wants_network
+from .args import network, training_config, wants_network
 from .common import (
     STDOUT, Failure, UsageError, backend_and_mnist, check_outputs, emit_json, json_on_stdout, log,
     progress_bar, require_plotting, save_figure, say, writing,
@@ -111,8 +112,8 @@ def _check_grid_fits(args, models: int, deep: bool) -> None:
     not fit this machine's memory: it would grow until it failed, long after it started."""
     from ..sweep import grid_problem
 
-    parameters = sum(rows * columns + (columns if args.bias else 0)
-                     for (rows, columns), _ in architecture(args).layer_shapes())
+    parameters = sum(math.prod(shape) for layer in network(args).layers
+                     for shape in layer.param_shapes())
     checkpoints = max(len(args.checkpoints or ()), 9) + args.epochs + 1  # at most about so many
     problem = grid_problem(models, parameters, np.dtype(args.dtype).itemsize, checkpoints,
                            host_memory_available())
@@ -144,13 +145,13 @@ def _save(path, result, deep):
     metadata = {"sweep": result.settings, "models": models}
     if not deep:
         return save_weights(path, result.weights, metadata)
-    from ..model.architecture import Architecture
+    from ..model.architecture import network_from_json
     from ..model.network import init_params, params_to_arrays
 
-    arch = result.settings["arch"]
-    metadata["config"] = {"arch": arch}
+    described = result.settings["net"]
+    metadata["config"] = {"net": described}
     # A diverged model has no weights: zeros of the right shapes keep the file's model axis whole.
-    shapes = params_to_arrays(init_params(Architecture.from_json(arch), 0,
+    shapes = params_to_arrays(init_params(network_from_json(described), 0,
                                           result.settings["dtype"]))
     stacked = {key: np.stack([params_to_arrays(p)[key] if p is not None else np.zeros_like(z)
                               for p in result.weights]) for key, z in shapes.items()}

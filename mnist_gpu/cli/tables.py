@@ -36,7 +36,7 @@ class TrainingTable:
                 else f"mini-batches of {cfg['batch_size']}")
         if not deep:
             mode += f" ({self.kernel} kernel)"
-        rate = f"lr {cfg['lr']}, momentum {cfg['momentum']}" if deep else f"alpha {cfg['alpha']}"
+        rate = cfg["rate"] if deep else f"alpha {cfg['alpha']}"
         loss = "test loss" if deep else "test MSE"
         return (f"{cfg.get('architecture', '784-10, the tutorial')}: backend {info['backend']} "
                 f"({where}), {cfg['dtype']}, {mode}, {rate}, {cfg['epochs']} epoch(s), "

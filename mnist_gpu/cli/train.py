@@ -46,8 +46,8 @@ def _train_network(args) -> int:
     config = training_config(args, args.alpha, args.seed, args.data_seed)
     backend, mnist = backend_and_mnist(args)
     data = training_data(args, backend, mnist)
-    described = {"architecture": config.arch.describe(), "loss": config.arch.loss,
-                 "batch_size": config.batch_size, "lr": config.lr, "momentum": config.momentum,
+    described = {"architecture": config.net.describe(), "loss": config.net.loss,
+                 "batch_size": config.batch_size, "lr": config.lr, "rate": config.rate_words(),
                  "epochs": config.epochs, "seed": config.seed, "shuffle": config.shuffle,
                  "dtype": args.dtype}
     table = TrainingTable(args, described, backend.describe(), "array")
@@ -67,15 +67,15 @@ def initial_weights(path):
     from ..model.saved import SweepFileError, load_model
 
     try:
-        arch, params = load_model(path)
+        net, params = load_model(path)
     except SweepFileError as err:
         raise UsageError(f"--init {path}: holds the {err.models} models of a sweep; --init takes "
                          "one model's (784, 10) weights (a file written by train --save, or a "
                          ".npy)") from None
     except WeightsFileError as err:
         raise UsageError(f"--init {err}") from None
-    if not arch.is_tutorial:
-        raise UsageError(f"--init {path}: holds a {arch.describe()} network; --init takes the "
+    if not net.is_tutorial:
+        raise UsageError(f"--init {path}: holds a {net.describe()} network; --init takes the "
                          "tutorial's (784, 10) weights")
     return params[0][0]
 

@@ -1,33 +1,96 @@
-"""What a network is: its layers, their shapes and what they cost, with no arithmetic on arrays.
+"""What networks are made of: every layer type by the word that names it (``LAYERS``; a new one is
+added with ``register_layer``), a layer list read from its words, and the older way of describing
+a network by settings mapped to a list.
 
-``Architecture`` describes one model (convolutions, dense layers, activation, bias, dropout,
-loss); the tutorial's network is its default, ``Architecture()``. The flop count of a training
-pass lives here beside the shapes it is counted from, so that the benchmark reads it rather
-than deriving it again.
+A layer list is its words joined by commas, e.g. ``conv32x5+bias,pool2,relu,dense10+bias``
+(docs/networks.md has every word). The older settings are what the flags ``--conv``,
+``--conv-size``, ``--padding``, ``--hidden``, ``--activation``, ``--bias`` and ``--dropout`` say,
+and what weight files written before layer lists record (their metadata's ``arch``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from ..data import IMAGE_SIDE
-from .layers import ConvShape
-from .tutorial import N_INPUTS, N_OUTPUTS
+from .conv import Conv, MaxPool
+from .dense import Dense, ReLU, Sigmoid, Tanh
+from .dropout import Dropout
+from .layer import Layer
+from .network import Network
+from .tutorial import N_OUTPUTS
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-LOSSES = ("mse", "ce")
-SCHEDULES = ("constant", "step", "cosine")
+# Every layer type by the word that names it.
+LAYERS: dict[str, type[Layer]] = {cls.name: cls for cls in (Dense, Conv, MaxPool, ReLU,
+                                                             Sigmoid, Tanh, Dropout)}
 
 
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Make ``cls`` (a ``layer.Layer`` with a ``name``) a layer type that layer lists may name;
+    usable as a class decorator."""
+    if not (cls.name.isalpha() and cls.name.islower()):
+        raise ValueError(f"a layer's name is lower-case letters only, not {cls.name!r}")
+    if LAYERS.get(cls.name, cls) is not cls:
+        raise ValueError(f"a layer named {cls.name!r} exists already: {LAYERS[cls.name]}")
+    LAYERS[cls.name] = cls
+    return cls
+
+
+def parse_layers(text: str) -> list[Layer]:
+    """The layers a comma-separated list of words names (``conv32x5,pool2,relu,dense10``)."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise ValueError("an empty layer list: e.g. dense256+bias,relu,dense10+bias")
+    out = []
+    for word in words:
+        name = re.match(r"[a-z]*", word).group()
+        if name not in LAYERS:
+            raise ValueError(f"{word!r} names no layer: the layers are "
+                             + ", ".join(sorted(LAYERS)))
+        out.append(LAYERS[name].parse(word))
+    return out
+
+
+def parse_network(text: str, loss: str = "mse") -> Network:
+    """The network of a layer list and a loss (a ValueError saying what is wrong)."""
+    return Network(parse_layers(text), loss)
+
+
+def network_from_json(described: dict) -> Network:
+    """The network a saved file's metadata records: a layer list, or an older file's settings."""
+    if "layers" in described:
+        return parse_network(described["layers"], described["loss"])
+    return Architecture.from_json(described).network()
+
+
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 PADDINGS = ("valid", "same")
+
+# The older flags, as data for the command line: (setting, flag, kind of value, help). The kinds
+# are the CLI's argument types: "sizes" (a comma list of integers >= 1), "size" (an integer
+# >= 1), "fraction" (in [0, 1)), a tuple of choices, or "switch".
+FLAGS = (
+    ("conv", "--conv", "sizes", "convolution layers, their output channels, e.g. 32,64; each "
+     "followed by 2x2 max pooling and relu, before the dense layers [none]"),
+    ("conv_size", "--conv-size", "size", "the convolutions' kernels are K x K (not --kernel, the "
+     "compute path) [5]"),
+    ("padding", "--padding", PADDINGS, "valid (no padding) or same (output as large as the "
+     "input) [valid]"),
+    ("hidden", "--hidden", "sizes", "hidden layer sizes, e.g. 256,128 [none]"),
+    ("activation", "--activation", tuple(ACTIVATIONS), "of the hidden layers, so it needs "
+     "--hidden [relu]"),
+    ("bias", "--bias", "switch", "give every layer a bias"),
+    ("dropout", "--dropout", "fraction", "while training, drop each feature with probability P "
+     "after the convolutions and after each hidden layer [0]"),
+)
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """One model description: convolution layers (each ``conv[i]`` output channels, k x k with
-    ``conv_size`` k, then relu and 2x2 max pooling), then dense layers (``hidden``, then the ten
-    outputs) with ``activation`` between them, biases or not, dropout of rate ``dropout`` after
-    the convolutions and after each hidden dense layer while training, and the loss."""
+    """Convolution layers (each ``conv[i]`` output channels, k x k with ``conv_size`` k, then
+    2x2 max pooling and relu), then dense layers (``hidden``, then the ten outputs) with
+    ``activation`` between them, biases or not, dropout of rate ``dropout`` after the
+    convolutions and after each hidden dense layer while training, and the loss."""
 
     hidden: tuple[int, ...] = ()
     activation: str = "relu"
@@ -41,116 +104,44 @@ class Architecture:
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
         if any(h < 1 for h in self.hidden) or any(c < 1 for c in self.conv):
             raise ValueError("layer sizes must be at least 1")
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}")
         if self.conv_size < 1 or (self.padding == "same" and self.conv_size % 2 == 0):
             raise ValueError("the kernel size must be at least 1, and odd for 'same' padding")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), not {self.dropout}")
-        if self.conv:
-            self.conv_shapes()  # raises if the image shrinks to nothing
 
-    def conv_shapes(self):
-        """Each convolution's ``ConvShape``, the image pooled 2x2 after each."""
-        height = width = IMAGE_SIDE
-        channels, shapes = 1, []
-        pad = (self.conv_size - 1) // 2 if self.padding == "same" else 0
+    def layers(self) -> list:
+        """The same network as a list of layers."""
+        def dropped():
+            return [Dropout(self.dropout)] if self.dropout else []
+
+        out = []
         for filters in self.conv:
-            shape = ConvShape(height, width, channels, self.conv_size, pad)
-            height, width, channels = shape.out_height // 2, shape.out_width // 2, filters
-            if height < 1 or width < 1:
-                raise ValueError(f"{len(self.conv)} convolutions of {self.conv_size}x"
-                                 f"{self.conv_size} with pooling leave no image")
-            shapes.append(shape)
-        return shapes
+            out += [Conv(filters, self.conv_size, self.padding == "same", self.bias), MaxPool(),
+                    ReLU()]
+        if self.conv:
+            out += dropped()
+        for size in self.hidden:
+            out += [Dense(size, self.bias), ACTIVATIONS[self.activation](), *dropped()]
+        return out + [Dense(N_OUTPUTS, self.bias)]
+
+    def network(self) -> Network:
+        """The network these settings describe (a ValueError if its images shrink to nothing)."""
+        try:
+            return Network(self.layers(), self.loss)
+        except ValueError as err:
+            if not self.conv:
+                raise
+            raise ValueError(f"{len(self.conv)} convolutions of {self.conv_size}x"
+                             f"{self.conv_size} with pooling leave no image ({err})") from None
 
     @classmethod
     def from_json(cls, described: dict) -> Architecture:
-        """From ``asdict(arch)`` as saved in a weights file's metadata (older files: no conv)."""
+        """From ``asdict(arch)`` as files written before layer lists record it (older ones: no
+        conv)."""
         return cls(tuple(described["hidden"]), described["activation"], bool(described["bias"]),
                    described["loss"], tuple(described.get("conv", ())),
                    int(described.get("conv_size", 5)), described.get("padding", "valid"),
                    float(described.get("dropout", 0.0)))
 
-    def layer_shapes(self) -> list[tuple[tuple[int, int], int]]:
-        """Each layer's (weights shape, bias length): the convolutions' kernel matrices, then
-        the dense layers."""
-        shapes = [((s.k * s.k * s.channels, f), f)
-                  for s, f in zip(self.conv_shapes() if self.conv else [], self.conv)]
-        sizes = self.sizes
-        return shapes + [((a, b), b) for a, b in zip(sizes[:-1], sizes[1:])]
-
-    @property
-    def features(self) -> int:
-        """What the dense layers take: the pixels, or the last pooled feature map, flattened."""
-        if not self.conv:
-            return N_INPUTS
-        last = self.conv_shapes()[-1]
-        return (last.out_height // 2) * (last.out_width // 2) * self.conv[-1]
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """The dense layers' sizes, input first."""
-        return (self.features, *self.hidden, N_OUTPUTS)
-
-    @property
-    def is_tutorial(self) -> bool:
-        return (not self.hidden and not self.bias and self.loss == "mse" and not self.conv
-                and not self.dropout)
-
-    def describe(self) -> str:
-        layers = "-".join(map(str, self.sizes))
-        if self.conv:
-            convs = "-".join(f"conv{f}" for f in self.conv)
-            layers = (f"28x28-{convs} ({self.conv_size}x{self.conv_size} {self.padding}, relu, "
-                      f"2x2 max-pool)-{layers}")
-        parts = [layers]
-        if self.hidden:
-            parts.append(self.activation)
-        parts.append("bias" if self.bias else "no bias")
-        if self.dropout:
-            parts.append(f"dropout {self.dropout:g}")
-        parts.append("softmax cross-entropy" if self.loss == "ce" else "squared error")
-        return ", ".join(parts)
-
-
-def conv_workspace_bytes(arch: Architecture, batch: int, itemsize: int) -> int:
-    """The largest im2col patches of a training step: each convolution's forward patches (kept
-    for the backward pass) and the largest patch gradients of the backward pass (those of every
-    convolution but the first, whose input needs no gradient), for ``batch`` images."""
-    if not arch.conv:
-        return 0
-    sizes = [s.out_height * s.out_width * s.k * s.k * s.channels for s in arch.conv_shapes()]
-    return (sum(sizes) + max(sizes[1:], default=0)) * batch * itemsize
-
-
-
-def training_products(arch: Architecture, batch: int, images: int):
-    """The (m, k, n) shapes of the matrix products of one training pass over ``images`` in
-    batches of ``batch``, with how often each runs: per convolution its forward product, its
-    kernels' gradient and (but the first) its patches' gradient; per dense layer the same
-    three."""
-    steps = -(-images // batch)
-    products = []
-    for i, (shape, filters) in enumerate(zip(arch.conv_shapes() if arch.conv else [],
-                                             arch.conv)):
-        rows = batch * shape.out_height * shape.out_width
-        patch = shape.k * shape.k * shape.channels
-        products += [((rows, patch, filters), steps), ((patch, rows, filters), steps)]
-        if i > 0:  # the patches' gradient, which col2im adds back into the input's
-            products.append(((rows, filters, patch), steps))
-    sizes = arch.sizes
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        products += [((batch, fan_in, fan_out), steps), ((fan_in, batch, fan_out), steps),
-                     ((batch, fan_out, fan_in), steps)]
-    return products
-
-
-def training_flops(arch: Architecture, batch: int, images: int) -> float:
-    """The matrix products' arithmetic of one training pass of ``arch`` over ``images``."""
-    return sum(2.0 * m * k * n * count
-               for (m, k, n), count in training_products(arch, batch, images))

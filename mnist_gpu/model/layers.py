@@ -1,4 +1,5 @@
-"""Convolution, 2x2 max pooling and dropout, forward and backward, written once against ``xp``.
+"""The array path of convolution and 2x2 max pooling, forward and backward, written once against
+``xp`` (the layers that use it are ``conv.py``'s).
 
 The array API has neither strided views nor scatter-add, so:
 
@@ -146,10 +147,3 @@ def pool_backward(grad_out, windows, out, input_shape, xp):
         grad = xp.concat([grad, xp.zeros_like(grad[:, :, :1, :])], axis=2)
     return grad
 
-
-def dropout_mask(rng: np.random.Generator, shape, rate: float, dtype) -> np.ndarray:
-    """A host mask for inverted dropout: 0 with probability ``rate``, else 1 / (1 - rate), so
-    that evaluation (no mask) needs no rescaling. Drawn on the host, as every random number of
-    mnist-gpu is, so that every backend trains identically."""
-    keep = rng.random(shape) >= rate
-    return (keep / (1.0 - rate)).astype(dtype)

@@ -1,11 +1,13 @@
-"""A model saved by ``mnist-gpu train --save`` or ``sweep --save``, read back: its architecture
-(from the file's metadata; none means the tutorial's) and its parameters, every shape checked."""
+"""A model saved by ``mnist-gpu train --save`` or ``sweep --save``, read back: its network (from
+the file's metadata: a layer list, or an older file's settings; none means the tutorial's) and its
+parameters, every shape checked."""
 
 from __future__ import annotations
 
 from ..io.weights import WeightsFileError, load_arrays
-from .architecture import Architecture
-from .network import params_from_arrays
+from .architecture import network_from_json
+from .network import Network, params_from_arrays
+
 
 class SweepFileError(WeightsFileError):
     """A file of a sweep's many models where one model is needed and none was chosen."""
@@ -15,16 +17,16 @@ class SweepFileError(WeightsFileError):
         self.models = models
 
 
-def load_model(path, model: int | None = None) -> tuple[Architecture, list]:
-    """The architecture (from the file's metadata; none means the tutorial's) and parameters of a
+def load_model(path, model: int | None = None) -> tuple[Network, list]:
+    """The network (from the file's metadata; none means the tutorial's) and parameters of a
     file written by ``mnist-gpu train --save``, or of a plain (784, 10) ``.npy``/``.npz``; of a
     file written by ``mnist-gpu sweep --save``, those of its model number ``model``."""
     arch, params, _ = load_model_info(path, model)
     return arch, params
 
 
-def load_model_info(path, model: int | None = None) -> tuple[Architecture, list, dict]:
-    """``load_model``'s architecture and parameters, and what the file records of a sweep's
+def load_model_info(path, model: int | None = None) -> tuple[Network, list, dict]:
+    """``load_model``'s network and parameters, and what the file records of a sweep's
     model (its ``alpha``, ``seed``, ``final_accuracy`` and ``diverged``; {} for other files)."""
     arrays, metadata = load_arrays(path)
     sweep_models, described = _described(metadata, path)
@@ -44,13 +46,13 @@ def load_model_info(path, model: int | None = None) -> tuple[Architecture, list,
     elif model not in (None, 0):
         raise WeightsFileError(f"{path}: --model {model}, but it holds one model (0)")
     try:
-        arch = Architecture.from_json(described) if described else Architecture()
+        net = network_from_json(described) if described else Network.tutorial()
     except (KeyError, TypeError, ValueError, RecursionError) as err:
         what = f"lacks {err}" if isinstance(err, KeyError) else err
-        raise WeightsFileError(f"{path}: its metadata's architecture is not one mnist-gpu "
+        raise WeightsFileError(f"{path}: its metadata's network is not one mnist-gpu "
                                f"reads ({what})") from None
     try:
-        return arch, params_from_arrays(arrays, arch, str(path)), info
+        return net, params_from_arrays(arrays, net, str(path)), info
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, WeightsFileError):
             raise
@@ -79,9 +81,10 @@ def _described(metadata, path) -> tuple[list | None, dict | None]:
         return models, None
     if not isinstance(config, dict):
         raise wrong(f"'config' is {_json_kind(config)}, not an object")
-    described = config.get("arch")
+    key = "net" if "net" in config else "arch"  # "arch": written before layer lists
+    described = config.get(key)
     if described is not None and not isinstance(described, dict):
-        raise wrong(f"'config.arch' is {_json_kind(described)}, not an object")
+        raise wrong(f"'config.{key}' is {_json_kind(described)}, not an object")
     return models, described
 
 

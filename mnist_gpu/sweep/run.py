@@ -154,7 +154,7 @@ class SweepResult:
         return out
 
     def to_json(self) -> dict:
-        loss = (self.settings.get("arch") or {}).get("loss", "mse")
+        loss = (self.settings.get("net") or {}).get("loss", "mse")
         return {"settings": self.settings, "backend": self.backend, "kernel": self.kernel,
                 "models": [m.to_json(loss) for m in self.models], "summaries": self.summaries(),
                 "seconds": self.seconds, "chunks": self.chunks,
@@ -272,10 +272,10 @@ def run_mlp_sweep(data: DeviceData, members: list[Member], config: MLPConfig, lo
             images = run.images_trained
         if on_chunk:
             on_chunk(1)
-    settings = {**asdict(config), "alphas": list(dict.fromkeys(m.alpha for m in members)),
+    settings = {**config.to_json(), "alphas": list(dict.fromkeys(m.alpha for m in members)),
                 "seeds": list(dict.fromkeys(m.seed for m in members)), "dtype": data.dtype,
-                "n_train": data.n_train, "architecture": config.arch.describe()}
-    settings["arch"] = asdict(config.arch)
+                "n_train": data.n_train, "architecture": config.net.describe(),
+                "rate": config.rate_words()}
     del settings["lr"], settings["seed"]
     return SweepResult(settings, data.backend.describe(), "array", results, params, seconds,
                        images or data.n_train * config.epochs)

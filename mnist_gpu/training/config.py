@@ -5,16 +5,17 @@ imply."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ..model.architecture import Architecture
-from ..model.presets import ARCHITECTURE_SETTINGS, PRESETS
+from ..model.architecture import parse_network
+from ..model.network import Network
+from ..model.presets import PRESETS
+from ..optim import OPTIMIZERS, SCHEDULES
 
 TUTORIAL_CHECKPOINTS = (0, 100, 1_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000)
 KERNELS = ("auto", "fused", "array")
-SCHEDULES = ("constant", "step", "cosine")
 
 
 @dataclass
@@ -47,14 +48,16 @@ class TrainConfig:
 
 @dataclass
 class MLPConfig:
-    """A deeper network (``arch``) trained by mini-batch SGD, evaluated after every epoch."""
+    """A network (``net``, a list of layers and a loss) trained by mini-batches with the
+    optimiser named ``optimizer`` (its settings, as data, in ``settings``; the defaults for the
+    rest) and the learning-rate schedule named ``schedule``, evaluated after every epoch."""
 
-    arch: Architecture = field(default_factory=Architecture)
+    net: Network = field(default_factory=Network.tutorial)
     lr: float = 0.1
     batch_size: int = 128
     epochs: int = 10
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    settings: dict = field(default_factory=dict)
     schedule: str = "constant"  # "step": x0.1 at 50% and 75% of the steps; "cosine": to zero
     seed: int = 0
     shuffle: bool = True
@@ -65,20 +68,27 @@ class MLPConfig:
             raise ValueError(f"learning rate must be a positive number, not {self.lr}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch size and epochs must be at least 1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), not {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight decay must be non-negative, not {self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        OPTIMIZERS[self.optimizer].check(self.settings)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """The learning rate of step ``step`` (0-based), computed on the host."""
-        if self.schedule == "step":
-            return self.lr * (0.1 ** ((step >= total_steps // 2) + (step >= 3 * total_steps // 4)))
-        if self.schedule == "cosine":
-            return 0.5 * self.lr * (1 + math.cos(math.pi * step / total_steps))
-        return self.lr
+        return SCHEDULES[self.schedule](step, total_steps, self.lr)[0]
+
+    def rate_words(self) -> str:
+        """The learning rate and the optimiser's settings, as a run's description gives them."""
+        words = OPTIMIZERS[self.optimizer].words(self.settings)
+        return f"lr {self.lr}" + (f", {words}" if words else "")
+
+    def to_json(self) -> dict:
+        """Its settings as plain data (the network as its layer list and loss)."""
+        return {"net": self.net.to_json(), "lr": self.lr, "batch_size": self.batch_size,
+                "epochs": self.epochs, "optimizer": self.optimizer,
+                "settings": dict(self.settings), "schedule": self.schedule, "seed": self.seed,
+                "shuffle": self.shuffle, "data_seed": self.data_seed}
 
 
 def default_checkpoints(n_train: int, epochs: int) -> tuple[int, ...]:
@@ -94,23 +104,22 @@ def shuffle_rng(seed: int, data_seed: int | None) -> np.random.Generator:
     return np.random.default_rng([seed if data_seed is None else data_seed, 1])
 
 
-# Settings that only the deeper networks' training has: any of them makes a preset one.
-NETWORK_TRAINING_SETTINGS = ("momentum", "weight_decay", "schedule")
-
-
 def config_from_preset(name: str, **changes) -> TrainConfig | MLPConfig:
     """The configuration ``mnist-gpu train --preset NAME`` trains, with ``changes`` to its
-    settings (named as ``model/presets.py`` names them: ``alpha``, ``epochs``, ``hidden``, ...,
+    settings (named as ``model/presets.py`` names them: ``alpha``, ``epochs``, ``layers``, ...,
     and ``seed``): an ``MLPConfig`` for a deeper network, else a ``TrainConfig``; checked."""
     if name not in PRESETS:
         raise ValueError(f"no preset {name!r}: choose from {', '.join(PRESETS)}")
     settings = {**PRESETS[name].settings, **changes}
-    arch = {key: settings.pop(key) for key in ARCHITECTURE_SETTINGS if key in settings}
-    deep = bool(arch) or any(key in settings for key in NETWORK_TRAINING_SETTINGS)
+    tutorial = {f.name for f in fields(TrainConfig)}
     try:
-        if deep:
-            config = MLPConfig(Architecture(**arch), lr=settings.pop("alpha", MLPConfig.lr),
-                               **settings)
+        if set(settings) - tutorial:
+            optimizer = settings.pop("optimizer", MLPConfig.optimizer)
+            known = OPTIMIZERS[optimizer].settings if optimizer in OPTIMIZERS else {}
+            chosen = {key: settings.pop(key) for key in list(settings) if key in known}
+            net = parse_network(settings.pop("layers", "dense10"), settings.pop("loss", "mse"))
+            config = MLPConfig(net, lr=settings.pop("alpha", MLPConfig.lr), optimizer=optimizer,
+                               settings=chosen, **settings)
         else:
             config = TrainConfig(**settings)
     except TypeError as err:  # a setting the configuration does not have

@@ -1,5 +1,6 @@
-"""Training a deeper network (``model/network.py``) by mini-batch SGD with momentum, evaluated after
-every epoch, through the same loop as the tutorial's (``runner.run``).
+"""Training a network of layers (``model/network.py``) by mini-batches, with an optimiser and a
+learning-rate schedule of ``mnist_gpu/optim``, evaluated after every epoch, through the same loop
+as the tutorial's (``runner.run``).
 
 Diverged training stops with one message naming the epoch and the step: the weights are no longer
 finite, or the loss per image (of a batch, or of the test set) passed ``runner.loss_bound``
@@ -10,13 +11,14 @@ the loss up by orders of magnitude, then often leaves dead units and the accurac
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 
 import numpy as np
 
 from ..model import network
-from ..model.architecture import conv_workspace_bytes
+from ..model.layer import Context
 from ..model.tutorial import all_finite, batch
+from ..optim import OPTIMIZERS, SCHEDULES
 from . import runner
 from .config import MLPConfig, shuffle_rng
 from .device_data import DeviceData, device_memory_guard
@@ -27,20 +29,20 @@ DIVERGED_LOSS_FACTOR = runner.DIVERGED_FACTOR
 
 def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
               progress=None, on_checkpoint=None) -> MLPResult:
-    """Mini-batch SGD over ``config.epochs``, shuffled per epoch from the seed, evaluated after
+    """Mini-batches over ``config.epochs``, shuffled per epoch from the seed, evaluated after
     each epoch (the only host-device synchronisation). ``on_checkpoint(point)`` is called with
     each evaluation as soon as it is made. Diverged training raises ``TrainingDiverged`` naming
     the epoch and the step.
     """
     config.validate()
-    backend, arch = data.backend, config.arch
-    host = init_params_host or network.init_params(arch, config.seed, data.dtype)
+    backend, net = data.backend, config.net
+    host = init_params_host or network.init_params(net, config.seed, data.dtype)
     n, b = data.n_train, config.batch_size
     what = "while training"
-    if arch.conv:
-        what += (f" (the convolutions' patches take about "
-                 f"{conv_workspace_bytes(arch, b, np.dtype(data.dtype).itemsize) / 2**20:,.0f} "
-                 "MiB per batch)")
+    workspace = net.workspace_bytes(b, np.dtype(data.dtype).itemsize)
+    if workspace:
+        what += (f" (the convolutions' patches take about {workspace / 2**20:,.0f} MiB per "
+                 "batch)")
     checkpoints = [n * epoch for epoch in range(config.epochs + 1)]
     with backend.activate(), device_memory_guard(backend, what, b, data.resident_bytes):
         trainee = _Network(data, config, host)
@@ -50,29 +52,23 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
                           on_checkpoint=on_checkpoint and (lambda points: on_checkpoint(points[0])))
         if done.diverged:
             raise TrainingDiverged(done.diverged[0].message)
-        host_params = [(backend.to_host(W), None if bias is None else backend.to_host(bias))
-                       for W, bias in trainee.params]
-    cfg = asdict(config)
-    cfg["arch"] = asdict(arch)
-    cfg.update(dtype=data.dtype, n_train=n, architecture=arch.describe())
+        host_params = network.to_host(backend, trainee.params)
+    cfg = config.to_json()
+    cfg.update(dtype=data.dtype, n_train=n, architecture=net.describe(),
+               rate=config.rate_words())
     return MLPResult(cfg, backend.describe(), done.curves[0], done.seconds, n * config.epochs,
                      host_params)
 
 
 def trainee(data: DeviceData, config: MLPConfig, host):
-    """A deeper network (from the host parameters ``host``) as ``train_mlp`` hands it to
-    ``runner.run``: for a caller that drives the loop itself (``mnist-gpu serve``). Build it
-    inside ``data.backend.activate()``; ``trainee.params`` holds the (W, bias) of each layer."""
+    """A network (from the host parameters ``host``) as ``train_mlp`` hands it to ``runner.run``:
+    for a caller that drives the loop itself (``mnist-gpu serve``). Build it inside
+    ``data.backend.activate()``; ``trainee.params`` holds each layer's list of parameters."""
     return _Network(data, config, host)
 
 
-def _copies(xp, layers):
-    return [tuple(None if p is None else xp.astype(p, p.dtype, copy=True) for p in layer)
-            for layer in layers]
-
-
 class _Network:
-    """A deeper network's parameters and optimiser state as ``runner.run`` trains them."""
+    """A network's parameters and optimiser state as ``runner.run`` trains them."""
 
     models = 1
 
@@ -80,34 +76,40 @@ class _Network:
         backend, xp = data.backend, data.backend.xp
         self.data, self.config, self.xp = data, config, xp
         self.batch_size = config.batch_size
+        # Every batch is a step, the last and shorter one of an epoch too.
         self.total_steps = -(-data.n_train // config.batch_size) * config.epochs
-        self.params = [(backend.to_device(W), None if b is None else backend.to_device(b))
-                       for W, b in host]
-        self.velocity = [(xp.zeros_like(W), None if b is None else xp.zeros_like(b))
-                         for W, b in self.params]
-        self.plan = network.ConvPlan(config.arch, backend) if config.arch.conv else None
-        self.dropout_rng = np.random.default_rng([config.seed, 2])  # a stream of its own
+        self.params = network.to_device(backend, host)
+        self.optimizer = self._optimizer(self.params)
+        self.schedule = SCHEDULES[config.schedule]
+        # Dropout's masks come from a stream of their own.
+        self.ctx = Context(backend, data.dtype, np.random.default_rng([config.seed, 2]),
+                           training=True)
+        self.eval_ctx = Context(backend, data.dtype, constants=self.ctx.constants)
         self.step = 0
         self.worst = None  # the worst batch loss per image since the last checkpoint, on device
         self.loss_bound = None  # set by the evaluation at the start
         self.at_good = None
 
-    def _train_step(self, params, velocity, one, step: int, dropout_rng):
-        """One SGD step over the batch ``one``: its loss summed over its images (on device)."""
+    def _optimizer(self, params):
+        config = self.config
+        return OPTIMIZERS[config.optimizer](network.flat(params), self.xp, **config.settings)
+
+    def _train_step(self, params, optimizer, one, step: int, ctx):
+        """One step over the batch ``one``: its loss summed over its images (on device), and the
+        update to apply."""
         data, config, xp = self.data, self.config, self.xp
         Xb, Yb = batch(data.train_x, data.train_y, one.start, one.stop, one.order, xp)
         size = one.stop - one.start
-        masks = network.dropout_masks(config.arch, dropout_rng, size, data.dtype, data.backend)
-        loss, grads = network.gradients(params, Xb, Yb, config.arch, xp, self.plan, masks)
-        return loss, lambda: network.sgd_step(params, grads, velocity,
-                                              config.lr_at(step, self.total_steps), size,
-                                              config.momentum, config.weight_decay)
+        loss, grads = network.gradients(config.net, params, Xb, Yb, ctx)
+        lr, cycled = self.schedule(step, self.total_steps, config.lr)
+        return loss, lambda: optimizer.step(network.flat(params), network.flat(grads), size, lr,
+                                            cycled)
 
     def train(self, segment):
         xp = self.xp
         for one in segment.steps(self.batch_size):
-            loss, update = self._train_step(self.params, self.velocity, one, self.step,
-                                            self.dropout_rng)
+            loss, update = self._train_step(self.params, self.optimizer, one, self.step,
+                                            self.ctx)
             # The worst batch loss per image, kept on the device: a blow-up that the network
             # survives (its units dead, its loss back down) still counts.
             per_image = loss / (one.stop - one.start)
@@ -116,16 +118,15 @@ class _Network:
             self.step += 1
 
     def _finite(self, params) -> bool:
-        return all(bool(all_finite(p, xp=self.xp)) for layer in params for p in layer
-                   if p is not None)
+        return all(bool(all_finite(p, xp=self.xp)) for p in network.flat(params))
 
     def non_finite(self, diverged) -> list[int]:
         return [] if self._finite(self.params) else [0]
 
     def score(self, seen, diverged) -> list:
         data = self.data
-        correct, loss = network.evaluate(self.params, data.test_x, data.test_labels, data.test_y,
-                                         self.config.arch, xp=self.xp, plan=self.plan)
+        correct, loss = network.evaluate(self.config.net, self.params, data.test_x,
+                                         data.test_labels, data.test_y, self.eval_ctx)
         point = Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
         if self.loss_bound is None:
             self.loss_bound = runner.loss_bound(point.mse)
@@ -136,22 +137,27 @@ class _Network:
         return (not point.mse <= self.loss_bound
                 or (self.worst is not None and not float(self.worst) <= self.loss_bound))
 
+    def _copies(self, params):
+        return [[self.xp.astype(p, p.dtype, copy=True) for p in layer] for layer in params]
+
     def mark_good(self):
-        self.at_good = (_copies(self.xp, self.params), _copies(self.xp, self.velocity),
-                        self.step, self.dropout_rng.bit_generator.state)
+        self.at_good = (self._copies(self.params), self.optimizer.state(), self.step,
+                        self.ctx.rng.bit_generator.state)
         self.worst = None
 
     def diverge(self, model, segments, seen, point) -> Divergence:
         """Replay the failed epoch one step at a time from its start to name the step where the
         weights stopped being finite or the batch's loss per image passed the bound."""
-        params, velocity, step, state = self.at_good
-        params, velocity = _copies(self.xp, params), _copies(self.xp, velocity)
-        dropout_rng = np.random.default_rng()
-        dropout_rng.bit_generator.state = state  # the same masks as the failed epoch's
+        params, state, step, rng_state = self.at_good
+        params = self._copies(params)
+        optimizer = self._optimizer(params)
+        optimizer.restore(state)
+        ctx = replace(self.ctx, rng=np.random.default_rng())
+        ctx.rng.bit_generator.state = rng_state  # the same masks as the failed epoch's
         counter = [step]
 
         def replayed(one):
-            loss, update = self._train_step(params, velocity, one, counter[0], dropout_rng)
+            loss, update = self._train_step(params, optimizer, one, counter[0], ctx)
             per_image = float(loss) / (one.stop - one.start)
             if not per_image <= self.loss_bound:
                 return (f"the loss per image on its batch reached {per_image:.4g}, over "

@@ -148,20 +148,20 @@ class MLPResult(ResultSummary):
     kernel: str = "array"  # mini-batches always run as array calls
 
     def __post_init__(self):
-        loss = (self.config.get("arch") or {}).get("loss")
+        loss = (self.config.get("net") or {}).get("loss")
         self.curve = Curve(self.curve, "cross-entropy" if loss == "ce" else "MSE")
 
     def describe(self) -> str:
         cfg = self.config
-        momentum = f", momentum {cfg['momentum']}" if cfg.get("momentum") else ""
         return (f"{cfg.get('architecture', 'a network')}: mini-batches of {cfg['batch_size']}, "
-                f"lr {cfg['lr']}{momentum}, {_epochs(cfg)}, seed {cfg['seed']}{_shuffled(cfg)}; "
+                f"{cfg.get('rate', 'lr ' + str(cfg['lr']))}, {_epochs(cfg)}, "
+                f"seed {cfg['seed']}{_shuffled(cfg)}; "
                 f"{ran_on(self.backend)}, {cfg['dtype']}")
 
     def to_json(self) -> dict:
         # The keys of the tutorial's result, its test loss named for what it is; a deeper
         # network lists no pixels before training, and evaluates by array calls.
-        return {**super().to_json(), "curve": curve_json(self.curve, self.config["arch"]["loss"]),
+        return {**super().to_json(), "curve": curve_json(self.curve, self.config["net"]["loss"]),
                 "prepare_seconds": 0.0, "evaluation": "array"}
 
 
