@@ -18,7 +18,7 @@ PACKAGE = REPO / "mnist_gpu"
 # Bottom to top: a module imports from its own package and from those below it, never above.
 # ``mnist_gpu`` itself (its ``__init__``: the public API) sits above what it re-exports.
 LAYERS = ("backend", "io", "data", "model", "optim", "kernels", "training", "", "sweep", "viz",
-          "bench", "cli")
+          "bench", "serve", "cli")
 # Inside ``model``, bottom to top: a module imports only those of a lower rank. The layer types
 # (one module each family, on the base ``layer``) know nothing of one another or of the
 # networks they make; the vocabulary of layer words and the presets sit above the network.

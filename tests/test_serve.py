@@ -27,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from mnist_gpu import cli  # noqa: E402
 from mnist_gpu.backend import get_backend  # noqa: E402
+from mnist_gpu.model import network  # noqa: E402
 from mnist_gpu.serve.app import create_app  # noqa: E402
 from mnist_gpu.serve.live import LiveRun, Setup  # noqa: E402
 from mnist_gpu.training import TrainConfig, config_from_preset, to_device_data  # noqa: E402
@@ -248,7 +249,9 @@ def test_mlp_with_mini_batches_gives_the_weights_of_train(live, data):
     snap = live.frame().result(10)
     assert snap.maps["count"] == 100 and snap.maps["units"] == 256
     expected = train_mlp(data, config_from_preset("mlp", batch_size=50, epochs=1)).params
-    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(snap.params, expected))
+    assert len(network.flat(snap.params)) == len(network.flat(expected)) == 4
+    assert all(np.array_equal(a, b)
+               for a, b in zip(network.flat(snap.params), network.flat(expected)))
 
 
 def test_alpha_changes_without_a_reset(page, client, live):

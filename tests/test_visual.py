@@ -13,7 +13,7 @@ from PIL import Image
 from mnist_gpu import cli
 from mnist_gpu.backend import get_backend
 from mnist_gpu.model import network, saved
-from mnist_gpu.model.architecture import parse_network
+from mnist_gpu.model.architecture import Architecture, parse_network
 from mnist_gpu.model.layer import Context
 from mnist_gpu.viz import figures as visual
 from mnist_gpu.training import MLPConfig, train_mlp

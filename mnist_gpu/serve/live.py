@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..model import network, tutorial
-from ..model.architecture import Architecture
+from ..model.network import Network
 from ..training import MLPConfig, config_from_preset, runner
 from ..training import network as network_training
 from ..training import tutorial as tutorial_training
@@ -78,7 +78,7 @@ class LiveRun:
         """The state of a run not yet started (under the lock, or before the thread)."""
         self.version = self.seen = 0
         self.status, self.message, self.kernel_name = "starting", "", ""
-        self.trainee, self.arch, self.config, self.order = None, Architecture(), None, None
+        self.trainee, self.arch, self.config, self.order = None, Network.tutorial(), None, None
         self.curve, self.checkpoints = [], []
         self.seconds, self._rates = 0.0, collections.deque(maxlen=32)
         self._snapshot, self._subset_at = None, -1.0
@@ -220,13 +220,13 @@ class LiveRun:
         n = data.n_train
         with data.backend.activate():
             if isinstance(config, MLPConfig):
-                arch = config.arch
+                arch = config.net
                 host = network.init_params(arch, config.seed, data.dtype)
                 trainee, kernel = network_training.trainee(data, config, host), "array"
                 checkpoints = [n * e for e in range(config.epochs + 1)]
             else:
                 config = replace(config, kernel=self.kernel)
-                arch = Architecture()
+                arch = Network.tutorial()
                 host_w = (tutorial.init_weights(config.seed, data.dtype) if self.init is None
                           else np.asarray(self.init, dtype=data.dtype))
                 trainee, kernel = tutorial_training.trainee(data, config, host_w)
@@ -344,10 +344,9 @@ class LiveRun:
         backend, trainee = self.data.backend, self.trainee
         self.copies += 1
         if hasattr(trainee, "W"):
-            params = [(backend.to_host(trainee.W), None)]
+            params = [[backend.to_host(trainee.W)]]
         else:
-            params = [(backend.to_host(W), None if b is None else backend.to_host(b))
-                      for W, b in trainee.params]
+            params = network.to_host(backend, trainee.params)
         with self._cond:
             run_id, version, seen, segment = self.run_id, self.version, self.seen, self.order
         index = snapshot.next_image(seen, self.data.n_train, segment)

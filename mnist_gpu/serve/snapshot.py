@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model import network
-from ..model.architecture import Architecture
+from ..model.layer import Context
+from ..model.network import Network
 
 # The test images scored often (the whole set is scored at the run's checkpoints).
 SUBSET = 1_000
@@ -42,13 +43,12 @@ def weight_maps(W: np.ndarray) -> dict:
             "data": encode(levels.astype(np.uint8))}
 
 
-def outputs(params, arch: Architecture, images_u8: np.ndarray) -> np.ndarray:
+def outputs(params, arch: Network, images_u8: np.ndarray) -> np.ndarray:
     """The network's raw outputs (float64) for uint8 images (rows of 784), on the host, scaled
     to [0, 1] in the weights' dtype as training scales them."""
-    dtype = params[0][0].dtype
-    x = (np.asarray(images_u8).reshape(-1, 784) / 255).astype(dtype)
-    plan = network.ConvPlan(arch, _host_backend()) if arch.conv else None
-    return np.asarray(network.forward(params, x, arch, np, plan)[-1], dtype=np.float64)
+    ctx = Context(_host_backend(), str(network.flat(params)[0].dtype))
+    x = (np.asarray(images_u8).reshape(-1, 784) / 255).astype(ctx.dtype)
+    return np.asarray(network.logits(arch, params, x, ctx), dtype=np.float64)
 
 
 def _host_backend():
@@ -57,7 +57,7 @@ def _host_backend():
     return get_backend("numpy")
 
 
-def readout(params, arch: Architecture, image_u8: np.ndarray, label: int, index: int) -> dict:
+def readout(params, arch: Network, image_u8: np.ndarray, label: int, index: int) -> dict:
     """The tutorial's four lines for one image: ``pred = x @ W``, ``delta = pred - y``,
     ``error = delta ** 2`` (a deeper network with cross-entropy: its softmax, ``p - y``, and the
     loss ``-log p[label]``)."""
@@ -89,11 +89,11 @@ def next_image(seen: int, n: int, segment) -> int:
     return int(segment.host_order[position])
 
 
-def accuracy(params, arch: Architecture, images_u8, labels) -> float:
+def accuracy(params, arch: Network, images_u8, labels) -> float:
     return float(np.mean(np.argmax(outputs(params, arch, images_u8), axis=1) == labels))
 
 
-def scores(params, arch: Architecture, image_u8: np.ndarray) -> list[float]:
+def scores(params, arch: Network, image_u8: np.ndarray) -> list[float]:
     """The ten scores of one prepared 28x28 image, as ``predict`` computes them."""
     return outputs(params, arch, image_u8)[0].tolist()
 
@@ -105,8 +105,8 @@ class Snapshot:
     run_id: int
     version: int  # steps trained in this run: a page that has this version has these maps
     seen: int
-    params: list  # host copies of every layer's (W, bias)
-    arch: Architecture
+    params: list  # host copies of every layer's parameters
+    arch: Network
     maps: dict
     current: dict | None
     extra: dict = field(default_factory=dict)
