@@ -159,7 +159,7 @@ def test_strange_metadata_through_the_command_is_exit_2(tmp_path):
     _with_metadata(tmp_path / "odd.npz", STRANGE_METADATA["unknown activation"])
     status, _, err = _cli(["eval", "--weights", "odd.npz", "--offline"], tmp_path)
     assert status == 2
-    assert err == ("mnist-gpu: error: --weights odd.npz: its metadata's architecture is not one "
+    assert err == ("mnist-gpu: error: --weights odd.npz: its metadata's network is not one "
                    "mnist-gpu reads (activation must be one of relu, sigmoid, tanh)\n")
 
 
