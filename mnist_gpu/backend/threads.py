@@ -1,24 +1,23 @@
 """How many threads the CPU's libraries run: one rule, fixed by the machine, never by its load.
 
-OpenBLAS (NumPy's matrix products) and Numba (the compiled loops) each start a thread per CPU.
-On a machine whose cores other work also wants, a product split over every core waits for the
-slice whose core was taken (a 2-core machine beside one busy process ran ``--preset mlp`` 2.2
-times slower with two BLAS threads, and 1.0 times with one). The rule:
+OpenBLAS (NumPy's matrix products) starts a thread per CPU. On a machine whose cores other work
+also wants, each product split over every core waits for the slice whose core was taken (a
+2-core machine beside one busy process ran ``--preset mlp`` 2.2 times slower with two BLAS
+threads, and 1.0 times with one). The rule, for the BLAS:
 
     threads = half the CPUs this process may run on (its affinity mask), at least 1
 
-so one other busy process per thread still finds a core. It depends on the machine alone, not on
-its load of the moment: the same command on the same machine runs the same threads and gives
-the same weights, busy or quiet (OpenBLAS's sums, split another way over another thread count,
-differ in the last bits). ``--threads N`` overrides it; so do the variables users already know,
-each for the library that reads it: ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and
-``MKL_NUM_THREADS`` for the BLAS (which then runs as it says), ``NUMBA_NUM_THREADS`` for Numba.
+so that one other busy process per thread still finds a core. It depends on the machine alone,
+not on its load of the moment: the same command on the same machine runs the same threads and
+gives the same weights, busy or quiet (OpenBLAS's sums, split over another thread count, differ
+in the last bits). Numba's compiled loops keep a thread per CPU: they give the same weights on
+any count (tests/test_fused_minibatch.py), and the sweeps' passes, split once per pass rather
+than once per product, scale with the cores. ``--threads N`` sets both; the variables users
+already know set the library that reads them: ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and
+``MKL_NUM_THREADS`` the BLAS (which then runs as it says), ``NUMBA_NUM_THREADS`` Numba.
 
 ``limited_threads`` applies a choice for the length of a call (the command's own), and puts the
 libraries' previous settings back after it: a caller's settings are never changed for good.
-Numba's pool is sized once per process, from ``NUMBA_NUM_THREADS`` when it is imported, so the
-choice reaches it through ``set_num_threads`` (for this thread, put back after the call), when
-the kernels load it if it is not loaded yet (``apply_to_numba``).
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ import sys
 
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 NUMBA_VARIABLE = "NUMBA_NUM_THREADS"
-RULE = "half the CPUs this process may run on, at least 1"
+RULE = ("BLAS: half the CPUs this process may run on, at least 1; Numba's loops: one per CPU "
+        "(the same weights on any count)")
 
 _chosen = None  # the choice in force (``limited_threads``), for ``thread_record``
 _numba = {"pending": None, "restore": None}  # the count for Numba, and what to put back
@@ -59,7 +59,7 @@ def choose_threads(requested: int | None = None, environ=None) -> dict:
                 "numba_source": "--threads"}
     blas_set = next((v for v in BLAS_VARIABLES if environ.get(v, "").strip()), None)
     numba_set = NUMBA_VARIABLE if environ.get(NUMBA_VARIABLE, "").strip() else None
-    return {**choice, "blas": None if blas_set else rule, "numba": None if numba_set else rule,
+    return {**choice, "blas": None if blas_set else rule, "numba": None,
             "blas_source": blas_set or "rule", "numba_source": numba_set or "rule"}
 
 
