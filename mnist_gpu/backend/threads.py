@@ -31,6 +31,8 @@ NUMBA_VARIABLE = "NUMBA_NUM_THREADS"
 RULE = ("BLAS: half the CPUs this process may run on, at least 1; Numba's loops: one per CPU "
         "(the same weights on any count)")
 
+NUMBA_DEFAULT = "one per CPU, Numba's own"
+
 _chosen = None  # the choice in force (``limited_threads``), for ``thread_record``
 _numba = {"pending": None, "restore": None}  # the count for Numba, and what to put back
 
@@ -60,7 +62,7 @@ def choose_threads(requested: int | None = None, environ=None) -> dict:
     blas_set = next((v for v in BLAS_VARIABLES if environ.get(v, "").strip()), None)
     numba_set = NUMBA_VARIABLE if environ.get(NUMBA_VARIABLE, "").strip() else None
     return {**choice, "blas": None if blas_set else rule, "numba": None,
-            "blas_source": blas_set or "rule", "numba_source": numba_set or "rule"}
+            "blas_source": blas_set or "rule", "numba_source": numba_set or NUMBA_DEFAULT}
 
 
 @contextlib.contextmanager

@@ -42,8 +42,8 @@ examples:
 
 Each command's flags: mnist-gpu COMMAND --help. Exit status: 0 success, 1 the run failed on its
 own terms (data unavailable, training diverged, accuracy below --min-accuracy, an output or
-stdout that cannot be written), 2 a bad argument or an unusable backend, 130 interrupted, 141
-stdout closed by its reader (| head)."""
+stdout that cannot be written), 2 a bad argument or an unusable backend, 130 interrupted, 143
+terminated (SIGTERM), 141 stdout closed by its reader (| head)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
