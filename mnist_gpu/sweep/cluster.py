@@ -90,7 +90,10 @@ def connect(spec: str, log=None):
                     n_workers=workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
                     env={"NUMBA_NUM_THREADS": str(threads)}, local_directory=scratch,
-                    preload=_preloads(dask))
+                    preload=_preloads(dask),
+                    # The scheduler's HTTP routes on a free port of this host's loopback, not
+                    # on 8787 (a warning of four lines when another cluster holds it).
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         elif spec == "cuda":
             try:
                 from dask_cuda import LocalCUDACluster
@@ -117,14 +120,18 @@ def connect(spec: str, log=None):
         raise
 
     def close(interrupted: bool = False):
+        disabled = logging.root.manager.disable
         try:
             if interrupted and cluster is not None:
-                # Dask would wait up to 4 s for each worker's running chunk; the run is over.
+                # Dask would wait up to 4 s for each worker's running chunk; the run is over,
+                # and what the scheduler says of the gathers it cut short is not the user's.
+                logging.disable(logging.CRITICAL)
                 _kill_workers(cluster)
             client.close()
             if cluster is not None:
                 cluster.close()
         finally:
+            logging.disable(disabled)
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
 
