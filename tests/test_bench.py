@@ -24,7 +24,7 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
     status = cli.main(["bench", "--backend", "numpy", "--quick", "--repeats", "2",
                        "--batch-sizes", "1,32,1024", "--data-dir", str(mnist_dir_path),
                        "--offline", "--json", str(report_path), "--plot", str(plot_path),
-                       "--no-startup"])
+                       "--no-startup", "--no-contention"])
     assert status == 0
     out = capsys.readouterr().out
     assert "images/s" in out and "naive per-image loop" in out
@@ -74,8 +74,8 @@ def test_bench_rows_on_pytorch_tensors_beside_pytorchs_own(request, mnist_dir_pa
     torch = backend_or_skip(request, "torch")
     path = tmp_path / "bench.json"
     assert cli.main(["bench", "--backend", "torch", "--quick", "--repeats", "1", "--batch-sizes",
-                     "1,1024", "--no-sweeps", "--no-cnn", "--data-dir", str(mnist_dir_path),
-                     "--offline", "--json", str(path)]) == 0
+                     "1,1024", "--no-sweeps", "--no-cnn", "--no-contention", "--data-dir",
+                     str(mnist_dir_path), "--offline", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     report = json.loads(path.read_text())
     limit = report["limits"][f"{torch.label} float32"]

@@ -8,6 +8,7 @@ from types import ModuleType
 import numpy as np
 
 from .base import Backend, cpu_model, standard_namespace
+from .threads import thread_record
 
 
 class NumpyBackend(Backend):
@@ -33,6 +34,7 @@ class NumpyBackend(Backend):
         info = super().describe()
         info["device"] = "cpu"
         info["cpu"] = cpu_model()
+        info["threads"] = thread_record()
         return info
 
 

@@ -11,6 +11,8 @@ before every clock read; CUDA events on CuPy), median and min-max of:
   as rows of their own, so that a single run can be costed with it;
 * the time to a result (``startup.py``): ``mnist-gpu train`` from process start to exit, warm and
   cold, beside the import of NumPy and Numba in the same run, with the peak resident memory;
+* a shared machine (``contention.py``): ``train --preset mlp`` and ``cnn-fast`` in fresh
+  processes, quiet and beside a busy process the benchmark starts and stops, and the ratio;
 * the peers, in the same run: the naive baseline (the same algorithm as a plain NumPy loop, as a
   user first writes it) and PyTorch running the same update when it is installed;
 * each device's limit, measured the same way on the device the row ran on: memory bandwidth (a
@@ -32,6 +34,7 @@ from ..backend import NumpyBackend
 from ..training import to_device_data
 from . import BATCH_SIZES, SWEEP_MODELS
 from .cnn import bench_cnn
+from .contention import bench_contention, format_contention
 from .peers import bench_naive_numpy, bench_torch, bench_torch_cnn
 from .rows import bench_backend, bench_sweeps
 from .startup import bench_startup, format_startup
@@ -39,10 +42,13 @@ from .timing import describe_machine, measure_limit, peak_host_memory_bytes
 
 
 def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, quick=False,
-                  peers=True, log=None, sweep_models=SWEEP_MODELS, cnn=True, startup=None) -> dict:
+                  peers=True, log=None, sweep_models=SWEEP_MODELS, cnn=True, startup=None,
+                  contention=None) -> dict:
     """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict.
     ``sweep_models``: the sizes of the sweep rows (none: no sweep rows). ``startup``: (data
-    directory, offline) for the startup rows of each backend, or None for none."""
+    directory, offline) for the startup rows of each backend, or None for none.
+    ``contention``: (data directory, offline, --threads or None) for the shared-machine rows of
+    the first backend that computes on the CPU, or None for none."""
     per_image_images = 2000 if quick else 60000
     if quick:
         batch_sizes = tuple(b for b in batch_sizes if b <= 1024) or batch_sizes[:1]
@@ -50,6 +56,9 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
     # First, while this process is idle: no BLAS threads left spinning by a previous row.
     startups = [bench_startup(b.name, *startup, repeats, quick, log) for b in backends
                 ] if startup else []
+    on_cpu = [b for b in backends if b.runs_on_cpu]
+    shared = bench_contention(on_cpu[0].name, *contention[:2], quick, contention[2], log
+                              ) if contention and on_cpu else []
     rows, limits = [], {}
     for backend in backends:
         for dtype in dtypes:
@@ -101,6 +110,7 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
         "limits": limits,
         "rows": [r.to_json(limit) for r, limit in rows],
         "startup": startups,
+        "contention": shared,
         "peak_host_memory_bytes": peak_host_memory_bytes(),
         "seconds": time.perf_counter() - started,
     }
@@ -142,6 +152,7 @@ def format_table(report: dict) -> str:
     lines.append(f"peak host memory: {report['peak_host_memory_bytes'] / 2**20:.0f} MiB")
     for record in report.get("startup", ()):
         lines += format_startup(record)
+    lines += format_contention(report.get("contention", ()))
     for r in report["rows"]:
         if r.get("device_memory_rise") is not None:
             lines.append(f"  {r['backend']} {r['dtype']} {r['name']}: device memory rose "
@@ -197,6 +208,8 @@ def ratios(report: dict) -> list[str]:
     out = [f"startup {r['backend']}: warm mnist-gpu train takes {r['warm_to_import']:.2f}x the "
            f"time of importing NumPy and Numba (cold: {r['cold_to_import']:.2f}x)"
            for r in report.get("startup", ())]
+    out += [f"a shared machine: {r['name']} takes {r['ratio']:.2f}x its quiet time"
+            for r in report.get("contention", ())]
     for dtype in report["settings"]["dtypes"]:
         for backend in sorted({r["backend"] for r in report["rows"] if r["kind"] != "peer"}):
             for ours, peer_backend, peer in PEER_PAIRS:

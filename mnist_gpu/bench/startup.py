@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import children
+
 IMPORT = "import numpy and numba"
 WARM = "mnist-gpu train, warm"
 COLD = "mnist-gpu train, cold"
@@ -83,16 +85,19 @@ def _run(command, env=None) -> tuple[float, int | None]:
     raises ``RuntimeError`` with the end of what it printed."""
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env)
-        if hasattr(os, "wait4"):
-            _, status, usage = os.wait4(process.pid, 0)
-            seconds = time.perf_counter() - started
-            process.returncode = os.waitstatus_to_exitcode(status)
-            # ru_maxrss: KiB on Linux, bytes on macOS.
-            peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-        else:  # Windows: no per-process peak from the system
-            process.wait()
-            seconds, peak = time.perf_counter() - started, None
+        # A child that ends with this process: on Ctrl-C or SIGTERM here it is killed, not left
+        # running (children.py).
+        with children.running(command, stdout=subprocess.DEVNULL, stderr=errors,
+                              env=env) as process:
+            if hasattr(os, "wait4"):
+                _, status, usage = os.wait4(process.pid, 0)
+                seconds = time.perf_counter() - started
+                process.returncode = os.waitstatus_to_exitcode(status)
+                # ru_maxrss: KiB on Linux, bytes on macOS.
+                peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+            else:  # Windows: no per-process peak from the system
+                process.wait()
+                seconds, peak = time.perf_counter() - started, None
         if process.returncode != 0:
             errors.seek(0)
             tail = errors.read().decode(errors="replace").strip().splitlines()[-1:]

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..backend import Backend, cpu_model
+from ..backend.threads import thread_record
 
 
 @dataclass
@@ -143,6 +144,7 @@ def describe_machine(backends) -> dict:
         "numpy": np.__version__,
         "last_level_cache_bytes": _last_level_cache_bytes(),
         "backends": [b.describe() for b in backends],
+        "threads": thread_record(),
     }
     try:
         from threadpoolctl import threadpool_info

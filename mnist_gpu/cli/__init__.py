@@ -3,18 +3,20 @@ share (``common.py``) and print (``tables.py``), and the parser (``parser.py``).
 
 Exit statuses: 0 success; 1 a run that failed on its own terms (data unavailable, training
 diverged, accuracy below ``--min-accuracy``, an output that could not be written, stdout full);
-2 a bad argument or an unusable backend; 130 interrupted; 141 stdout closed by its reader
-(``| head``), quietly, as a Unix tool killed by SIGPIPE. Every error is one line on stderr, never
-a traceback. Nothing imports this package: it is the top of mnist-gpu.
+2 a bad argument or an unusable backend; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141
+stdout closed by its reader (``| head``), quietly, as a Unix tool killed by SIGPIPE. Every error
+is one line on stderr, never a traceback. Nothing imports this package: it is the top of mnist-gpu.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 
 from ..backend import BackendUnavailable
+from ..backend.threads import choose_threads, limited_threads
 from ..data import DataError, SettingError
 from ..training import DeviceOutOfMemory, TrainingDiverged
 from .args import apply_preset
@@ -29,6 +31,17 @@ class StdoutFailed(Exception):
     def __init__(self, error: OSError):
         super().__init__(str(error))
         self.error = error
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the program's main thread as an interruption: every ``finally`` runs
+    (children stopped, temporary folders removed), and the run ends with status 143."""
+
+
+def _terminate(signum, frame):
+    # A second SIGTERM ends the process at once, as the system's default would.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated
 
 
 class _Stdout:
@@ -62,6 +75,9 @@ def console() -> int:
     # warm `mnist-gpu train`): in this process, the young ones are collected every 20,000
     # allocations instead of 700 (which bounds what garbage waits, to a few megabytes).
     gc.set_threshold(20_000, 20, 20)
+    # SIGTERM ends the program as Ctrl-C does, through its cleanup (only in the program's own
+    # process: ``main``, called in-process, leaves the caller's handlers alone).
+    signal.signal(signal.SIGTERM, _terminate)
     status = main()
     # The process ends here. Python's cyclic collector would otherwise walk, at exit, every
     # object Numba made (0.1-0.2 s, a third of a run); the system frees them all at once. Only
@@ -98,7 +114,10 @@ def _run(argv) -> int:
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else list(argv)
         args = apply_preset(parser.parse_args(argv), argv)
-        status = args.run(args)
+        # The CPU's threads by the rule (backend/threads.py), --threads or the libraries' own
+        # variables, for this command only.
+        with limited_threads(choose_threads(getattr(args, "threads", None))):
+            status = args.run(args)
         sys.stdout.flush()  # a full or closed stdout is found here, not at exit
         return status
     except (UsageError, BackendUnavailable, SettingError) as err:
@@ -107,9 +126,10 @@ def _run(argv) -> int:
     except (Failure, DataError, TrainingDiverged, DeviceOutOfMemory) as err:
         log(f"error: {err}")
         return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        log("terminated" if terminated else "interrupted")
+        return 143 if terminated else 130
     except BrokenPipeError as err:  # a pipe of the command's own, not stdout
         raise StdoutFailed(err) from None
 

@@ -118,6 +118,14 @@ def add_backend_args(parser):
                              "its accelerator or the CPU), numpy (the CPU), or auto (CuPy when a "
                              "GPU answers, else PyTorch on an accelerator, else NumPy) [auto]")
     parser.add_argument("--device", type=parsed(parse_device), default=None, help=DEVICE_HELP)
+    add_threads_flag(parser)
+
+
+def add_threads_flag(parser):
+    parser.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
+                        help="threads of the CPU's matrix products and compiled loops [half "
+                             "the CPUs this process may use; also OMP_NUM_THREADS, "
+                             "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS]")
 
 
 def add_json_flag(parser, what, not_suffixes=tuple):

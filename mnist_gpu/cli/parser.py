@@ -11,8 +11,8 @@ from ..model.presets import PRESETS
 from ..training import DTYPES, KERNELS
 from . import bench, curve, evaluate, predict, serve, sweep, train
 from .args import (
-    DEVICE_HELP, add_backend_args, add_data_args, add_json_flag, add_training_args, choice_list,
-    int_at_least, int_list, parsed, positive_float,
+    DEVICE_HELP, add_backend_args, add_data_args, add_json_flag, add_threads_flag,
+    add_training_args, choice_list, int_at_least, int_list, parsed, positive_float,
 )
 
 
@@ -48,8 +48,8 @@ examples:
 
 Each command's flags: mnist-gpu COMMAND --help. Exit status: 0 success, 1 the run failed on its
 own terms (data unavailable, training diverged, accuracy below --min-accuracy, an output or
-stdout that cannot be written), 2 a bad argument or an unusable backend, 130 interrupted, 141
-stdout closed by its reader (| head)."""
+stdout that cannot be written), 2 a bad argument or an unusable backend, 130 interrupted, 143
+terminated (SIGTERM), 141 stdout closed by its reader (| head)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +98,7 @@ def _add_bench(commands):
     b.add_argument("--backend", type=choice_list(BACKEND_CHOICES), default=("auto",),
                    help="one or more of auto, numpy, cupy, torch, comma-separated [auto]")
     b.add_argument("--device", type=parsed(parse_device), default=None, help=DEVICE_HELP)
+    add_threads_flag(b)
     b.add_argument("--dtype", type=choice_list(DTYPES), default=("float32",),
                    help="float32 and/or float64, comma-separated [float32]")
     b.add_argument("--batch-sizes", type=lambda text: int_list(text, minimum=1),
@@ -116,6 +117,9 @@ def _add_bench(commands):
     b.add_argument("--no-startup", action="store_true",
                    help="skip the startup rows (mnist-gpu train in fresh processes, warm and "
                         "cold, beside the import of NumPy and Numba)")
+    b.add_argument("--no-contention", action="store_true",
+                   help="skip the shared-machine rows (train --preset mlp and cnn-fast in fresh "
+                        "processes, quiet and beside a busy process the bench starts)")
     add_json_flag(b, "the full report")
     b.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG, a panel per kind of row: training images/s against "

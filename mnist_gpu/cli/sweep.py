@@ -86,6 +86,7 @@ def _on_cluster(args, members, config):
     except cluster.ClusterError as err:
         raise UsageError(str(err)) from None
     bar = progress_bar(len(members), args.quiet, unit="model")
+    interrupted = False
     try:
         done = cluster.run_on_cluster(
             client, members, config, args.backend, args.device, args.dtype, args.limit,
@@ -95,10 +96,13 @@ def _on_cluster(args, members, config):
         raise UsageError(str(err)) from None
     except results_file.ResultsFileError as err:
         raise Failure(str(err)) from None
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C or SIGTERM: the workers are stopped at once
+        raise
     finally:
         if bar:
             bar.close()
-        close()
+        close(interrupted)
     if args.resume:
         log(f"trained {done.chunks_run} of {done.chunks} chunks (the others' models were in "
             "the results file)")

@@ -10,7 +10,9 @@ data directory (``./data``) is the user's: nothing is written there.
 An entry is one file: a header page (the arrays' names, dtypes, shapes and offsets, the file's size
 and a CRC-32 of that description and of every byte after the header), then the arrays, each
 64-byte aligned. It is written atomically (``io.files.write_atomically``), so two processes
-filling the cache at once each rename a complete file into place and one valid entry remains.
+filling the cache at once each rename a complete file into place and one valid entry remains;
+the ``.part`` file of a write whose process was killed outright is removed by the next write of
+that entry (``io.files.remove_stale_parts``: never one a live process may still be writing).
 
 On a later run an entry is trusted when its header names it, its size is the recorded one and the
 CRC-32 of its bytes matches (read, not mapped, at several GB/s): a damaged, truncated or foreign
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.files import open_regular, user_cache_dir, write_atomically
+from ..io.files import open_regular, remove_stale_parts, user_cache_dir, write_atomically
 
 VERIFY_VARIABLE = "MNIST_GPU_VERIFY_CACHE"
 MAGIC = b"mnist-gpu data cache\n"
@@ -136,6 +138,8 @@ class DataCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.path(name)
+            for part in remove_stale_parts(self.directory, name):
+                self._say(f"removed {part}, a partial write of this entry that never finished")
             if _existing_other(path):  # a FIFO or a device in an entry's place: not written into
                 os.unlink(path)
             write_atomically(path, _entry(name, arrays))

@@ -11,11 +11,21 @@ only a cache is imported as an empty namespace package, hiding a later editable 
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+# A ``.part`` file left by a write that never finished (its process killed outright, a power
+# cut) is removed by a later ``remove_stale_parts``: when its writer, named in it, is no longer a
+# process of this machine and it has not grown for a minute (a writer on another machine that
+# shares the folder touches it as it writes), or, whoever wrote it, once it has not grown for an
+# hour (a write takes seconds).
+DEAD_WRITER_SECONDS = 60
+ABANDONED_SECONDS = 3600
 
 
 def user_cache_dir() -> Path:
@@ -103,7 +113,9 @@ def _write_in_place(path: Path, blob) -> None:
 
 
 def _replace_atomically(target: Path, blob) -> None:
-    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    # The writer's process id is in the name, for ``remove_stale_parts``.
+    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-",
+                                suffix=".part")
     try:
         if hasattr(os, "fchmod"):
             # mkstemp makes the file private (0600); the finished file gets the mode any new file
@@ -121,6 +133,50 @@ def _replace_atomically(target: Path, blob) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_parts(directory: str | os.PathLike, name: str, now: float | None = None
+                       ) -> list[Path]:
+    """Remove the ``.part`` files that unfinished writes of ``name`` left in ``directory`` (see
+    ``DEAD_WRITER_SECONDS``), never one a live process may still be writing; returns those
+    removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for part in Path(directory).glob(f".{glob.escape(name)}.*.part"):
+        try:
+            idle = now - part.lstat().st_mtime
+        except OSError:
+            continue  # gone already: renamed into place by its writer, or removed
+        writer = _writer(part.name[len(name) + 2:])
+        dead = writer is not None and not _alive(writer)
+        if idle >= ABANDONED_SECONDS or (dead and idle >= DEAD_WRITER_SECONDS):
+            try:
+                part.unlink()
+            except OSError:
+                continue
+            removed.append(part)
+    return removed
+
+
+def _writer(rest: str) -> int | None:
+    """The process id in the rest of a ``.part`` file's name (``PID-random.part``), or None
+    (a name from before the id was written in it)."""
+    pid, dash, _ = rest.partition("-")
+    return int(pid) if dash and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process of this machine (unknown, hence alive, where the system
+    cannot say)."""
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
 
 
 def _umask() -> int:

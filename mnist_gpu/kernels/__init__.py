@@ -25,6 +25,7 @@ asked for, so that importing mnist-gpu imports no Numba.
 
 from __future__ import annotations
 
+from ..backend.threads import apply_to_numba
 from .errors import KernelUnavailable
 
 __all__ = ["INFERENCE", "TRAINING", "KernelUnavailable", "inference_pass", "training_pass"]
@@ -35,6 +36,7 @@ def _cpu_passes(backend):
         from .cpu import FusedCPU
     except ImportError as err:  # numba is missing or broken
         raise KernelUnavailable(f"the fused CPU loops need Numba ({err})") from None
+    apply_to_numba()  # the command's thread count, now that Numba is loaded
     return FusedCPU()
 
 

@@ -5,8 +5,10 @@ Imported only for ``mnist-gpu sweep --cluster ...``: without it nothing here (an
 * ``connect(spec)``: ``local:N`` starts N worker processes on this machine (Dask's
   ``LocalCluster``), ``cuda`` one worker per visible GPU (dask-cuda's ``LocalCUDACluster``),
   ``tcp://HOST:PORT`` joins a running scheduler (one started by dask-jobqueue on Slurm or PBS, say).
-  An unreachable scheduler, a missing Dask or workers that cannot import mnist-gpu are one
-  ``ClusterError`` line, before any training.
+  An address that is not ``tcp://HOST:PORT`` (``reach.py``), an unreachable scheduler, a missing
+  Dask or workers that cannot import mnist-gpu are one ``ClusterError`` line, before any
+  training. The workers started here ignore a terminal's Ctrl-C; on an interruption the client
+  kills them and removes their scratch folder.
 * ``run_on_cluster``: the grid split into chunks (``--chunk-models``, else two per worker), each
   a task that trains its models side by side on its worker's device (``sweep.run_sweep``),
   gathered as they complete. Each worker loads and verifies MNIST once, from its own data
@@ -26,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +39,7 @@ import numpy as np
 from ..model.tutorial import N_INPUTS, N_OUTPUTS
 from ..training import TrainConfig
 from .grid import Member
+from .reach import ClusterError, scheduler_address
 from .results_file import append_results, fingerprint, model_of, read_results, results_path
 from .run import ModelResult, SweepResult
 
@@ -45,12 +49,10 @@ ALLOWED_FAILURES = 2
 # caller's Dask configuration is left as it was).
 CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                   "distributed.worker.daemon": False}
+# What the workers of a cluster started here run as they start (``reach.dask_setup``).
+PRELOAD = "mnist_gpu.sweep.reach"
 # One model's weights, as a results line carries them.
 _MODEL_SHAPE = (N_INPUTS, N_OUTPUTS)
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot be used; the message says why, in one line."""
 
 
 # --------------------------------------------------------------------------- connecting
@@ -65,6 +67,7 @@ def connect(spec: str, log=None):
     except ImportError as err:
         raise ClusterError(f"--cluster needs Dask's distributed ({err}): pip install "
                            "'mnist-gpu[cluster]'") from None
+    address = scheduler_address(spec) if "://" in spec else None
     cluster, scratch = None, None
     try:
         if spec.startswith("local:") or spec == "cuda":
@@ -81,7 +84,11 @@ def connect(spec: str, log=None):
                 cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
-                    env={"NUMBA_NUM_THREADS": str(threads)}, local_directory=scratch)
+                    env={"NUMBA_NUM_THREADS": str(threads)}, local_directory=scratch,
+                    preload=_preloads(dask),
+                    # The scheduler's HTTP routes on a free port of this host's loopback, not
+                    # on 8787 (a warning of four lines when another cluster holds it).
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         elif spec == "cuda":
             try:
                 from dask_cuda import LocalCUDACluster
@@ -89,13 +96,14 @@ def connect(spec: str, log=None):
                 raise ClusterError(f"--cluster cuda needs dask-cuda ({err}): pip install "
                                    "dask-cuda") from None
             with dask.config.set(config):
-                cluster = LocalCUDACluster(dashboard_address=None, local_directory=scratch)
-        elif "://" in spec:
+                cluster = LocalCUDACluster(dashboard_address=None, local_directory=scratch,
+                                           preload=_preloads(dask))
+        elif address:
             pass
         else:
             raise ClusterError(f"--cluster {spec}: expected local:N, cuda or tcp://HOST:PORT")
         try:
-            client = distributed.Client(cluster or spec, timeout="10s")
+            client = distributed.Client(cluster or address, timeout="10s")
         except (OSError, TimeoutError) as err:
             raise ClusterError(f"--cluster {spec}: cannot reach the scheduler "
                                f"({type(err).__name__}: {err})") from None
@@ -106,12 +114,19 @@ def connect(spec: str, log=None):
             shutil.rmtree(scratch, ignore_errors=True)
         raise
 
-    def close():
+    def close(interrupted: bool = False):
+        disabled = logging.root.manager.disable
         try:
+            if interrupted and cluster is not None:
+                # Dask would wait up to 4 s for each worker's running chunk; the run is over,
+                # and what the scheduler says of the gathers it cut short is not the user's.
+                logging.disable(logging.CRITICAL)
+                _kill_workers(cluster)
             client.close()
             if cluster is not None:
                 cluster.close()
         finally:
+            logging.disable(disabled)
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
 
@@ -121,6 +136,27 @@ def connect(spec: str, log=None):
         close()
         raise
     return client, close
+
+
+def _preloads(dask) -> list:
+    """What the workers preload: this package's ``reach``, then what Dask's configuration
+    names."""
+    return [PRELOAD, *(dask.config.get("distributed.worker.preload", None) or ())]
+
+
+def _kill_workers(cluster) -> None:
+    """Kill the worker processes of a cluster started here, their nannies told first that they
+    are closing (so that they close, rather than start the worker again)."""
+    from distributed.core import Status
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)
+        if isinstance(pid, int):
+            nanny.status = Status.closing_gracefully
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass  # gone already
 
 
 def _count(spec: str) -> int:
