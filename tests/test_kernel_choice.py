@@ -18,7 +18,7 @@ import json
 import pytest
 
 import emulated_cuda
-from mnist_gpu import backend as backend_module
+from mnist_gpu.backend import cupy_gpu
 from mnist_gpu.backend import get_backend
 from mnist_gpu.kernels import KernelUnavailable
 from mnist_gpu.kernels.cuda import FusedCUDA
@@ -34,7 +34,7 @@ def cupy_with(monkeypatch):
     the stand-in, with the given ``RawModule``."""
     def install(raw_module=None, library=None):
         cupy = emulated_cuda.stand_in_cupy(library, raw_module=raw_module)
-        monkeypatch.setattr(backend_module, "probe_cupy", lambda device=0: (cupy, ""))
+        monkeypatch.setattr(cupy_gpu, "probe_cupy", lambda device=0: (cupy, ""))
         return get_backend("cupy")
     return install
 
