@@ -21,6 +21,7 @@ from . import runner
 from .config import MLPConfig, shuffle_rng
 from .device_data import DeviceData, device_memory_guard
 from .results import Checkpoint, Divergence, MLPResult, TrainingDiverged
+from .trainee import Trainee
 
 DIVERGED_LOSS_FACTOR = runner.DIVERGED_FACTOR
 
@@ -64,7 +65,7 @@ def _copies(xp, layers):
             for layer in layers]
 
 
-class _Network:
+class _Network(Trainee):
     """A deeper network's parameters and optimiser state as ``runner.run`` trains them."""
 
     models = 1
