@@ -17,8 +17,8 @@ def step_name(step: Segment, n: int, batch_size: int, epochs: int) -> str:
     where = (f"image {step.start + 1:,}" if batch_size == 1
              else f"images {step.start + 1:,} to {step.stop:,}")
     of_epoch = f" of epoch {step.offset // n + 1}" if epochs > 1 else ""
-    return (f"step {number:,}{of_epoch} ({where} of the epoch; {step.offset + step.stop:,} "
-            "images seen)")
+    return (f"step {number:,}{of_epoch} ({where} of the epoch; "
+            f"{images_seen(step.offset + step.stop)})")
 
 
 def between(segments: list[Segment]) -> str:
@@ -45,7 +45,12 @@ def over_bound(point: Checkpoint, start: float, seen: int, dtype: str, alpha: fl
     else:
         mse = f"past the {dtype} range"
         went = f"overflowed the {dtype} range"
-    where = f"at {seen:,} images seen (test MSE {mse}, {over})"
-    message = (f"the test MSE {went} at {seen:,} images seen, {over}: the weights blew up "
+    where = f"at {images_seen(seen)} (test MSE {mse}, {over})"
+    message = (f"the test MSE {went} at {images_seen(seen)}, {over}: the weights blew up "
                f"(alpha = {alpha}); try a smaller --alpha")
     return where, message
+
+
+def images_seen(count: int) -> str:
+    """"1 image seen", "1,000 images seen"."""
+    return f"{count:,} image{'' if count == 1 else 's'} seen"
