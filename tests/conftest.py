@@ -1,14 +1,15 @@
 """Shared fixtures: the backend matrix, the real MNIST data, small generated IDX files.
 
-The backend matrix is one list of plain names (nothing imported to build it): ``numpy``,
-``array_api_strict`` (the CPU stand-in for a GPU: a fake device that refuses hidden host copies),
+The backend matrix is one list of plain names, the backend registry's
+(``mnist_gpu.backend.BACKENDS``: no optional library is imported to build it): ``numpy``, ``cupy``,
 ``torch`` (PyTorch on its accelerator where the machine has one, else on the CPU: a second real
-arithmetic on every machine) and ``cupy``; the last two are marked ``gpu``. Only the combinations
-that can run are generated: a test comparing a backend with NumPy leaves NumPy out, a test of
-the compiled passes takes the backends that have them. A backend that cannot run here (no CuPy,
-no PyTorch, no GPU) is a visible skip with its reason; ``--require-gpu`` turns that into a
-failure for the ``gpu`` ones, PyTorch on the CPU included, so that a GPU run cannot pass by
-skipping.
+arithmetic on every machine) and ``array_api_strict`` (the CPU stand-in for a GPU: a fake device
+that refuses hidden host copies); those the registry says compute on a GPU (``cupy``, ``torch``)
+are marked ``gpu``. Only the combinations that can run are generated: a test comparing a backend
+with NumPy leaves NumPy out, a test of the compiled passes takes the backends that have them. A
+backend that cannot run here (no CuPy, no PyTorch, no GPU) is a visible skip with its reason;
+``--require-gpu`` turns that into a failure for the ``gpu`` ones, PyTorch on the CPU included, so
+that a GPU run cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from mnist_gpu.backend import BACKENDS as REGISTRY  # noqa: E402
 from mnist_gpu.backend import BackendUnavailable, get_backend  # noqa: E402
 
 # Each test gets a data cache of its own (``_own_data_cache``), through XDG_CACHE_HOME. The
@@ -40,9 +42,9 @@ def pytest_unconfigure(config):
     shutil.rmtree(_LOOP_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
+BACKENDS = tuple(REGISTRY)
 # The backends that run on a GPU where the machine has one.
-ON_GPU = ("torch", "cupy")
+ON_GPU = tuple(name for name, entry in REGISTRY.items() if entry.gpu)
 # The compiled passes of each backend (mnist_gpu.kernels' registry, which a test checks this
 # against): per image and by mini-batches on NumPy, per image on CuPy.
 FUSED = {"numpy": ("per-image", "mini-batch"), "cupy": ("per-image",)}

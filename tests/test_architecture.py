@@ -1,7 +1,8 @@
 """The import rule of ``docs/architecture.md``, read from the source with ``ast``: imports point one
-way, down the layers; no module reaches into another's private names; only the backend layer and
-the kernels name an array library or branch on a backend's name; no module is longer than 400
-lines.
+way, down the layers; no module reaches into another's private names; only the backend layer
+names an array library or branches on a backend's name; backends and compiled passes are found by
+name in their registries (``get_backend``, ``mnist_gpu.kernels``), never by importing their
+modules; no module is longer than 400 lines.
 
 Every import counts, at the top of a module or inside a function (an import on demand is still a
 dependency)."""
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+
+from mnist_gpu import backend as backend_layer
 
 PACKAGE = REPO / "mnist_gpu"
 # Bottom to top: a module imports from its own package and from those below it, never above.
@@ -27,12 +30,24 @@ MODEL_RANKS = {"chunks": 0, "tutorial": 1, "stack": 2, "layers": 2, "layer": 2, 
                "saved": 6, "": 7}
 # Inside ``optim``: the base, then each optimiser and the schedules, then the registries.
 OPTIM_RANKS = {"base": 0, "schedules": 1, "sgd": 1, "": 2}
-ARRAY_LIBRARIES = {"cupy", "cupyx", "array_api_strict", "array_api_compat", "torch"}
-BACKEND_NAMES = {"numpy", "cupy", "array_api_strict", "torch"}
-# Where a library or a backend may be named: the backend layer, and the kernels found by name.
-MAY_NAME_LIBRARIES = ("backend", "kernels")
-# The benchmark's PyTorch peer times PyTorch itself, beside our rows.
-PEERS = {"mnist_gpu.bench.peers": {"torch"}}
+# The backends' names, from their registry: each is its array library's name (NumPy, the host's,
+# is imported everywhere), with the companions that the backend layer imports too.
+BACKEND_NAMES = set(backend_layer.BACKENDS)
+ARRAY_LIBRARIES = BACKEND_NAMES - {"numpy"} | {"cupyx", "array_api_compat"}
+# Where a library or a backend may be named: the backend layer (the kernels find theirs by the
+# backend's name, and take the library from the backend they are given).
+MAY_NAME_LIBRARIES = ("backend",)
+# What the rest of the package imports of the two registries: ``mnist_gpu.backend``
+# (``get_backend``, by name) and ``mnist_gpu.kernels`` (``training_pass``, by the backend's
+# name), with the kernels' error and the lit-pixel lists a pass's caller keeps.
+REGISTRIES = {"backend": {"mnist_gpu.backend"},
+              "kernels": {"mnist_gpu.kernels", "mnist_gpu.kernels.errors",
+                          "mnist_gpu.kernels.lit"}}
+# The backends' own classes, which only their registry makes (``Backend``, their verbs, is what
+# the rest of the package annotates with).
+BACKEND_CLASSES = {name for name, value in vars(backend_layer).items()
+                   if isinstance(value, type) and issubclass(value, backend_layer.Backend)
+                   and value is not backend_layer.Backend}
 
 
 def _modules() -> dict[str, Path]:
@@ -219,33 +234,77 @@ def test_no_module_takes_another_modules_private_names():
     assert not wrong, "\n".join(wrong)
 
 
-def _may_name_libraries(name: str) -> bool:
+def _package(name: str) -> str:
     parts = name.split(".")
-    return len(parts) > 1 and parts[1] in MAY_NAME_LIBRARIES
+    return parts[1] if len(parts) > 1 else ""
 
 
-def test_only_the_backend_layer_and_the_kernels_name_an_array_library():
-    wrong = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
-             for name, imports in EDGES.items() if not _may_name_libraries(name)
-             for line, target, _ in imports
-             if target.split(".")[0] in ARRAY_LIBRARIES - PEERS.get(name, set())]
+def _names_a_library(name: str, imports) -> list[str]:
+    """Where module ``name`` imports an array library, unless it is the backend layer's."""
+    if _package(name) in MAY_NAME_LIBRARIES:
+        return []
+    return [f"{name}:{line} imports {target}" for line, target, _ in imports
+            if target.split(".")[0] in ARRAY_LIBRARIES]
+
+
+def _branches_on_a_backends_name(name: str, tree: ast.AST) -> list[str]:
+    if _package(name) in MAY_NAME_LIBRARIES:
+        return []
+    wrong = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                listed = isinstance(side, (ast.Tuple, ast.List, ast.Set))
+                values = side.elts if listed else [side]
+                if any(isinstance(v, ast.Constant) and v.value in BACKEND_NAMES for v in values):
+                    wrong.append(f"{name}:{node.lineno}")
+    return wrong
+
+
+def _passes_the_registries(name: str, tree: ast.AST, imports) -> list[str]:
+    """Where module ``name`` reaches a backend or a compiled pass other than by its name: by
+    importing its module, taking its class, or making a backend of its own."""
+    wrong = []
+    for line, target, taken in imports:
+        package = _package(target) if target.startswith("mnist_gpu.") else None
+        if package not in REGISTRIES or package == _package(name):
+            continue
+        if target not in REGISTRIES[package]:
+            wrong.append(f"{name}:{line} imports {target}")
+        elif BACKEND_CLASSES.intersection(taken):
+            wrong.append(f"{name}:{line} takes {sorted(BACKEND_CLASSES.intersection(taken))}"
+                         " (get_backend finds a backend by its name)")
+    if _package(name) != "backend":
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(base, "id", getattr(base, "attr", None)) == "Backend"
+                    for base in node.bases):
+                wrong.append(f"{name}:{node.lineno} defines a backend, {node.name}, outside the "
+                             "backend layer")
+    return wrong
+
+
+def _trees():
+    return {name: ast.parse(path.read_text(), str(path)) for name, path in MODULES.items()}
+
+
+TREES = _trees()
+
+
+def test_only_the_backend_layer_names_an_array_library():
+    wrong = [w for name, imports in EDGES.items() for w in _names_a_library(name, imports)]
     assert not wrong, "\n".join(wrong)
 
 
-def test_only_the_backend_layer_and_the_kernels_branch_on_a_backends_name():
-    wrong = []
-    for name, path in MODULES.items():
-        if _may_name_libraries(name):
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Compare):
-                for side in [node.left, *node.comparators]:
-                    listed = isinstance(side, (ast.Tuple, ast.List, ast.Set))
-                    values = side.elts if listed else [side]
-                    if any(isinstance(v, ast.Constant) and v.value in BACKEND_NAMES
-                           for v in values):
-                        wrong.append(f"{path.relative_to(REPO)}:{node.lineno}")
+def test_only_the_backend_layer_branches_on_a_backends_name():
+    wrong = [w for name, tree in TREES.items() for w in _branches_on_a_backends_name(name, tree)]
     assert not wrong, "comparisons with a backend's name:\n" + "\n".join(wrong)
+
+
+def test_backends_and_compiled_passes_are_found_by_name_in_their_registries():
+    wrong = [w for name, tree in TREES.items()
+             for w in _passes_the_registries(name, tree, EDGES[name])]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_no_module_is_longer_than_400_lines():
@@ -264,3 +323,20 @@ def test_the_rule_sees_what_it_forbids(tmp_path):
             and "cupy" in {t for _, t, _ in found})
     assert _layer("mnist_gpu.cli") > _layer("mnist_gpu.training.tutorial")
     assert len(EDGES) == len(MODULES) > 40
+    # A library, a backend's name and a backend's or a pass's own module, outside their layers.
+    source = ("import torch\nfrom ..backend import NumpyBackend, get_backend\n"
+              "from ..backend.host import open_numpy\nfrom ..kernels import cpu\n"
+              "from ..kernels.lit import LitPixels\n"
+              "class Clock(Backend):\n    pass\n"
+              "def f(backend):\n    return backend.name == 'cupy'\n")
+    tree = ast.parse(source)
+    name = "mnist_gpu.bench.example"
+    found = list(_imports(name, tree))
+    assert _names_a_library(name, found) == [f"{name}:1 imports torch"]
+    assert _branches_on_a_backends_name(name, tree) == [f"{name}:9"]
+    assert [w.split(" ", 1)[0] for w in _passes_the_registries(name, tree, found)] == [
+        f"{name}:2", f"{name}:3", f"{name}:4", f"{name}:6"]
+    # The same source inside the backend layer names what it may.
+    inside = "mnist_gpu.backend.example"
+    assert not _names_a_library(inside, found) and not _branches_on_a_backends_name(inside, tree)
+    assert BACKEND_NAMES >= {"numpy", "cupy", "torch"} and "NumpyBackend" in BACKEND_CLASSES

@@ -18,12 +18,11 @@ import json
 import pytest
 
 import emulated_cuda
-from mnist_gpu import backend as backend_module
+from mnist_gpu.backend import cupy_gpu
 from mnist_gpu.backend import get_backend
 from mnist_gpu.kernels import KernelUnavailable
 from mnist_gpu.kernels.cuda import FusedCUDA
-from mnist_gpu.training import TrainConfig, kernel_name, kernel_note, to_device_data, train
-from mnist_gpu.training.tutorial import choose_kernel
+from mnist_gpu.training import TrainConfig, choose_kernel, to_device_data, train
 
 UNVERIFIED = "has not yet been verified on a GPU"
 
@@ -34,7 +33,7 @@ def cupy_with(monkeypatch):
     the stand-in, with the given ``RawModule``."""
     def install(raw_module=None, library=None):
         cupy = emulated_cuda.stand_in_cupy(library, raw_module=raw_module)
-        monkeypatch.setattr(backend_module, "probe_cupy", lambda device=0: (cupy, ""))
+        monkeypatch.setattr(cupy_gpu, "probe_cupy", lambda device=0: (cupy, ""))
         return get_backend("cupy")
     return install
 
@@ -49,10 +48,13 @@ def test_kernel_choice_auto_takes_the_array_path_on_cupy(cupy_with, run, tmp_pat
     assert backend.name == "cupy"
     for config, models in ((TrainConfig(), 1), (TrainConfig(), 40),
                            (TrainConfig(batch_size=100), 1)):
-        assert choose_kernel(backend, config, models) == ("array", None)
-        assert kernel_note(backend, config, models) is None
-    name, fused = choose_kernel(backend, TrainConfig(kernel="fused"))
-    assert name == "fused" and isinstance(fused, FusedCUDA) and not fused.verified
+        kernel = choose_kernel(backend, config, models)
+        assert (kernel.name, kernel.training, kernel.note) == ("array", None, None)
+    kernel = choose_kernel(backend, TrainConfig(kernel="fused"))
+    assert kernel.name == "fused" and isinstance(kernel.training, FusedCUDA)
+    assert not kernel.training.verified and kernel.note == FusedCUDA.unverified
+    # No compiled inference on CuPy: the checkpoints score by the dense product.
+    assert (kernel.evaluation, kernel.inference) == ("array", None)
 
     status, out, err = run("train", "--backend", "cupy", "--limit", "300", "--json",
                            "--save", str(tmp_path / "w.npz"))
@@ -69,7 +71,7 @@ def test_kernel_choice_auto_takes_the_array_path_on_cupy(cupy_with, run, tmp_pat
 def test_kernel_choice_fused_runs_the_kernel_with_one_warning(cupy_with, run, emulated_library,
                                                               tmp_path):
     backend = cupy_with(library=emulated_library)
-    note = kernel_note(backend, TrainConfig(kernel="fused"))
+    note = choose_kernel(backend, TrainConfig(kernel="fused")).note
     assert UNVERIFIED in note and "bench/gpu_check.sh" in note
 
     status, out, err = run("train", "--backend", "cupy", "--kernel", "fused", "--limit", "100",
@@ -94,7 +96,7 @@ def test_kernel_choice_fused_is_what_the_python_api_logs(cupy_with, emulated_lib
     assert result.kernel == "fused" and len(said) == 1 and UNVERIFIED in said[0]
     said.clear()
     assert train(data, TrainConfig(checkpoints=(0, 200)), log=said.append).kernel == "array"
-    assert said == [] and kernel_name(backend, TrainConfig()) == "array"
+    assert said == [] and choose_kernel(backend, TrainConfig()).name == "array"
 
 
 FAILURES = {
@@ -147,3 +149,46 @@ def test_kernel_choice_the_python_api_raises_kernel_unavailable(cupy_with, mnist
                                                mnist.test_images[:10], mnist.test_labels[:10]))
     with pytest.raises(KernelUnavailable, match="did not compile"):
         train(data, TrainConfig(kernel="fused"))
+
+
+@pytest.fixture
+def passes_made(monkeypatch):
+    """How many times a run asked the kernels' registry for a training pass: once per choice."""
+    from mnist_gpu import kernels
+
+    made = []
+    real = kernels.training_pass
+
+    def counted(backend, batch_size=1):
+        made.append(batch_size)
+        return real(backend, batch_size)
+
+    monkeypatch.setattr(kernels, "training_pass", counted)
+    return made
+
+
+def test_kernel_choice_is_made_once_per_run(run, passes_made, tmp_path):
+    status, out, err = run("train", "--backend", "numpy", "--limit", "200", "--checkpoints",
+                           "0,100", "--json")
+    assert status == 0, err
+    assert json.loads(out)["kernel"] == "fused" and passes_made == [1]
+    passes_made.clear()
+    # A sweep in three chunks, one after another: the chunks take the one choice.
+    status, out, err = run("sweep", "--backend", "numpy", "--alpha", "0.01,0.003,0.001",
+                           "--seed", "0", "--limit", "200", "--batch-size", "10",
+                           "--chunk-models", "1", "--json")
+    assert status == 0, err
+    assert json.loads(out)["kernel"] == "fused" and passes_made == [10]
+
+
+def test_kernel_choice_given_to_train_is_the_one_it_takes(mnist, passes_made):
+    from mnist_gpu.backend import get_backend
+
+    data = to_device_data(get_backend("numpy"), type(mnist)(
+        mnist.train_images[:100], mnist.train_labels[:100], mnist.test_images[:50],
+        mnist.test_labels[:50]))
+    config = TrainConfig(checkpoints=(0, 100))
+    array = choose_kernel(data.backend, TrainConfig(kernel="array"))
+    result = train(data, config, kernel=array)
+    assert result.kernel == "array" and result.evaluation == "array" and passes_made == []
+    assert train(data, config).kernel == "fused" and passes_made == [1]

@@ -17,6 +17,11 @@ Four libraries, chosen at the edge (the CLI, or the caller of ``get_backend``) a
   to NumPy, exactly as CuPy does, and its namespace refuses anything outside the array API
   standard (``host.py``).
 
+Each is found by its name in one registry, ``BACKENDS``, as the compiled kernels are: a backend is
+its module and one ``Registration`` there (how it opens when named, how ``auto`` tries it, the
+words ``--backend`` shows), and ``AUTO_ORDER`` is the order ``auto`` tries them in. The command
+line's choices and the test suite's matrix are read from the registry.
+
 A GPU library counts only if it imports *and* its device answers a real allocation. ``auto``
 takes CuPy when it is usable, else PyTorch on an accelerator when usable, else NumPy (with its
 compiled passes), saying what it chose and why; PyTorch on the CPU only when named (the compiled
@@ -26,22 +31,56 @@ NumPy passes are faster there). Importing this package imports no GPU library.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .base import (
-    Backend, BackendUnavailable, array_namespace, cpu_model, host_memory_available, import_optional,
+    Backend, BackendUnavailable, array_namespace, cpu_model, host_memory_available,
 )
-from .cupy_gpu import CupyBackend, probe_cupy
-from .host import NumpyBackend, StrictBackend
-from .torch_tensors import TorchBackend, probe_torch, split_device
+from .cupy_gpu import CupyBackend, cupy_for_auto, open_cupy, probe_cupy
+from .host import NumpyBackend, StrictBackend, numpy_for_auto, open_numpy, open_strict
+from .torch_tensors import TorchBackend, open_torch, probe_torch, split_device, torch_for_auto
 
 __all__ = [
-    "BACKEND_CHOICES", "Backend", "BackendUnavailable", "CupyBackend", "NumpyBackend",
-    "StrictBackend", "TorchBackend", "array_namespace", "cpu_model", "get_backend",
-    "host_memory_available",
-    "parse_device", "probe_cupy", "probe_torch",
+    "AUTO_ORDER", "BACKENDS", "BACKEND_CHOICES", "Backend", "BackendUnavailable", "CupyBackend",
+    "NumpyBackend", "Registration", "StrictBackend", "TorchBackend", "array_namespace",
+    "cpu_model", "get_backend", "host_memory_available", "parse_device", "probe_cupy",
+    "probe_torch",
 ]
 
-BACKEND_CHOICES = ("auto", "numpy", "cupy", "torch")
+
+@dataclass(frozen=True)
+class Registration:
+    """How one backend is found by its name."""
+
+    # ``open(device, log)``: the backend on ``device`` (None: the library's default), or
+    # ``BackendUnavailable`` with a one-line reason; ``log(line)`` is told what a user should know.
+    open: Callable[..., Backend]
+    # ``for_auto(device, dtype)``: (the backend, what it is: "PyTorch on cuda:0") or (None, why
+    # not), never an exception; None where ``auto`` never takes it.
+    for_auto: Callable[..., tuple[Backend | None, str]] | None
+    # What ``--backend`` says it is; None: not offered on the command line (a test stand-in).
+    summary: str | None
+    # What ``auto``'s help says of it ("CuPy when a GPU answers").
+    in_auto: str | None = None
+    # Whether it computes on a GPU where the machine has one (the tests mark it ``gpu``).
+    gpu: bool = False
+
+
+BACKENDS = {
+    "numpy": Registration(open_numpy, numpy_for_auto, "the CPU", in_auto="NumPy"),
+    "cupy": Registration(open_cupy, cupy_for_auto, "an NVIDIA GPU",
+                         in_auto="CuPy when a GPU answers", gpu=True),
+    "torch": Registration(open_torch, torch_for_auto,
+                          "PyTorch's tensors, on its accelerator or the CPU",
+                          in_auto="PyTorch on an accelerator", gpu=True),
+    # The test suite's GPU stand-in: a fake device that refuses implicit conversion to NumPy.
+    "array_api_strict": Registration(open_strict, None, None),
+}
+# What ``auto`` tries, first to last: the first that runs here is taken.
+AUTO_ORDER = ("cupy", "torch", "numpy")
+# What ``--backend`` offers.
+BACKEND_CHOICES = ("auto", *(name for name, entry in BACKENDS.items() if entry.summary))
 
 
 def parse_device(text: str) -> int | str:
@@ -60,81 +99,40 @@ def _to_stderr(message: str) -> None:
 
 def get_backend(name: str = "auto", device: int | str | None = None, log=_to_stderr,
                 dtype: str | None = None) -> Backend:
-    """The backend called ``name``: ``auto``, ``numpy``, ``cupy``, ``torch`` or
-    ``array_api_strict``, on ``device`` (``parse_device``'s forms; None: the library's default),
-    able to compute in ``dtype`` when one is given.
+    """The backend called ``name`` (``auto``, or a name of ``BACKENDS``: ``numpy``, ``cupy``,
+    ``torch``, ``array_api_strict``), on ``device`` (``parse_device``'s forms; None: the
+    library's default), able to compute in ``dtype`` when one is given.
 
-    ``auto`` takes CuPy, else PyTorch on an accelerator, else NumPy, passing one line saying
-    why to ``log`` (by default printed on stderr; ``log=None`` for silence). A backend named
-    explicitly that cannot run raises ``BackendUnavailable``.
+    ``auto`` takes the first of ``AUTO_ORDER`` that runs here (CuPy, else PyTorch on an
+    accelerator, else NumPy), passing one line saying why to ``log`` (by default printed on
+    stderr; ``log=None`` for silence). A backend named explicitly that cannot run raises
+    ``BackendUnavailable``.
     """
-    if name == "numpy":
-        return NumpyBackend()
-    if name == "array_api_strict":
-        try:
-            return StrictBackend(import_optional("array_api_strict"))
-        except ImportError as err:
-            raise BackendUnavailable(f"array_api_strict is not installed ({err})") from None
-    if name == "cupy":
-        backend, reason = _cupy(device)
-        if backend is None:
-            raise BackendUnavailable(
-                f"--backend cupy: {reason}. Install mnist-gpu[cuda12] or mnist-gpu[cuda13] on a "
-                "machine with an NVIDIA GPU, or use --backend numpy")
-        return backend
-    if name == "torch":
-        return _explicit_torch(device, dtype, log)
     if name == "auto":
         return _auto(device, dtype, log)
-    raise BackendUnavailable(
-        f"unknown backend {name!r} (choose from {', '.join(BACKEND_CHOICES)})"
-    )
-
-
-def _cupy(device):
-    """(CupyBackend, "") or (None, why not): CuPy takes a CUDA device's index."""
-    if isinstance(device, str):
-        kind, _, index = device.partition(":")
-        if kind != "cuda":
-            return None, f"CuPy runs on CUDA devices only, not on {device!r}"
-        device = int(index or 0)
-    device = 0 if device is None else device
-    cupy, reason = probe_cupy(device)
-    return (CupyBackend(cupy, device), "") if cupy is not None else (None, reason)
-
-
-def _explicit_torch(device, dtype, log) -> Backend:
-    torch, target, reason = probe_torch(device)
-    if torch is None:
-        advice = ("install it with pip install 'mnist-gpu[torch]'" if "not installed" in reason
-                  else "choose another --device, or --device cpu")
-        raise BackendUnavailable(f"--backend torch: {reason}; {advice}")
-    backend = TorchBackend(torch, target)
+    if name not in BACKENDS:
+        raise BackendUnavailable(
+            f"unknown backend {name!r} (choose from {', '.join(BACKEND_CHOICES)})")
+    backend = BACKENDS[name].open(device, log)
     if dtype is not None:
         backend.check_dtype(dtype)
-    if device is None and backend.runs_on_cpu and log:
-        log("backend torch: on the CPU, because PyTorch sees no accelerator (CUDA, ROCm, MPS "
-            "or XPU)")
     return backend
 
 
 def _auto(device, dtype, log) -> Backend:
-    """CuPy, else PyTorch on an accelerator, else NumPy; one line saying why to ``log``."""
-    backend, cupy_reason = _cupy(device)
-    if backend is not None:
-        return backend
-    torch, target, torch_reason = probe_torch(device, accelerator_only=True)
-    if torch is not None:
-        backend = TorchBackend(torch, target)
-        try:
-            if dtype is not None:
-                backend.check_dtype(dtype)
-        except BackendUnavailable:
-            torch_reason = f"PyTorch's {target} device has no {dtype}"
-        else:
-            if log:
-                log(f"backend auto: using PyTorch on {target} because {cupy_reason}")
+    """The first of ``AUTO_ORDER`` that runs here; past the first, one line to ``log`` saying
+    what it took and why not the others."""
+    reasons = []
+    for name in AUTO_ORDER:
+        backend, words = BACKENDS[name].for_auto(device, dtype)
+        if backend is not None:
+            if reasons and log:
+                log(f"backend auto: using {words} because {_and(reasons)}")
             return backend
-    if log:
-        log(f"backend auto: using NumPy on the CPU because {cupy_reason}, and {torch_reason}")
-    return NumpyBackend()
+        reasons.append(words)
+    raise BackendUnavailable(f"backend auto: no backend runs here: {_and(reasons)}")
+
+
+def _and(reasons) -> str:
+    """"a", "a, and b", "a, b, and c": the reasons are clauses of their own, with commas."""
+    return reasons[0] if len(reasons) == 1 else f"{', '.join(reasons[:-1])}, and {reasons[-1]}"

@@ -6,7 +6,7 @@ import contextlib
 import functools
 from types import ModuleType
 
-from .base import Backend, import_optional, one_line, standard_namespace
+from .base import Backend, BackendUnavailable, import_optional, one_line, standard_namespace
 
 
 class CupyBackend(Backend):
@@ -89,6 +89,30 @@ class CupyBackend(Backend):
         # holds now beyond the resident set is the high-water mark of the work's allocations.
         held = int(self.cupy.get_default_memory_pool().total_bytes())
         return held - self._resident_bytes
+
+
+def open_cupy(device=None, log=None) -> CupyBackend:
+    """``--backend cupy``: CuPy on ``device``, or ``BackendUnavailable`` saying why not."""
+    backend, reason = cupy_for_auto(device)
+    if backend is None:
+        raise BackendUnavailable(
+            f"--backend cupy: {reason}. Install mnist-gpu[cuda12] or mnist-gpu[cuda13] on a "
+            "machine with an NVIDIA GPU, or use --backend numpy")
+    return backend
+
+
+def cupy_for_auto(device=None, dtype=None):
+    """(CupyBackend, what it is) or (None, why not): CuPy takes a CUDA device's index."""
+    if isinstance(device, str):
+        kind, _, index = device.partition(":")
+        if kind != "cuda":
+            return None, f"CuPy runs on CUDA devices only, not on {device!r}"
+        device = int(index or 0)
+    device = 0 if device is None else device
+    cupy, reason = probe_cupy(device)
+    if cupy is None:
+        return None, reason
+    return CupyBackend(cupy, device), f"CuPy on cuda:{device}"
 
 
 def probe_cupy(device_id: int = 0) -> tuple[ModuleType | None, str]:

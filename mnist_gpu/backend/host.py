@@ -7,7 +7,7 @@ from types import ModuleType
 
 import numpy as np
 
-from .base import Backend, cpu_model, standard_namespace
+from .base import Backend, BackendUnavailable, cpu_model, import_optional, standard_namespace
 from .threads import thread_record
 
 
@@ -38,6 +38,16 @@ class NumpyBackend(Backend):
         return info
 
 
+def open_numpy(device=None, log=None) -> NumpyBackend:
+    """``--backend numpy``: the CPU, whatever ``device`` says (it has one)."""
+    return NumpyBackend()
+
+
+def numpy_for_auto(device=None, dtype=None):
+    """What ``auto`` falls back to: NumPy runs everywhere."""
+    return NumpyBackend(), "NumPy on the CPU"
+
+
 class StrictBackend(Backend):
     """array_api_strict on a fake device: the CPU stand-in for a GPU in the test suite."""
 
@@ -63,3 +73,12 @@ class StrictBackend(Backend):
         info = super().describe()
         info.update(device=str(self._device), array_api_strict=self.xp.__version__)
         return info
+
+
+def open_strict(device=None, log=None) -> StrictBackend:
+    """array_api_strict on its fake device, or ``BackendUnavailable`` where it is not
+    installed."""
+    try:
+        return StrictBackend(import_optional("array_api_strict"))
+    except ImportError as err:
+        raise BackendUnavailable(f"array_api_strict is not installed ({err})") from None

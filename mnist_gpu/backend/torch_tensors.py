@@ -19,7 +19,9 @@ from types import ModuleType
 
 import numpy as np
 
-from .base import Backend, cpu_model, has_standard_namespaces, import_optional, one_line
+from .base import (
+    Backend, BackendUnavailable, cpu_model, has_standard_namespaces, import_optional, one_line,
+)
 
 # What ``--device`` names, besides an index (of the accelerator).
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
@@ -153,6 +155,33 @@ def _full_precision_matmul(torch):
 
 
 # --------------------------------------------------------------------------- finding a device
+
+
+def open_torch(device=None, log=None) -> TorchBackend:
+    """``--backend torch``: PyTorch on ``device`` (None: its accelerator, else the CPU, saying so
+    to ``log``), or ``BackendUnavailable`` saying why not."""
+    torch, target, reason = probe_torch(device)
+    if torch is None:
+        advice = ("install it with pip install 'mnist-gpu[torch]'" if "not installed" in reason
+                  else "choose another --device, or --device cpu")
+        raise BackendUnavailable(f"--backend torch: {reason}; {advice}")
+    backend = TorchBackend(torch, target)
+    if device is None and backend.runs_on_cpu and log:
+        log("backend torch: on the CPU, because PyTorch sees no accelerator (CUDA, ROCm, MPS "
+            "or XPU)")
+    return backend
+
+
+def torch_for_auto(device=None, dtype=None):
+    """(TorchBackend, what it is) or (None, why not): ``auto`` takes PyTorch on an accelerator
+    only (the compiled NumPy passes are faster on the CPU), able to compute in ``dtype``."""
+    torch, target, reason = probe_torch(device, accelerator_only=True)
+    if torch is None:
+        return None, reason
+    backend = TorchBackend(torch, target)
+    if dtype is not None and str(dtype) not in backend.dtypes:
+        return None, f"PyTorch's {target} device has no {dtype}"
+    return backend, f"PyTorch on {target}"
 
 
 def probe_torch(device=None, accelerator_only: bool = False):

@@ -1,27 +1,42 @@
 """The peers, timed in the same run as our rows: the naive baseline (the same algorithm as a plain
 NumPy loop, as a user first writes it) and PyTorch running the same update and the same CNN, when
-it is installed. PyTorch's settings (TF32) are changed only for the duration of its rows."""
+it is installed. Both are timed through the backend layer (``get_backend``: the NumPy backend's
+clock, the torch backend's stopwatch and synchronisation), which also holds PyTorch's float32
+matrix products at full precision (no TF32) for the duration of its update's rows."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..backend import BackendUnavailable, get_backend
 from ..model.tutorial import N_INPUTS, init_weights
 from ..optim import OPTIMIZERS
 from ..training import config_from_preset
-from .timing import HostClock, Row, TorchClock, limit_record, limit_sizes, time_repeats
+from .timing import Row, measure_limit, time_repeats
 from .work import inference_work, train_work
+
+
+def torch_backend(device: str, log=None):
+    """The torch backend on ``device`` (``cuda``, else the CPU), or None where PyTorch cannot run
+    (saying why to ``log``)."""
+    for target in dict.fromkeys((device, "cpu")):
+        try:
+            return get_backend("torch", target, log=None)
+        except BackendUnavailable as err:
+            reason = err
+    if log:
+        log(f"no PyTorch peer: {reason}")
+    return None
+
 
 def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: int = 128,
                     device: str = "cpu", log=None) -> list[Row]:
     """PyTorch's equivalent of ``--preset cnn`` (each layer's PyTorch counterpart, the preset's
     optimiser with its settings, batches of 128), when PyTorch is installed."""
-    try:
-        import torch
-    except ImportError:
+    backend = torch_backend(device)
+    if backend is None:
         return []
-    if device != "cpu" and not torch.cuda.is_available():
-        device = "cpu"
+    torch, device = backend.torch, backend.device
     nn = torch.nn
     tdtype = getattr(torch, dtype)
     config = config_from_preset("cnn")
@@ -35,7 +50,6 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
     y = torch.tensor(mnist.train_labels[:images].astype(np.int64), device=device)
     Xt = (torch.tensor(mnist.test_images[:2000], device=device).to(tdtype) / 255).reshape(
         -1, 1, 28, 28)
-    clock = TorchClock(torch, device)
 
     def train_pass():
         model.train()
@@ -52,13 +66,14 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
     # The same work as ours is counted, for the same roofline.
     flops = net.training_flops(batch, images)
     traffic = float(images * (N_INPUTS + 10) * np.dtype(dtype).itemsize)
-    rows = [Row(f"torch {device}", dtype, "peer", "torch cnn training", batch, images,
-                time_repeats(clock, train_pass, repeats), flops, traffic),
-            Row(f"torch {device}", dtype, "peer", "torch cnn inference", batch, Xt.shape[0],
-                time_repeats(clock, inference, repeats), flops / 3 * Xt.shape[0] / images,
+    name = f"torch {device.type}"
+    rows = [Row(name, dtype, "peer", "torch cnn training", batch, images,
+                time_repeats(backend, train_pass, repeats), flops, traffic),
+            Row(name, dtype, "peer", "torch cnn inference", batch, Xt.shape[0],
+                time_repeats(backend, inference, repeats), flops / 3 * Xt.shape[0] / images,
                 traffic * Xt.shape[0] / images)]
     if log:
-        log(f"torch {device} {dtype} cnn: {rows[0].images_per_second:,.0f} training images/s")
+        log(f"{name} {dtype} cnn: {rows[0].images_per_second:,.0f} training images/s")
     return rows
 
 
@@ -91,7 +106,7 @@ def bench_naive_numpy(mnist, dtype: str, batch_sizes, repeats: int, per_image_im
         return mnist_test @ start  # the product alone, without even the argmax
 
     mnist_test = (mnist.test_images / 255).astype(dtype)
-    cpu = HostClock()
+    cpu = get_backend("numpy")  # a plain host loop: nothing queued, nothing to synchronise
     rows.append(Row("naive numpy", dtype, "peer", "naive per-image loop", 1, m,
                     time_repeats(cpu, per_image, repeats), *train_work(m, 1, itemsize)))
     for b in batch_sizes:
@@ -109,27 +124,18 @@ def bench_naive_numpy(mnist, dtype: str, batch_sizes, repeats: int, per_image_im
 def bench_torch(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,
                 device: str = "cpu", quick: bool = False, log=None):
     """PyTorch running the same update, when it is installed: (rows, the limit of the GPU it ran
-    on, or None on the CPU). ([], None) without PyTorch."""
-    try:
-        import torch
-    except ImportError:
-        if log:
-            log("PyTorch is not installed: no PyTorch peer")
+    on, or None on the CPU). ([], None) where PyTorch cannot run."""
+    backend = torch_backend(device, log)
+    if backend is None:
         return [], None
-    if device != "cpu" and not torch.cuda.is_available():
-        device = "cpu"
     # Full-precision float32 matrix products, as in our parity runs, for these rows only.
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        return _torch_rows(torch, mnist, dtype, batch_sizes, repeats, per_image_images, device,
-                           quick, log)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    with backend.activate():
+        return _torch_rows(backend, mnist, dtype, batch_sizes, repeats, per_image_images, quick,
+                           log)
 
 
-def _torch_rows(torch, mnist, dtype, batch_sizes, repeats, per_image_images, device, quick,
-                log):
+def _torch_rows(backend, mnist, dtype, batch_sizes, repeats, per_image_images, quick, log):
+    torch, device = backend.torch, backend.device
     tdtype = getattr(torch, dtype)
     itemsize = np.dtype(dtype).itemsize
     X = torch.tensor(mnist.train_images, device=device).to(tdtype) / 255
@@ -138,7 +144,6 @@ def _torch_rows(torch, mnist, dtype, batch_sizes, repeats, per_image_images, dev
     Xt = torch.tensor(mnist.test_images, device=device).to(tdtype) / 255
     start = torch.tensor(init_weights(0, dtype), device=device)
     m = min(per_image_images, X.shape[0])
-    clock = TorchClock(torch, device)
     rows = []
 
     @torch.no_grad()
@@ -156,27 +161,18 @@ def _torch_rows(torch, mnist, dtype, batch_sizes, repeats, per_image_images, dev
             xb, yb = X[s:s + b], Y[s:s + b]
             W -= (0.01 / xb.shape[0]) * (xb.T @ (xb @ W - yb))
 
-    limit = None
-    if device != "cpu":
-        # Scored against the GPU it ran on, measured the same way by PyTorch itself.
-        n_bytes, side = limit_sizes(quick)
-        src = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
-        a = torch.rand((side, side), dtype=tdtype, device=device,
-                       generator=torch.Generator(device=device).manual_seed(0))
-        limit = limit_record(f"torch on {torch.cuda.get_device_name(device)}", n_bytes,
-                       time_repeats(clock, src.clone, repeats), side,
-                       time_repeats(clock, lambda: a @ a, repeats))
-        del src, a
-    name = f"torch {device}"
+    # On a GPU, scored against the GPU it ran on, measured the same way through PyTorch itself.
+    limit = None if backend.runs_on_cpu else measure_limit(backend, dtype, repeats, quick)
+    name = f"torch {device.type}"
     rows.append(Row(name, dtype, "peer", "torch per-image", 1, m,
-                    time_repeats(clock, per_image, repeats), *train_work(m, 1, itemsize)))
+                    time_repeats(backend, per_image, repeats), *train_work(m, 1, itemsize)))
     for b in batch_sizes:
         count = m if b == 1 else X.shape[0]
         rows.append(Row(name, dtype, "peer", f"torch mini-batch {b}", b, count,
-                        time_repeats(clock, lambda: minibatch(b, count), repeats),
+                        time_repeats(backend, lambda: minibatch(b, count), repeats),
                         *train_work(count, b, itemsize)))
     rows.append(Row(name, dtype, "peer", "torch inference", None, Xt.shape[0],
-                    time_repeats(clock, lambda: Xt @ start, repeats),
+                    time_repeats(backend, lambda: Xt @ start, repeats),
                     *inference_work(Xt.shape[0], itemsize)))
     if log:
         log(f"{name} {dtype}: done")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 
-from ..backend import NumpyBackend
+from ..backend import get_backend
 from ..training import to_device_data
 from . import BATCH_SIZES, SWEEP_MODELS
 from .cnn import bench_cnn
@@ -88,7 +88,7 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
             # the CPU's limit (measured here if no NumPy rows were asked for).
             key = f"numpy {dtype}"
             if key not in limits:
-                limits[key] = measure_limit(NumpyBackend(), dtype, repeats, quick)
+                limits[key] = measure_limit(get_backend("numpy"), dtype, repeats, quick)
             cpu_limit = limits[key]
             rows += [(r, cpu_limit) for r in bench_naive_numpy(small, dtype, batch_sizes, repeats,
                                                                 per_image_images, log)]

@@ -10,8 +10,7 @@ import numpy as np
 from .. import kernels
 from ..backend import Backend
 from ..model import stack, tutorial
-from ..training import DeviceData, TrainConfig
-from ..training.tutorial import choose_kernel
+from ..training import DeviceData, TrainConfig, choose_kernel
 from .timing import Row, time_repeats
 from .work import inference_work, listing_work, lit_entry_bytes, train_work
 
@@ -148,7 +147,8 @@ def bench_sweeps(backend: Backend, data: DeviceData, models_list, repeats: int,
         for batch in (1, 1024):
             for kernel in ("fused", "array"):
                 try:
-                    _, fused = choose_kernel(backend, TrainConfig(batch_size=batch, kernel=kernel))
+                    fused = choose_kernel(backend, TrainConfig(batch_size=batch,
+                                                               kernel=kernel)).training
                 except kernels.KernelUnavailable:
                     continue
                 prepared = (fused.prepare(data.listing_input(fused, "train"))

@@ -88,23 +88,6 @@ def time_repeats(backend: Backend, run, repeats: int, warmup: int = 1) -> list[f
     return seconds
 
 
-class HostClock(Backend):
-    """The stopwatch of a plain host loop: nothing is queued, so nothing to synchronise."""
-
-    name = "host"
-
-
-class TorchClock(Backend):
-    name = "torch"
-
-    def __init__(self, torch, device):
-        self.torch, self.device = torch, device
-
-    def synchronize(self):
-        if self.device != "cpu":
-            self.torch.cuda.synchronize()
-
-
 # --------------------------------------------------------------------------- the machine's limit
 
 

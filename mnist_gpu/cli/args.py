@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..backend import BACKEND_CHOICES, parse_device
+from ..backend import AUTO_ORDER, BACKEND_CHOICES, BACKENDS, parse_device
 from ..model.architecture import FLAGS as OLDER_FLAGS
 from ..model.architecture import LAYERS, Architecture, parse_network
 from ..model.network import LOSSES, Network
@@ -112,11 +112,15 @@ DEVICE_HELP = ("an index (CuPy's CUDA device, PyTorch's accelerator), or for --b
                "accelerator, else the CPU]")
 
 
+# The backends' own words, from their registry: "numpy (the CPU), cupy (an NVIDIA GPU), ...".
+BACKEND_HELP = ("array library: "
+                + ", ".join(f"{name} ({BACKENDS[name].summary})" for name in BACKEND_CHOICES[1:])
+                + ", or auto (" + ", else ".join(BACKENDS[name].in_auto for name in AUTO_ORDER)
+                + ") [auto]")
+
+
 def add_backend_args(parser):
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="array library: cupy (an NVIDIA GPU), torch (PyTorch's tensors, on "
-                             "its accelerator or the CPU), numpy (the CPU), or auto (CuPy when a "
-                             "GPU answers, else PyTorch on an accelerator, else NumPy) [auto]")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     parser.add_argument("--device", type=parsed(parse_device), default=None, help=DEVICE_HELP)
     add_threads_flag(parser)
 

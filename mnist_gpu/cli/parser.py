@@ -96,7 +96,7 @@ def _add_bench(commands):
                     "loop and PyTorch (when installed) as peers and the machine's measured copy "
                     "bandwidth and GEMM rate as the limit.")
     b.add_argument("--backend", type=choice_list(BACKEND_CHOICES), default=("auto",),
-                   help="one or more of auto, numpy, cupy, torch, comma-separated [auto]")
+                   help=f"one or more of {', '.join(BACKEND_CHOICES)}, comma-separated [auto]")
     b.add_argument("--device", type=parsed(parse_device), default=None, help=DEVICE_HELP)
     add_threads_flag(b)
     b.add_argument("--dtype", type=choice_list(DTYPES), default=("float32",),

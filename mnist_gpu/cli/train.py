@@ -20,18 +20,19 @@ def run(args) -> int:
         return _train_network(args)
     init = initial_weights(args.init) if args.init else None
     config = training_config(args, args.alpha, args.seed, args.data_seed)
-    from ..training import kernel_name, train
+    from ..training import choose_kernel, train
 
     backend, mnist = backend_and_mnist(args)
     data = training_data(args, backend, mnist)
     say_dropped_checkpoints(args.checkpoints, data.n_train * args.epochs)
+    kernel = choose_kernel(backend, config)  # once for the run: the table names it
     table = TrainingTable(args, {**asdict(config), "dtype": args.dtype},
-                          backend.describe(), kernel_name(backend, config))
+                          backend.describe(), kernel.name)
     quiet = args.quiet or json_on_stdout(args)
     with images_progress(data.n_train * args.epochs, quiet) as progress:
         with table.interruptible():
             result = train(data, config, init_weights=init, progress=progress,
-                           on_checkpoint=table.row, log=log)
+                           on_checkpoint=table.row, log=log, kernel=kernel)
     table.finish(result, {}, result.weights)
     return 0
 

@@ -24,8 +24,8 @@ import numpy as np
 from ..io.display import Table, joined_html, joined_text
 from ..model.tutorial import N_INPUTS, N_OUTPUTS, init_weights
 from ..training import (
-    Checkpoint, Curve, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, kernel_name,
-    kernel_note, train_mlp, train_models,
+    Checkpoint, Curve, DeviceData, MLPConfig, TrainConfig, TrainingDiverged, choose_kernel,
+    train_mlp, train_models,
 )
 from ..training.results import curve_json, ran_on
 from .grid import Member
@@ -206,17 +206,17 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
     docstring). ``config`` holds the shared settings (its alpha and seed are the members'); its
     ``data_seed`` orders the images for all (the first member's seed if None). ``log(line)``
     is told what a user should know: the chunks, and a compiled pass not yet verified on this
-    hardware (``kernel_note``)."""
+    hardware (the kernel's ``note``). The compute path is chosen once, for the models side by
+    side in a chunk (all of them, or ``chunk_models``), and every chunk takes it."""
     config = replace(config, data_seed=(members[0].seed if config.data_seed is None
                                         else config.data_seed))
     config.validate()
     backend = data.backend
-    kernel = kernel_name(backend, config, len(members))
-    note = kernel_note(backend, config, len(members))
-    if note and log:
-        log(note)
+    kernel = choose_kernel(backend, config, min(len(members), chunk_models or len(members)))
+    if kernel.note and log:
+        log(kernel.note)
     per_model = bytes_per_model(config.batch_size, np.dtype(data.dtype).itemsize,
-                                kernel == "fused")
+                                kernel.name == "fused")
     chunks = plan_chunks(len(members), per_model, backend.memory_available(), chunk_models)
     if len(chunks) > 1 and log:
         why = ("--chunk-models" if chunk_models else
@@ -230,7 +230,8 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
         chunk_members = [members[i] for i in chunk]
         host_w = np.concatenate([init_weights(m.seed, data.dtype) for m in chunk_members],
                                 axis=1)
-        run = train_models(data, config, [m.alpha for m in chunk_members], host_w)
+        run = train_models(data, config, [m.alpha for m in chunk_members], host_w,
+                           kernel=kernel)
         del host_w
         for index, member in enumerate(chunk_members):
             divergence = run.diverged.get(index)
@@ -241,15 +242,14 @@ def run_sweep(data: DeviceData, members: list[Member], config: TrainConfig,
             run.weights.reshape(N_INPUTS, len(chunk), N_OUTPUTS), 1, 0)
         seconds += run.seconds
         images = run.images_trained
-        kernel = run.kernel
         if on_chunk:
             on_chunk(len(chunk))
     settings = {**asdict(config), "alphas": list(dict.fromkeys(m.alpha for m in members)),
                 "seeds": list(dict.fromkeys(m.seed for m in members)), "dtype": data.dtype,
                 "n_train": data.n_train, "checkpoints": run.checkpoints}
     del settings["alpha"], settings["seed"]
-    return SweepResult(settings, backend.describe(), kernel, results, weights, seconds, images,
-                       len(chunks))
+    return SweepResult(settings, backend.describe(), kernel.name, results, weights, seconds,
+                       images, len(chunks))
 
 
 def run_mlp_sweep(data: DeviceData, members: list[Member], config: MLPConfig, log=None,

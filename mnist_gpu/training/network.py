@@ -23,6 +23,7 @@ from . import runner
 from .config import MLPConfig, shuffle_rng
 from .device_data import DeviceData, device_memory_guard
 from .results import Checkpoint, Divergence, MLPResult, TrainingDiverged
+from .trainee import Trainee
 
 DIVERGED_LOSS_FACTOR = runner.DIVERGED_FACTOR
 
@@ -67,7 +68,7 @@ def trainee(data: DeviceData, config: MLPConfig, host):
     return _Network(data, config, host)
 
 
-class _Network:
+class _Network(Trainee):
     """A network's parameters and optimiser state as ``runner.run`` trains them."""
 
     models = 1

@@ -2,10 +2,11 @@
 checkpoint the only host-device synchronisations of a run.
 
 Every network is trained through ``run``: the tutorial's (one model, or M side by side) and the
-deeper ones. What is trained is a *trainee* (``training/tutorial.py``, ``training/network.py``),
-which knows how to train over a segment of positions, which of its models are no longer finite,
-how to score them on the test set, when a score means the run blew up, and how to name the step
-where a model diverged. The loop around it is the same for all:
+deeper ones. What is trained is a *trainee* (the ``Trainee`` protocol of ``trainee.py``: the
+stack of ``stack_trainee.py``, the deeper network of ``network.py``), which knows how to train
+over a segment of positions, which of its models are no longer finite, how to score them on the
+test set, when a score means the run blew up, and how to name the step where a model diverged.
+The loop around it is the same for all:
 
 * each epoch's order is drawn on the host (identical on every backend) and uploaded once;
 * the epoch is cut at the checkpoints, rounded up to the end of their batch, and each segment is
@@ -21,9 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .results import Checkpoint, Divergence
+from .trainee import Segment, Trainee
 
 # A run whose test loss (the tutorial's MSE, a deeper network's loss per image) passes this many
 # times its loss at the start has blown up, even while its weights are still finite: a healthy
@@ -38,23 +38,6 @@ def loss_bound(start: float) -> float:
     near its optimum, from weights already trained, is held to a bound far above any healthy
     loss rather than to a multiple of a small number)."""
     return DIVERGED_FACTOR * max(start, 1.0)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Positions ``start:stop`` of the epoch that begins after ``offset`` images."""
-
-    offset: int
-    start: int
-    stop: int
-    host_order: np.ndarray | None  # the epoch's permutation, or None for file order
-    order: object  # the same permutation on the device, or None
-
-    def steps(self, batch_size: int):
-        """Each step of the segment (one image or one batch) as a segment of its own."""
-        for s in range(self.start, self.stop, batch_size):
-            yield Segment(self.offset, s, min(s + batch_size, self.stop), self.host_order,
-                          self.order)
 
 
 def segment_stops(n: int, offset: int, checkpoints, unit: int) -> list[int]:
@@ -89,7 +72,7 @@ class Progress:
     seconds: float  # training only
 
 
-def run(trainee, backend, n: int, epochs: int, checkpoints, order_rng, shuffle: bool,
+def run(trainee: Trainee, backend, n: int, epochs: int, checkpoints, order_rng, shuffle: bool,
         progress=None, on_checkpoint=None) -> Progress:
     """Train ``trainee`` for ``epochs`` passes over ``n`` images, checked at ``checkpoints``
     (sorted image counts, the last the run's end; each measured at the end of the batch it falls
