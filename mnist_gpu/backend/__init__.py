@@ -39,13 +39,14 @@ from .base import (
 )
 from .cupy_gpu import CupyBackend, cupy_for_auto, open_cupy, probe_cupy
 from .host import NumpyBackend, StrictBackend, numpy_for_auto, open_numpy, open_strict
+from .threads import apply_to_numba, choose_threads, limited_threads, thread_record
 from .torch_tensors import TorchBackend, open_torch, probe_torch, split_device, torch_for_auto
 
 __all__ = [
     "AUTO_ORDER", "BACKENDS", "BACKEND_CHOICES", "Backend", "BackendUnavailable", "CupyBackend",
-    "NumpyBackend", "Registration", "StrictBackend", "TorchBackend", "array_namespace",
-    "cpu_model", "get_backend", "host_memory_available", "parse_device", "probe_cupy",
-    "probe_torch",
+    "NumpyBackend", "Registration", "StrictBackend", "TorchBackend", "apply_to_numba",
+    "array_namespace", "choose_threads", "cpu_model", "get_backend", "host_memory_available",
+    "limited_threads", "parse_device", "probe_cupy", "probe_torch", "thread_record",
 ]
 
 

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..backend import Backend, cpu_model
-from ..backend.threads import thread_record
+from ..backend import Backend, cpu_model, thread_record
 
 
 @dataclass

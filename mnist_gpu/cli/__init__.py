@@ -15,8 +15,7 @@ import os
 import signal
 import sys
 
-from ..backend import BackendUnavailable
-from ..backend.threads import choose_threads, limited_threads
+from ..backend import BackendUnavailable, choose_threads, limited_threads
 from ..data import DataError, SettingError
 from ..training import DeviceOutOfMemory, TrainingDiverged
 from .args import apply_preset

@@ -94,8 +94,6 @@ def choice_list(choices):
     return parse
 
 
-
-
 def parsed(parse):
     """An argparse type from a parser that raises ValueError with a one-line reason."""
     def convert(text):
@@ -372,8 +370,7 @@ def network(args) -> Network:
 
 
 def check_rates(rates, dtype: str, flag: str = "--alpha") -> None:
-    """Refuse a learning rate that ``dtype`` rounds to 0 (``--alpha 1e-320`` in float32): nothing
-    would train, and the run would look like one that did."""
+    """Refuse a rate that ``dtype`` rounds to 0 (``--alpha 1e-320`` in float32): nothing trains."""
     import numpy as np
 
     for rate in rates:

@@ -25,7 +25,7 @@ asked for, so that importing mnist-gpu imports no Numba.
 
 from __future__ import annotations
 
-from ..backend.threads import apply_to_numba
+from ..backend import apply_to_numba
 from .errors import KernelUnavailable
 
 __all__ = ["INFERENCE", "TRAINING", "KernelUnavailable", "inference_pass", "training_pass"]
