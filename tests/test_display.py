@@ -75,13 +75,14 @@ def test_a_curve_is_still_a_list_of_checkpoints():
 
 
 def test_a_deeper_network_names_its_loss():
-    config = {**mg.config_from_preset("softmax").__dict__, "architecture": "784-10, bias",
-              "arch": {"loss": "ce"}, "dtype": "float32", "n_train": 60_000}
+    preset = mg.config_from_preset("softmax")
+    config = {**preset.to_json(), "architecture": preset.net.describe(),
+              "rate": preset.rate_words(), "dtype": "float32", "n_train": 60_000}
     result = mg.MLPResult(config, {"backend": "numpy", "device": "cpu"}, list(POINTS), 2.0,
                           600_000, [])
     lines = repr(result).splitlines()
-    assert lines[0] == ("784-10, bias: mini-batches of 100, lr 0.5, momentum 0.9, 10 epochs, "
-                        "seed 0, shuffled; numpy on cpu, float32")
+    assert lines[0] == ("dense10+bias; softmax cross-entropy: mini-batches of 100, lr 0.5, "
+                        "momentum 0.9, 10 epochs, seed 0, shuffled; numpy on cpu, float32")
     assert lines[1] == "images seen  test accuracy  test cross-entropy"
 
 
