@@ -17,8 +17,8 @@ from conftest import REPO
 PACKAGE = REPO / "mnist_gpu"
 # Bottom to top: a module imports from its own package and from those below it, never above.
 # ``mnist_gpu`` itself (its ``__init__``: the public API) sits above what it re-exports.
-LAYERS = ("backend", "io", "data", "model", "kernels", "training", "", "sweep", "viz", "bench",
-          "cli")
+LAYERS = ("backend", "io", "data", "model", "kernels", "optim", "training", "", "sweep", "viz",
+          "bench", "cli")
 ARRAY_LIBRARIES = {"cupy", "cupyx", "array_api_strict", "array_api_compat", "torch"}
 BACKEND_NAMES = {"numpy", "cupy", "array_api_strict", "torch"}
 # Where a library or a backend may be named: the backend layer, and the kernels found by name.
