@@ -27,7 +27,7 @@ from ..io.files import user_cache_dir, writable_dir
 
 _HERE = Path(__file__).resolve().parent
 # What the compiled loops are made of: a change to any of these makes the cache stale.
-SOURCES = (_HERE / "cpu_loops.py", _HERE / "cpu_rows.py")
+SOURCES = (_HERE / "cpu_loops.py", _HERE / "cpu_rows.py", _HERE / "cpu_conv_loops.py")
 
 
 def chosen_dir() -> Path:
