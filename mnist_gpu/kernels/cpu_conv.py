@@ -10,7 +10,8 @@ made of, a convolution followed by 2x2 max pooling and a relu:
   relu applied as the pooling reads the convolution's output, one byte per output kept for the
   backward pass (which corners hold the maximum);
 * ``conv_pool_relu_backward(grad, saved, kernels, need_input) -> (d kernels, d bias, d input
-  or None)``.
+  or None)``; the bias's gradient summed image by image as the pooling's gradient is spread
+  (the array path's sum up to rounding: the same terms in another order).
 
 A pass keeps the buffers of its largest arrays (the patches, the convolution's output and its
 gradient) and reuses them from one batch to the next of the same shape, so one pass serves one
@@ -83,7 +84,8 @@ class ConvPassCPU:
 
     def pool_backward(self, grad_out, corners, out, input_shape, xp=None):
         return loops.unpool_relu(np.ascontiguousarray(grad_out), corners,
-                                 np.empty(input_shape, grad_out.dtype))
+                                 np.empty(input_shape, grad_out.dtype),
+                                 np.empty((input_shape[0], input_shape[3]), grad_out.dtype))
 
     # ---------------------------------------------------------- the fused convolution block
 
@@ -106,11 +108,12 @@ class ConvPassCPU:
         of its output."""
         x, cols, corners, shape = saved
         n, filters = x.shape[0], kernels.shape[1]
+        sums = np.empty((n, filters), grad.dtype)
         d_z = loops.unpool_relu(np.ascontiguousarray(grad), corners, self.buffer(
-            "d_z", (n, shape.out_height, shape.out_width, filters), grad.dtype))
+            "d_z", (n, shape.out_height, shape.out_width, filters), grad.dtype), sums)
         g = d_z.reshape(-1, filters)
         d_kernels = cols.T @ g
-        d_bias = g.sum(axis=0)
+        d_bias = sums.sum(axis=0)  # summed image by image as the gradient was spread
         if not need_input:
             return d_kernels, d_bias, None
         d_cols = np.matmul(g, kernels.T, out=self.buffer("d_cols", cols.shape, grad.dtype))

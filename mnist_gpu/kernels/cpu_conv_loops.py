@@ -112,12 +112,16 @@ def pool_relu(z, bias, relu, pooled, corners):  # pragma: no cover - compiled
 
 
 @compiled(parallel=True)
-def unpool_relu(grad, corners, d_z):  # pragma: no cover - compiled
+def unpool_relu(grad, corners, d_z, sums):  # pragma: no cover - compiled
     # d_z (N, H, W, C): each window's gradient split evenly among its maximal corners, zero for
-    # the others, for a cut relu, and for a dropped odd row or column.
+    # the others, for a cut relu, and for a dropped odd row or column; sums (N, C): each image's
+    # d_z summed over its positions (for the gradient of the convolution's bias).
     n, h2, w2, c = grad.shape
     h, w = d_z.shape[1], d_z.shape[2]
+    zero = grad.dtype.type(0)
     for i in numba.prange(n):
+        for ch in range(c):
+            sums[i, ch] = 0
         if h > 2 * h2:
             d_z[i, h - 1] = 0
         for py in range(h2):
@@ -128,8 +132,10 @@ def unpool_relu(grad, corners, d_z):  # pragma: no cover - compiled
                 for ch in range(c):
                     bits = corners[i, py, px, ch]
                     ties = (bits & 1) + ((bits >> 1) & 1) + ((bits >> 2) & 1) + (bits >> 3)
-                    zero = grad.dtype.type(0)
-                    share = grad[i, py, px, ch] / grad.dtype.type(ties) if ties else zero
+                    share = zero
+                    if ties:
+                        share = grad[i, py, px, ch] / grad.dtype.type(ties)
+                        sums[i, ch] += grad[i, py, px, ch]  # the window's shares, summed
                     d_z[i, 2 * py, 2 * px, ch] = share if bits & 1 else zero
                     d_z[i, 2 * py, 2 * px + 1, ch] = share if bits & 2 else zero
                     d_z[i, 2 * py + 1, 2 * px, ch] = share if bits & 4 else zero
