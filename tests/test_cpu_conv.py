@@ -19,7 +19,8 @@ SHAPES = [  # (images, height, width, channels, k, pad, filters)
     (3, 12, 12, 24, 3, 0, 32),  # its second
     (2, 7, 9, 3, 3, 1, 5),      # padded, odd sizes: pooling drops a row and a column
     (2, 5, 6, 2, 4, 2, 3),      # padding near the kernel's size, an even kernel
-    (1, 6, 6, 2, 5, 4, 2),      # windows wholly in the padding
+    (1, 6, 6, 2, 5, 4, 2),      # windows reaching across the image into the padding
+    (1, 4, 5, 2, 2, 3, 2),      # padding wider than the kernel: windows wholly in it
 ]
 
 

@@ -36,8 +36,9 @@ def im2col(x, c, k, pad, oh, ow, cols):  # pragma: no cover - compiled
             for ox in range(ow):
                 row = ((i * oh + oy) * ow + ox) * k * run
                 src = (ox - pad) * c
-                first = max(0, -src)          # the part of a kernel row inside the image
-                last = min(run, wc - src)
+                # The part of a kernel row inside the image (none when it lies in the padding).
+                first = min(run, max(0, -src))
+                last = max(first, min(run, wc - src))
                 for dy in range(k):
                     iy = oy + dy - pad
                     base = U(row + dy * run)
@@ -72,8 +73,8 @@ def col2im(d_cols, c, k, pad, oh, ow, d_x):  # pragma: no cover - compiled
             for ox in range(ow - 1, -1, -1):
                 row = ((i * oh + oy) * ow + ox) * k * run
                 src = (ox - pad) * c
-                first = max(0, -src)
-                last = min(run, wc - src)
+                first = min(run, max(0, -src))
+                last = max(first, min(run, wc - src))
                 for dy in range(k - 1, -1, -1):
                     iy = oy + dy - pad
                     if iy < 0 or iy >= h:
