@@ -39,6 +39,7 @@ def parse():
                         help="cycle Adam's first beta 0.95 -> 0.85 -> 0.95 (OneCycleLR's default; "
                         "the recipe turns it off)")
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch", type=int, default=256)
     return parser.parse_args()
 
 
@@ -57,7 +58,7 @@ from mnist_gpu.optim import SCHEDULES, Adam  # noqa: E402
 
 CLOCK = time.process_time if ARGS.clock == "cpu" else time.perf_counter
 
-BATCH, BETAS = 256, (0.7, 0.9)
+BATCH, BETAS = ARGS.batch, (0.7, 0.9)
 MEAN, DEVIATION = 0.1307, 0.3081
 SHAPES = (ConvShape(28, 28, 1, 5, 0), ConvShape(12, 12, 24, 3, 0))
 FILTERS = (24, 32)
