@@ -40,6 +40,7 @@ def parse():
                         "the recipe turns it off)")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1)
     return parser.parse_args()
 
 
@@ -103,10 +104,12 @@ def ours(seed, x, labels, path, timer):
         else None
     indices = [s.host_indices() for s in SHAPES]
     eye = np.eye(10, dtype=dtype)
-    steps = (len(x) - 1) // BATCH + 1
+    per_epoch = (len(x) - 1) // BATCH + 1
+    steps = per_epoch * ARGS.epochs
     for step in range(steps):
         timer(None)
-        a, y = x[step * BATCH:(step + 1) * BATCH], eye[labels[step * BATCH:(step + 1) * BATCH]]
+        first = step % per_epoch * BATCH
+        a, y = x[first:first + BATCH], eye[labels[first:first + BATCH]]
         saved = []
         for i, shape in enumerate(SHAPES):
             W, b = params[2 * i], params[2 * i + 1]
@@ -173,11 +176,13 @@ def torch_run(seed, train, dtype_name):
     model = Net().to(getattr(torch, dtype_name))
     optimizer = torch.optim.Adam(model.parameters(), lr=ARGS.lr, betas=BETAS)
     x, y = train
-    steps = (len(x) - 1) // BATCH + 1
+    per_epoch = (len(x) - 1) // BATCH + 1
+    steps = per_epoch * ARGS.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=ARGS.lr, total_steps=steps,
                                                     cycle_momentum=ARGS.cycle_momentum)
     model.train()
-    for i in range(steps):
+    for step in range(steps):
+        i = step % per_epoch
         optimizer.zero_grad()
         F.nll_loss(model(x[BATCH * i:BATCH * (i + 1)]), y[BATCH * i:BATCH * (i + 1)]).backward()
         optimizer.step()
@@ -226,7 +231,8 @@ def main():
             ratio = (f", {seconds['torch'] / seconds[p]:.2f}x torch"
                      if "torch" in seconds and p != "torch" else "")
             print(f"seed {seed} {p:8} {args.dtype}: {seconds[p]:6.2f} s, "
-                  f"{len(x) / seconds[p]:7,.0f} images/s, {acc:.2f}%{ratio}", flush=True)
+                  f"{len(x) * args.epochs / seconds[p]:7,.0f} images/s, {acc:.2f}%{ratio}",
+                  flush=True)
             if timers[p].seconds:
                 for name, t in sorted(timers[p].seconds.items(), key=lambda kv: -kv[1]):
                     print(f"    {name:34} {t:6.2f} s")
