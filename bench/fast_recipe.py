@@ -41,6 +41,9 @@ def parse():
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--init", default="torch", choices=["torch", "he"],
+                        help="PyTorch's default initialisation, or He's (normal, sqrt(2 / fan_in); "
+                        "biases zero)")
     return parser.parse_args()
 
 
@@ -78,6 +81,10 @@ def init_params(seed, dtype):
     for fan_in, fan_out in [(s.k * s.k * s.channels, f) for s, f in zip(SHAPES, FILTERS)] \
             + list(DENSE):
         bound = 1 / math.sqrt(fan_in)
+        if ARGS.init == "he":
+            params += [rng.normal(0, math.sqrt(2 / fan_in), (fan_in, fan_out)).astype(dtype),
+                       np.zeros(fan_out, dtype)]
+            continue
         params += [rng.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype),
                    rng.uniform(-bound, bound, fan_out).astype(dtype)]
     return params
