@@ -26,7 +26,7 @@ MODEL_RANKS = {"chunks": 0, "tutorial": 1, "stack": 2, "layers": 2, "layer": 2, 
                "conv": 3, "dropout": 3, "network": 4, "architecture": 5, "presets": 6,
                "saved": 6, "": 7}
 # Inside ``optim``: the base, then each optimiser and the schedules, then the registries.
-OPTIM_RANKS = {"base": 0, "schedules": 1, "sgd": 1, "": 2}
+OPTIM_RANKS = {"base": 0, "schedules": 1, "sgd": 1, "adam": 1, "": 2}
 ARRAY_LIBRARIES = {"cupy", "cupyx", "array_api_strict", "array_api_compat", "torch"}
 BACKEND_NAMES = {"numpy", "cupy", "array_api_strict", "torch"}
 # Where a library or a backend may be named: the backend layer, and the kernels found by name.

@@ -21,13 +21,18 @@ compile, or its launch fails) raises ``KernelUnavailable``. An inference pass ha
 ``prepare``, ``ready_inference(lit, labels, dtype)``, ``classify(W, lit)`` and
 ``evaluate(W, lit, labels)``. A pass is imported only when
 asked for, so that importing mnist-gpu imports no Numba.
+
+A layer's compiled pass (``conv_pass``: ``cpu_conv.py`` for ``numpy``) has the array path's
+functions for a convolution and its pooling at their signatures, and the fused convolution,
+pooling and relu; a backend without one gets None, and its layers take the array path.
 """
 
 from __future__ import annotations
 
 from .errors import KernelUnavailable
 
-__all__ = ["INFERENCE", "TRAINING", "KernelUnavailable", "inference_pass", "training_pass"]
+__all__ = ["CONV", "INFERENCE", "TRAINING", "KernelUnavailable", "conv_pass", "inference_pass",
+           "training_pass"]
 
 
 def _cpu_passes(backend):
@@ -70,3 +75,21 @@ def inference_pass(backend):
     if make is None:
         raise KernelUnavailable(f"no fused inference for the {backend.name} backend")
     return make(backend)
+
+
+def _cpu_conv(backend):
+    try:
+        from .cpu_conv import ConvPassCPU
+    except ImportError:  # numba is missing or broken: the array path stands in
+        return None
+    return ConvPassCPU()
+
+
+CONV = {"numpy": _cpu_conv}
+
+
+def conv_pass(backend):
+    """A new compiled pass for one convolutional layer on ``backend``'s arrays (it keeps that
+    layer's buffers), or None where the backend has none."""
+    make = CONV.get(backend.name)
+    return make(backend) if make else None
