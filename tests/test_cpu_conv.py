@@ -9,8 +9,10 @@ import pytest
 
 from mnist_gpu import kernels
 from mnist_gpu.backend import get_backend
-from mnist_gpu.model import layers
+from mnist_gpu.model import layers, network
+from mnist_gpu.model.architecture import parse_network
 from mnist_gpu.model.layers import ConvShape
+from mnist_gpu.training import MLPConfig, to_device_data, train_mlp
 
 pytest.importorskip("numba", reason="the compiled passes need Numba")
 
@@ -109,3 +111,40 @@ def test_a_backend_without_compiled_passes_gets_none():
     class Other:
         name = "array_api_strict"
     assert kernels.conv_pass(Other()) is None
+    assert kernels.layer_passes(Other(), ["conv", "pool"]) == {}
+    # A network without convolutions or pooling gets none either (and imports no Numba).
+    assert kernels.layer_passes(get_backend("numpy"), ["dense", "relu"]) == {}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_with_the_compiled_passes_gives_the_array_paths_weights(mnist, monkeypatch,
+                                                                         dtype):
+    """A CNN of mixed kernel sizes (5x5, then 3x3 padded, an odd image pooled), trained for two
+    epochs (the evaluation between them uses the passes too) with and without them."""
+    small = type(mnist)(mnist.train_images[:320], mnist.train_labels[:320],
+                        mnist.test_images[:100], mnist.test_labels[:100])
+    net = parse_network("conv4x5+bias,pool2,relu,conv6x3+same+bias,pool2,relu,dense16+bias,"
+                        "relu,dense10+bias", "ce")
+    config = MLPConfig(net, lr=0.01, batch_size=64, epochs=2, optimizer="adam",
+                       settings={"betas": (0.7, 0.9)}, schedule="one-cycle-lr")
+    numpy, made, original = get_backend("numpy"), [], kernels.CONV["numpy"]
+
+    class Counted:  # the compiled pass, counting the functions the layers take from it
+        def __init__(self, backend):
+            self.inner, self.taken = original(backend), set()
+            made.append(self)
+
+        def __getattr__(self, name):
+            self.taken.add(name)
+            return getattr(self.inner, name)
+
+    monkeypatch.setitem(kernels.CONV, "numpy", Counted)
+    compiled = train_mlp(to_device_data(numpy, small, dtype), config)
+    assert {"conv_forward", "conv_backward", "pool_forward", "pool_backward"} <= set().union(
+        *(p.taken for p in made))
+    monkeypatch.delitem(kernels.CONV, "numpy")
+    assert kernels.layer_passes(numpy, ["conv", "pool"]) == {}
+    reference = train_mlp(to_device_data(numpy, small, dtype), config)
+    assert compiled.curve == reference.curve
+    for got, want in zip(network.flat(compiled.params), network.flat(reference.params)):
+        np.testing.assert_array_equal(got, want)

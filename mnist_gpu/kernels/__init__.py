@@ -32,7 +32,7 @@ from __future__ import annotations
 from .errors import KernelUnavailable
 
 __all__ = ["CONV", "INFERENCE", "TRAINING", "KernelUnavailable", "conv_pass", "inference_pass",
-           "training_pass"]
+           "layer_passes", "training_pass"]
 
 
 def _cpu_passes(backend):
@@ -93,3 +93,17 @@ def conv_pass(backend):
     layer's buffers), or None where the backend has none."""
     make = CONV.get(backend.name)
     return make(backend) if make else None
+
+
+# The layers whose passes ``conv_pass`` gives at the array path's signatures.
+CONV_LAYERS = ("conv", "pool")
+
+
+def layer_passes(backend, layer_names) -> dict:
+    """The compiled passes of a network's layers on ``backend``'s arrays, by layer name, as a
+    ``model.layer.Context`` takes them (``{}``: every layer on the array path). Only the
+    per-operation functions are given, which keep no buffers: a training and an evaluation
+    context may share them. Nothing is imported for a network without such layers."""
+    wanted = [name for name in CONV_LAYERS if name in set(layer_names)]
+    found = conv_pass(backend) if wanted else None
+    return {name: found for name in wanted} if found is not None else {}
