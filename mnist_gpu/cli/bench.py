@@ -34,7 +34,8 @@ def run(args) -> int:
             backends, mnist, args.dtype, tuple(args.batch_sizes), args.repeats,
             quick=args.quick, peers=not args.no_peers, log=status,
             sweep_models=() if args.no_sweeps else tuple(args.sweep_models),
-            cnn=not args.no_cnn, startup=startup)
+            cnn=not args.no_cnn, startup=startup,
+            fast=not args.no_fast)
     if not json_on_stdout(args):
         print(report.format_table(measured))
         for line in report.ratios(measured):
