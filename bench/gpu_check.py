@@ -35,7 +35,10 @@ each stage runs in its own process under its own time limit, and under one overa
    to 1,024 models side by side, per image and by batches: the sweep's GPU target) (``--full``:
    the full one, both dtypes, which needs a longer window); ``bench_torch``: our rows on
    PyTorch's CUDA tensors, scored against the limits PyTorch measures on that device;
-5. ``train_cnn_fast``, ``train_cnn``: ``--preset cnn-fast`` and ``--preset cnn`` on CuPy, their
+5. ``train_fast``, ``train_fast_torch``: ``--preset fast`` for one epoch on CuPy and on
+   PyTorch's CUDA tensors (the ``bench`` stage holds the recipe's rows beside PyTorch's own on
+   the same GPU, on the quick benchmark's 2,560 images);
+   ``train_cnn_fast``, ``train_cnn``: ``--preset cnn-fast`` and ``--preset cnn`` on CuPy, their
    accuracy and training time (the CNN's GPU targets), each only if the deadline still leaves
    its whole limit: otherwise recorded as skipped, with the time that was left, which does not
    fail the check.
@@ -72,7 +75,8 @@ FULL_DEADLINE_S = 1020
 STAGE_LIMITS_S = {"device": 45, "train_fused": 25, "train_array": 35, "train_fused_float64": 25,
                   "train_array_float64": 35, "gpu_tests": 150, "train_torch": 40,
                   "train_torch_minibatch": 30, "bench": 150, "bench_torch": 90,
-                  "train_cnn_fast": 40, "train_cnn": 60}
+                  "train_cnn_fast": 40, "train_cnn": 60, "train_fast": 30,
+                  "train_fast_torch": 30}
 # The PyTorch stages' device, as --device names it.
 TORCH_DEVICE = "cuda"
 # What a training stage's --json result keeps in the report.
@@ -292,6 +296,16 @@ def main(argv=None) -> int:
                    [python, "-m", "mnist_gpu.cli", "bench", "--backend", "torch", "--device",
                     TORCH_DEVICE, "--no-peers", "--json", str(out / "bench_torch.json"), *size],
                    FULL_BENCH_LIMIT_S if args.full else STAGE_LIMITS_S["bench_torch"])
+
+    # The fast recipe for one epoch, on CuPy and on PyTorch's CUDA tensors (both through the
+    # array path); PyTorch's own on the same GPU is among the peers of "bench".
+    for name, backend in (("train_fast", ["cupy"]), ("train_fast_torch", ["torch", "--device",
+                                                                          TORCH_DEVICE])):
+        command = [python, "-m", "mnist_gpu.cli", "train", "--backend", *backend, "--preset",
+                   "fast", "--epochs", "1", "--quiet", "--json"]
+        _keep_training_result(check, check.stage_if_time(name, command, STAGE_LIMITS_S[name])
+                              if backend[0] == "cupy" else
+                              check.stage_if(torch_reason, name, command, STAGE_LIMITS_S[name]))
 
     for preset in ("cnn-fast", "cnn"):
         name = f"train_{preset.replace('-', '_')}"

@@ -29,7 +29,7 @@ MODEL_RANKS = {"chunks": 0, "tutorial": 1, "stack": 2, "layers": 2, "layer": 2, 
                "conv": 3, "dropout": 3, "network": 4, "architecture": 5, "presets": 6,
                "saved": 6, "": 7}
 # Inside ``optim``: the base, then each optimiser and the schedules, then the registries.
-OPTIM_RANKS = {"base": 0, "schedules": 1, "sgd": 1, "": 2}
+OPTIM_RANKS = {"base": 0, "schedules": 1, "sgd": 1, "adam": 1, "": 2}
 # The backends' names, from their registry: each is its array library's name (NumPy, the host's,
 # is imported everywhere), with the companions that the backend layer imports too.
 BACKEND_NAMES = set(backend_layer.BACKENDS)

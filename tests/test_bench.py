@@ -44,9 +44,15 @@ def test_quick_bench_writes_a_complete_report(mnist_dir_path, tmp_path, capsys):
             "lit-pixel listing (training set)", "lit-pixel listing (test set)",
             "naive per-image loop",
             "single numpy matmul"} <= names
+    # The fast recipe, trained once to the end of its epoch by each, its accuracy beside.
+    fast = {r["name"]: r for r in report["rows"] if "fast recipe" in r["name"]}
+    assert set(fast) == {"fast recipe, one epoch", "torch fast recipe, one epoch"}
+    assert all(r["images"] == 2560 and 0.5 < r["accuracy"] <= 1 for r in fast.values())
+    assert "numpy float32: the fast recipe is" in out
     for row in report["rows"]:
         assert ROW_KEYS <= set(row)
-        assert len(row["seconds"]) == 2 and row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert len(row["seconds"]) == (1 if row in fast.values() else 2)
+        assert row["min_s"] <= row["median_s"] <= row["max_s"]
         assert 0 < row["fraction_of_gemm_peak"] and 0 < row["fraction_of_bandwidth"]
         # Every row, peers included, is scored against the CPU it ran on (no GPU here).
         assert row["limit"] == limit["device"] == "numpy on cpu"
@@ -74,7 +80,8 @@ def test_bench_rows_on_pytorch_tensors_beside_pytorchs_own(request, mnist_dir_pa
     torch = backend_or_skip(request, "torch")
     path = tmp_path / "bench.json"
     assert cli.main(["bench", "--backend", "torch", "--quick", "--repeats", "1", "--batch-sizes",
-                     "1,1024", "--no-sweeps", "--no-cnn", "--no-contention", "--data-dir",
+                     "1,1024", "--no-sweeps", "--no-cnn", "--no-contention", "--no-fast",
+                     "--data-dir",
                      str(mnist_dir_path), "--offline", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     report = json.loads(path.read_text())

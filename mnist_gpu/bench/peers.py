@@ -6,12 +6,15 @@ matrix products at full precision (no TF32) for the duration of its update's row
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..backend import BackendUnavailable, get_backend
 from ..model.tutorial import N_INPUTS, init_weights
 from ..optim import OPTIMIZERS
 from ..training import config_from_preset
+from . import fast
 from .timing import Row, measure_limit, time_repeats
 from .work import inference_work, train_work
 
@@ -75,6 +78,52 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
     if log:
         log(f"{name} {dtype} cnn: {rows[0].images_per_second:,.0f} training images/s")
     return rows
+
+
+def bench_torch_fast(mnist, dtype: str, images: int, device: str = "cpu",
+                     log=None) -> list[Row]:
+    """PyTorch training the same recipe on ``device`` (the torch backend's), when it can run."""
+    backend = torch_backend(device, log)
+    if backend is None:
+        return []
+    torch, device = backend.torch, backend.device
+    config = fast.recipe()
+    nn, tdtype, batch = torch.nn, getattr(torch, dtype), config.batch_size
+    torch.manual_seed(0)
+    model = config.net.torch(nn).to(device=device, dtype=tdtype)
+    optimiser = OPTIMIZERS[config.optimizer].torch(torch.optim, model.parameters(), config.lr,
+                                                   config.settings)
+    steps = -(-images // batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
+                                                   total_steps=steps, cycle_momentum=False)
+
+    def images_of(pixels):
+        return (torch.tensor(pixels, device=device).to(tdtype) / 255).reshape(-1, 1, 28, 28)
+
+    X, Xt = images_of(mnist.train_images[:images]), images_of(mnist.test_images)
+    y = torch.tensor(mnist.train_labels[:images].astype(np.int64), device=device)
+    backend.synchronize()
+    start = time.perf_counter()
+    model.train()
+    for s in range(0, X.shape[0], batch):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(X[s:s + batch]), y[s:s + batch]).backward()
+        optimiser.step()
+        schedule.step()
+    backend.synchronize()
+    seconds = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([model(Xt[s:s + 1000]).argmax(dim=1)
+                               for s in range(0, Xt.shape[0], 1000)])
+    accuracy = float((predicted.cpu().numpy() == mnist.test_labels).mean())
+    row = Row(f"torch {device.type}", dtype, "peer", fast.PEER_NAME, batch, X.shape[0], [seconds],
+              config.net.training_flops(batch, X.shape[0]), fast.traffic(X.shape[0], dtype),
+              accuracy=accuracy)
+    if log:
+        log(f"torch {device.type} {dtype} {fast.NAME}: {row.images_per_second:,.0f} images/s, "
+            f"{accuracy:.2%}")
+    return [row]
 
 
 def bench_naive_numpy(mnist, dtype: str, batch_sizes, repeats: int, per_image_images: int,

@@ -35,7 +35,8 @@ from ..training import to_device_data
 from . import BATCH_SIZES, SWEEP_MODELS
 from .cnn import bench_cnn
 from .contention import bench_contention, format_contention
-from .peers import bench_naive_numpy, bench_torch, bench_torch_cnn
+from .fast import bench_fast, fast_ratios
+from .peers import bench_naive_numpy, bench_torch, bench_torch_cnn, bench_torch_fast
 from .rows import bench_backend, bench_sweeps
 from .startup import bench_startup, format_startup
 from .timing import describe_machine, measure_limit, peak_host_memory_bytes
@@ -43,13 +44,15 @@ from .timing import describe_machine, measure_limit, peak_host_memory_bytes
 
 def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, quick=False,
                   peers=True, log=None, sweep_models=SWEEP_MODELS, cnn=True, startup=None,
-                  contention=None) -> dict:
+                  contention=None, fast=True) -> dict:
     """Every row for every backend and dtype, with the peers and the limits; a JSON-ready dict.
     ``sweep_models``: the sizes of the sweep rows (none: no sweep rows). ``startup``: (data
     directory, offline) for the startup rows of each backend, or None for none.
     ``contention``: (data directory, offline, --threads or None) for the shared-machine rows of
-    the first backend that computes on the CPU, or None for none."""
+    the first backend that computes on the CPU, or None for none. ``fast``: the ``fast``
+    preset's recipe for one epoch (of 2,560 images when ``quick``), with PyTorch's."""
     per_image_images = 2000 if quick else 60000
+    fast_images = 2560 if quick else len(mnist.train_images)
     if quick:
         batch_sizes = tuple(b for b in batch_sizes if b <= 1024) or batch_sizes[:1]
     started = time.perf_counter()
@@ -78,6 +81,8 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
                 rows += [(r, limit) for r in bench_cnn(backend, data, repeats,
                                                        256 if quick else 1024, log=log)]
             del data
+            if fast:
+                rows += [(r, limit) for r in bench_fast(backend, mnist, dtype, fast_images, log)]
     if peers:
         small = mnist if not quick else type(mnist)(mnist.train_images[:5000],
                                                     mnist.train_labels[:5000],
@@ -102,6 +107,9 @@ def run_benchmark(backends, mnist, dtypes, batch_sizes=BATCH_SIZES, repeats=5, q
                 rows += [(r, torch_limit or cpu_limit) for r in bench_torch_cnn(
                     mnist, dtype, repeats, 256 if quick else 1024,
                     device="cuda" if gpu else "cpu", log=log)]
+            if fast:
+                rows += [(r, torch_limit or cpu_limit) for r in bench_torch_fast(
+                    mnist, dtype, fast_images, "cuda" if gpu else "cpu", log)]
     return {
         "machine": describe_machine(backends),
         "settings": {"repeats": repeats, "quick": quick, "dtypes": list(dtypes),
@@ -218,6 +226,7 @@ def ratios(report: dict) -> list[str]:
                     out.append(f"{backend} {dtype}: {ours} is {b / a:.2f}x the speed of {peer}")
             out += _sweep_ratios(report, find, backend, dtype)
             out += _cnn_ratios(find, backend, dtype)
+            out += fast_ratios(report, find, backend, dtype)
             for ours, listing, peer_backend, peer in LISTED_PAIRS:
                 a, cost, b = (find(backend, dtype, ours), find(backend, dtype, listing),
                               find(peer_backend, dtype, peer))

@@ -35,6 +35,7 @@ class Row:
     device_memory_rise: int | None = None  # bytes the device pool grew beyond the resident set
     models: int = 1  # a sweep's row: models side by side, ``images`` counting model-images
     launch: dict | None = None  # the CUDA pass's launch plan (kernels.cuda.LaunchPlan), if any
+    accuracy: float | None = None  # a row that trains to the end: its final test accuracy
 
     @property
     def median(self) -> float:

@@ -269,8 +269,8 @@ def _add_network_args(deep):
                               else None,
                               help=f"the optimiser's {key.replace('_', ' ')} [{_words(default)}]")
     deep.add_argument("--schedule", choices=SCHEDULES, default="constant",
-                      help="learning rate: constant; step (x0.1 at 50%% and 75%% of the steps); "
-                           "cosine (to zero) [constant]")
+                      help="learning rate: constant, step, cosine, one-cycle, one-cycle-lr "
+                           "(docs/networks.md) [constant]")
     kinds = {"sizes": lambda text: int_list(text, minimum=1), "size": int_at_least(1),
              "fraction": fraction_below_one}
     for setting, flag, kind, words in OLDER_FLAGS:

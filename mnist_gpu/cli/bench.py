@@ -35,7 +35,8 @@ def run(args) -> int:
             quick=args.quick, peers=not args.no_peers, log=status,
             sweep_models=() if args.no_sweeps else tuple(args.sweep_models),
             cnn=not args.no_cnn, startup=startup, contention=None if args.no_contention else (
-                resolve_data_dir(args.data_dir), bool(args.offline), args.threads))
+                resolve_data_dir(args.data_dir), bool(args.offline), args.threads),
+            fast=not args.no_fast)
     if not json_on_stdout(args):
         print(report.format_table(measured))
         for line in report.ratios(measured):

@@ -114,6 +114,9 @@ def _add_bench(commands):
                         + ",".join(map(str, SWEEP_MODELS)) + "; --quick on the CPU: up to 32]")
     b.add_argument("--no-sweeps", action="store_true", help="skip the sweep rows")
     b.add_argument("--no-cnn", action="store_true", help="skip the CNN rows (--preset cnn)")
+    b.add_argument("--no-fast", action="store_true",
+                   help="skip the fast recipe's rows (--preset fast for one epoch, and "
+                        "PyTorch's)")
     b.add_argument("--no-startup", action="store_true",
                    help="skip the startup rows (mnist-gpu train in fresh processes, warm and "
                         "cold, beside the import of NumPy and Numba)")

@@ -21,6 +21,10 @@ compile, or its launch fails) raises ``KernelUnavailable``. An inference pass ha
 ``prepare``, ``ready_inference(lit, labels, dtype)``, ``classify(W, lit)`` and
 ``evaluate(W, lit, labels)``. A pass is imported only when
 asked for, so that importing mnist-gpu imports no Numba.
+
+A layer's compiled pass (``conv_pass``: ``cpu_conv.py`` for ``numpy``) has the array path's
+functions for a convolution and its pooling at their signatures, and the fused convolution,
+pooling and relu; a backend without one gets None, and its layers take the array path.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from __future__ import annotations
 from ..backend import apply_to_numba
 from .errors import KernelUnavailable
 
-__all__ = ["INFERENCE", "TRAINING", "KernelUnavailable", "inference_pass", "training_pass"]
+__all__ = ["CONV", "INFERENCE", "TRAINING", "KernelUnavailable", "conv_pass", "inference_pass",
+           "layer_passes", "training_pass"]
 
 
 def _cpu_passes(backend):
@@ -72,3 +77,35 @@ def inference_pass(backend):
     if make is None:
         raise KernelUnavailable(f"no fused inference for the {backend.name} backend")
     return make(backend)
+
+
+def _cpu_conv(backend):
+    try:
+        from .cpu_conv import ConvPassCPU
+    except ImportError:  # numba is missing or broken: the array path stands in
+        return None
+    return ConvPassCPU()
+
+
+CONV = {"numpy": _cpu_conv}
+
+
+def conv_pass(backend):
+    """A new compiled pass for one convolutional layer on ``backend``'s arrays (it keeps that
+    layer's buffers), or None where the backend has none."""
+    make = CONV.get(backend.name)
+    return make(backend) if make else None
+
+
+# The layers whose passes ``conv_pass`` gives at the array path's signatures.
+CONV_LAYERS = ("conv", "pool")
+
+
+def layer_passes(backend, layer_names) -> dict:
+    """The compiled passes of a network's layers on ``backend``'s arrays, by layer name, as a
+    ``model.layer.Context`` takes them (``{}``: every layer on the array path). Only the
+    per-operation functions are given, which keep no buffers: a training and an evaluation
+    context may share them. Nothing is imported for a network without such layers."""
+    wanted = [name for name in CONV_LAYERS if name in set(layer_names)]
+    found = conv_pass(backend) if wanted else None
+    return {name: found for name in wanted} if found is not None else {}

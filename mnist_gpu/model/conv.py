@@ -2,8 +2,9 @@
 path of ``layers.py`` (im2col through ``xp.take``, col2im, pooling by corners).
 
 A compiled pass for a layer, where a backend has one, is found in ``ctx.passes`` by the layer's
-name: an object with ``conv_forward``/``conv_backward`` at the signatures of ``layers.py``'s,
-which is the reference it is tested against.
+name: an object with ``conv_forward``/``conv_backward`` (a convolution's) or
+``pool_forward``/``pool_backward`` (pooling's) at the signatures of ``layers.py``'s, which is the
+reference it is tested against.
 """
 
 from __future__ import annotations
@@ -126,12 +127,14 @@ class MaxPool(Layer):
         return self.out_shape
 
     def forward(self, params, x, xp, ctx):
-        y, windows = layers.pool_forward(x, xp)
+        # A compiled pass's second result (which corners hold the maximum) is its own, for its
+        # own backward pass.
+        y, windows = ctx.passes.get(self.name, layers).pool_forward(x, xp)
         return y, (windows, y, x.shape)
 
     def backward(self, params, saved, grad, xp, ctx, need_input=True):
         windows, y, x_shape = saved
-        return [], layers.pool_backward(grad, windows, y, x_shape, xp)
+        return [], ctx.passes.get(self.name, layers).pool_backward(grad, windows, y, x_shape, xp)
 
     def torch(self, nn):
         return nn.MaxPool2d(2)

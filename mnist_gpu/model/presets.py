@@ -68,6 +68,13 @@ def _convs(*filters: int, dropout: float) -> str:
 _CNN = {"layers": _convs(32, 64, dropout=0.25), "loss": "ce", "batch_size": 128, "alpha": 0.05,
         "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine", "shuffle": True}
 
+# tuomaso/train_mnist_fast's recipe: a small CNN of mixed kernel sizes, Adam under a one-cycle
+# rate (Adam's first beta not cycled), batches of 256; two epochs (one falls short of 99%).
+_FAST = {"layers": "conv24x5+bias,pool2,relu,conv32x3+bias,pool2,relu,dense256+bias,relu,"
+                   "dense10+bias", "loss": "ce", "batch_size": 256, "alpha": 0.01,
+         "optimizer": "adam", "betas": (0.7, 0.9), "schedule": "one-cycle-lr", "epochs": 2,
+         "shuffle": True}
+
 # What they gave on the machine of ``MEASURED_ON`` (and elsewhere, where it was measured).
 PRESETS = {
     "tutorial": Preset({}, "68.15%, 0.015 s: the tutorial, one image at a time"),
@@ -88,6 +95,8 @@ PRESETS = {
                   "99.38%, 187 s (seeds 1, 2: 99.32%, 99.25%): the 99% command"),
     "cnn-long": Preset({**_CNN, "epochs": 9},
                        "99.44%, 260 s (seeds 1, 2: 99.34%, 99.33%): cnn for 9 epochs"),
+    "fast": Preset(_FAST, "99.13%, 42-173 s on a shared machine (seeds 1-4: 99.09%, 99.26%, "
+                           "99.23%, 99.13%; mean 99.17%): the fast recipe"),
 }
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .. import kernels
 from ..model import network
 from ..model.layer import Context
 from ..model.tutorial import all_finite, batch
@@ -83,9 +84,13 @@ class _Network(Trainee):
         self.optimizer = self._optimizer(self.params)
         self.schedule = SCHEDULES[config.schedule]
         # Dropout's masks come from a stream of their own.
+        # The backend's compiled passes for the layers that have them (the array path for the
+        # rest, and on a backend without), each context its own.
+        names = [layer.name for layer in config.net.layers]
         self.ctx = Context(backend, data.dtype, np.random.default_rng([config.seed, 2]),
-                           training=True)
-        self.eval_ctx = Context(backend, data.dtype, constants=self.ctx.constants)
+                           training=True, passes=kernels.layer_passes(backend, names))
+        self.eval_ctx = Context(backend, data.dtype, passes=kernels.layer_passes(backend, names),
+                                constants=self.ctx.constants)
         self.step = 0
         self.worst = None  # the worst batch loss per image since the last checkpoint, on device
         self.loss_bound = None  # set by the evaluation at the start
