@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backend import BackendUnavailable, get_backend
 from ..model.tutorial import N_INPUTS, init_weights
-from ..optim import OPTIMIZERS
+from ..optim import OPTIMIZERS, schedules
 from ..training import config_from_preset
 from . import fast
 from .timing import Row, measure_limit, time_repeats
@@ -94,8 +94,8 @@ def bench_torch_fast(mnist, dtype: str, images: int, device: str = "cpu",
     optimiser = OPTIMIZERS[config.optimizer].torch(torch.optim, model.parameters(), config.lr,
                                                    config.settings)
     steps = -(-images // batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
-                                                   total_steps=steps, cycle_momentum=False)
+    schedule = schedules.one_cycle_torch(torch.optim.lr_scheduler, optimiser, config.lr, steps,
+                                         cycled=config.schedule == "one-cycle")
 
     def images_of(pixels):
         return (torch.tensor(pixels, device=device).to(tdtype) / 255).reshape(-1, 1, 28, 28)

@@ -59,3 +59,10 @@ def one_cycle_lr(step: int, total_steps: int, lr: float) -> tuple[float, None]:
     """``one_cycle``'s learning rate alone, the optimiser's settings left as they are:
     ``OneCycleLR(..., cycle_momentum=False)``."""
     return one_cycle(step, total_steps, lr)[0], None
+
+
+def one_cycle_torch(lr_scheduler, optimizer, lr: float, total_steps: int, cycled: bool):
+    """PyTorch's counterpart of ``one_cycle`` (``cycled``) or ``one_cycle_lr``, from its
+    ``torch.optim.lr_scheduler``: what the bench's PyTorch peer steps beside ours."""
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+                                   cycle_momentum=cycled)
