@@ -340,3 +340,12 @@ def test_the_rule_sees_what_it_forbids(tmp_path):
     inside = "mnist_gpu.backend.example"
     assert not _names_a_library(inside, found) and not _branches_on_a_backends_name(inside, tree)
     assert BACKEND_NAMES >= {"numpy", "cupy", "torch"} and "NumpyBackend" in BACKEND_CLASSES
+
+
+@pytest.mark.parametrize("concept", ["dropout", "momentum"])
+def test_a_concept_is_named_in_few_modules(concept):
+    # A layer type is one class and an optimizer's setting one optimizer's: beside them only the
+    # presets (data) and the layer words or the schedule that cycles it may say its name.
+    naming = sorted(name for name, path in MODULES.items()
+                    if concept in path.read_text().lower())
+    assert len(naming) <= 3, naming

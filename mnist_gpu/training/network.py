@@ -83,7 +83,7 @@ class _Network(Trainee):
         self.params = network.to_device(backend, host)
         self.optimizer = self._optimizer(self.params)
         self.schedule = SCHEDULES[config.schedule]
-        # Dropout's masks come from a stream of their own.
+        # The layers' random masks come from a stream of their own.
         # The backend's compiled passes for the layers that have them (the array path for the
         # rest, and on a backend without), each context its own.
         names = [layer.name for layer in config.net.layers]
