@@ -271,3 +271,31 @@ def tiny_mnist_arrays():
         "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte": rng.integers(0, 10, 5, dtype=np.uint8),
     }
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of ``mnist-gpu ARGV`` run in this process."""
+    from mnist_gpu import cli
+
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def data_flags(mnist_dir_path):
+    """The flags that point a command at the test's MNIST folder, offline."""
+    return ["--data-dir", str(mnist_dir_path), "--offline"]
+
+
+def saved_cnn(path, channels=4):
+    """A small CNN's weights file in the layout written before layer lists (``config.arch``)."""
+    from dataclasses import asdict
+
+    from mnist_gpu.io.weights import save_weights
+    from mnist_gpu.model import network
+    from mnist_gpu.model.architecture import Architecture
+
+    arch = Architecture(conv=(channels,), conv_size=5, bias=True, loss="ce")
+    arrays = network.params_to_arrays(network.init_params(arch.network(), 0, "float32"))
+    save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
+    return path

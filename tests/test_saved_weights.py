@@ -14,27 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import data_flags, run_cli, saved_cnn
+
 from mnist_gpu import cli
 from mnist_gpu.io.weights import WeightsFileError, load_arrays, load_weights, save_weights
 from mnist_gpu.model import network
 from mnist_gpu.model.architecture import Architecture
-
-
-def _run(capsys, *argv):
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _data(mnist_dir_path):
-    return ["--data-dir", str(mnist_dir_path), "--offline"]
-
-
-def _saved_cnn(path, channels=4):
-    arch = Architecture(conv=(channels,), conv_size=5, bias=True, loss="ce")
-    arrays = network.params_to_arrays(network.init_params(arch.network(), 0, "float32"))
-    save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
-    return path
 
 
 @pytest.mark.parametrize("content", ["int64", "no weights", "nan"])
@@ -51,7 +36,7 @@ def test_init_and_eval_refuse_the_same_files_in_the_same_words(run, mnist_dir_pa
         save_weights(path, np.full((784, 10), np.nan))
     status, _, init_error = run("train", "--backend", "numpy", "--init", str(path))
     assert status == 2 and init_error.startswith(f"mnist-gpu: error: --init {path}: ")
-    status, _, eval_error = _run(capsys, "eval", "--weights", path, *_data(mnist_dir_path))
+    status, _, eval_error = run_cli(capsys, "eval", "--weights", path, *data_flags(mnist_dir_path))
     assert status == 2 and eval_error.startswith(f"mnist-gpu: error: --weights {path}: ")
     assert init_error.split(f"{path}: ", 1)[1] == eval_error.split(f"{path}: ", 1)[1]
     assert "W0" not in init_error and "layer 0" not in init_error
@@ -62,7 +47,7 @@ def test_init_and_eval_refuse_the_same_files_in_the_same_words(run, mnist_dir_pa
 
 
 def test_init_refuses_a_deeper_network(run, tmp_path):
-    path = _saved_cnn(tmp_path / "cnn.npz")
+    path = saved_cnn(tmp_path / "cnn.npz")
     status, _, err = run("train", "--backend", "numpy", "--init", str(path))
     assert status == 2 and "holds a conv4x5+bias,pool2,relu,dense10+bias" in err
     assert "--init takes the tutorial's" in err
@@ -83,8 +68,8 @@ def test_a_file_in_the_old_layout_still_loads(mnist_dir_path, tmp_path, capsys):
     arrays = network.params_to_arrays(params)  # W0 as well as weights: written before
     path = tmp_path / "old.npz"
     save_weights(path, arrays["W0"], {"config": {"arch": asdict(arch)}}, **arrays)
-    status, out, err = _run(capsys, "eval", "--weights", path, "--backend", "numpy",
-                            *_data(mnist_dir_path))
+    status, out, err = run_cli(capsys, "eval", "--weights", path, "--backend", "numpy",
+                            *data_flags(mnist_dir_path))
     assert status == 0, err
     assert "dense8+bias,relu,dense10+bias; squared error" in out
 

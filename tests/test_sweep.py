@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import REPO, kernel_params
+from conftest import data_flags, kernel_params, REPO, run_cli
 
 from mnist_gpu import cli
 from mnist_gpu.model import tutorial
@@ -288,16 +288,6 @@ def test_a_deeper_network_sweeps_model_after_model(mnist_dir_path, tmp_path, cap
     assert "dense16+bias,relu,dense10+bias; softmax" in capsys.readouterr().out
 
 
-def _run(capsys, *argv):
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _data(mnist_dir_path):
-    return ["--data-dir", str(mnist_dir_path), "--offline"]
-
-
 def test_a_huge_seed_range_is_parsed_in_bounded_memory_and_linear_time():
     # In a process of its own, under 1.5 GiB of address space: a list of the hundred million
     # seeds (4 GB and more) cannot be built there, and 100,000 seeds listed one by one, checked
@@ -324,7 +314,7 @@ def test_a_huge_seed_range_is_parsed_in_bounded_memory_and_linear_time():
 
 def test_an_absurd_grid_is_refused_before_any_work(tmp_path, capsys):
     # No data: a command that started working would fail on that instead.
-    status, out, err = _run(capsys, "sweep", "--seed", "0-99999999", "--backend", "numpy",
+    status, out, err = run_cli(capsys, "sweep", "--seed", "0-99999999", "--backend", "numpy",
                             "--data-dir", tmp_path, "--offline")
     assert status == 2 and out == ""
     assert err.count("\n") == 1 and "a grid of 100,000,000 models" in err
@@ -344,8 +334,8 @@ def test_a_sweep_fills_its_weights_chunk_by_chunk(numpy_backend, mnist):
 
 
 def test_forced_chunks_are_not_called_a_device_limit(mnist_dir_path, capsys):
-    status, _, err = _run(capsys, "sweep", "--seed", "0-2", "--limit", "100", "--chunk-models",
-                          "1", "--backend", "numpy", "--quiet", *_data(mnist_dir_path))
+    status, _, err = run_cli(capsys, "sweep", "--seed", "0-2", "--limit", "100", "--chunk-models",
+                          "1", "--backend", "numpy", "--quiet", *data_flags(mnist_dir_path))
     assert status == 0
     assert "do not fit" not in err
     assert "training the grid's 3 models in 3 chunks of up to 1, one after another " \
@@ -354,16 +344,17 @@ def test_forced_chunks_are_not_called_a_device_limit(mnist_dir_path, capsys):
 
 def test_eval_of_a_diverged_sweep_model_says_so(mnist_dir_path, tmp_path, capsys):
     saved = tmp_path / "sweep.npz"
-    status, _, _ = _run(capsys, "sweep", "--alpha", "0.01,5", "--seed", "3", "--limit", "300",
-                        "--backend", "numpy", "--quiet", "--save", saved, *_data(mnist_dir_path))
+    status, _, _ = run_cli(capsys, "sweep", "--alpha", "0.01,5", "--seed", "3", "--limit", "300",
+                           "--backend", "numpy", "--quiet", "--save", saved,
+                           *data_flags(mnist_dir_path))
     assert status == 0
-    common = ["eval", "--weights", saved, "--backend", "numpy", *_data(mnist_dir_path)]
-    status, out, _ = _run(capsys, *common, "--model", "1")
+    common = ["eval", "--weights", saved, "--backend", "numpy", *data_flags(mnist_dir_path)]
+    status, out, _ = run_cli(capsys, *common, "--model", "1")
     assert status == 0
     assert "model 1 of the sweep: alpha 5.0, seed 3; it DIVERGED at step" in out
-    status, out, _ = _run(capsys, *common, "--model", "1", "--json")
+    status, out, _ = run_cli(capsys, *common, "--model", "1", "--json")
     assert json.loads(out)["model"]["diverged"].startswith("at step")
-    status, out, _ = _run(capsys, *common, "--model", "0")
+    status, out, _ = run_cli(capsys, *common, "--model", "0")
     assert "model 0 of the sweep: alpha 0.01, seed 3\n" in out and "DIVERGED" not in out
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import data_flags, run_cli, saved_cnn
+
 from mnist_gpu import cli
 from mnist_gpu.backend import get_backend
 from mnist_gpu.model import network, saved
-from mnist_gpu.model.architecture import Architecture, parse_network
+from mnist_gpu.model.architecture import parse_network
 from mnist_gpu.model.layer import Context
 from mnist_gpu.viz import figures as visual
 from mnist_gpu.training import MLPConfig, train_mlp
@@ -159,29 +160,12 @@ def test_a_missing_plot_extra_is_named_before_any_work(argv, monkeypatch, capsys
     assert err.count("\n") == 1 and "pip install 'mnist-gpu[plot]'" in err
 
 
-def _run(capsys, *argv):
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _data(mnist_dir_path):
-    return ["--data-dir", str(mnist_dir_path), "--offline"]
-
-
-def _saved_cnn(path, channels=4):
-    arch = Architecture(conv=(channels,), conv_size=5, bias=True, loss="ce")
-    arrays = network.params_to_arrays(network.init_params(arch.network(), 0, "float32"))
-    save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
-    return path
-
-
 def test_a_cnn_weight_map_draws_its_first_kernels(mnist_dir_path, tmp_path, capsys):
-    weights = _saved_cnn(tmp_path / "cnn.npz")
+    weights = saved_cnn(tmp_path / "cnn.npz")
     picture, confusion = tmp_path / "kernels.png", tmp_path / "confusion.png"
-    status, out, err = _run(capsys, "eval", "--weights", weights, "--backend", "numpy",
+    status, out, err = run_cli(capsys, "eval", "--weights", weights, "--backend", "numpy",
                             "--weight-map", picture, "--plot", confusion,
-                            *_data(mnist_dir_path))
+                            *data_flags(mnist_dir_path))
     assert status == 0 and "Traceback" not in err, err
     assert f"wrote {picture} (the first convolution's 4 kernels)" in out
     assert f"wrote {confusion} (the confusion matrix)" in out
