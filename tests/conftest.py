@@ -299,3 +299,18 @@ def saved_cnn(path, channels=4):
     arrays = network.params_to_arrays(network.init_params(arch.network(), 0, "float32"))
     save_weights(path, arrays.pop("W0"), {"config": {"arch": asdict(arch)}}, **arrays)
     return path
+
+
+def live_processes() -> list[tuple[int, int, int, str]]:
+    """Every live process (Linux's /proc; zombies left out): (pid, parent's pid, session, its
+    command line)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            found.append((int(stat.parent.name), int(fields[1]), int(fields[3]), command))
+    return found

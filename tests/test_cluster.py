@@ -16,6 +16,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from conftest import live_processes  # noqa: E402
+
 from mnist_gpu import cli  # noqa: E402
 from mnist_gpu.sweep import cluster  # noqa: E402
 from mnist_gpu.backend import get_backend  # noqa: E402
@@ -57,16 +59,8 @@ def _no_children_left():
     tracker, started once per process by the first worker spawned, stays until this process
     exits, as it does after any use of multiprocessing: it is not counted.)"""
     assert multiprocessing.active_children() == []
-    me = str(os.getpid())
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z" and "resource_tracker" not in command:
-            children.append(f"{stat.parent.name}: {command[:120]}")
+    children = [f"{pid}: {command[:120]}" for pid, parent, _, command in live_processes()
+                if parent == os.getpid() and "resource_tracker" not in command]
     assert children == [], f"processes left running: {children}"
 
 

@@ -16,6 +16,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from conftest import live_processes  # noqa: E402
+
 from mnist_gpu import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,17 +45,9 @@ def test_a_bad_address_is_one_line_before_any_work(address, tmp_path, monkeypatc
 
 
 def _in_session(session: int) -> list[str]:
-    """The live processes of ``session`` (Linux's /proc), with their command lines."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(f"{stat.parent.name}: {command[:160]}")
-    return found
+    """The live processes of ``session``, with their command lines."""
+    return [f"{pid}: {command[:160]}" for pid, _, in_session, command in live_processes()
+            if in_session == session]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
