@@ -4,6 +4,9 @@ and at odd ones (padding, odd sizes, kernels wider than the padding, ties in poo
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -111,9 +114,25 @@ def test_a_backend_without_compiled_passes_gets_none():
     class Other:
         name = "array_api_strict"
     assert kernels.conv_pass(Other()) is None
-    assert kernels.layer_passes(Other(), ["conv", "pool"]) == {}
+    assert kernels.layer_passes(Other(), ["conv", "pool"], "float32") == {}
     # A network without convolutions or pooling gets none either (and imports no Numba).
-    assert kernels.layer_passes(get_backend("numpy"), ["dense", "relu"]) == {}
+    assert kernels.layer_passes(get_backend("numpy"), ["dense", "relu"], "float32") == {}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_passes_are_ready_for_the_dtype_before_a_run_starts(dtype):
+    # Compiled (or loaded) when the network's passes are made, so that no training clock counts
+    # the compilation: in a fresh process, every loop then has a signature in the run's dtype.
+    code = ("from mnist_gpu import kernels\n"
+            "from mnist_gpu.backend import get_backend\n"
+            "from mnist_gpu.kernels import cpu_conv_loops as loops\n"
+            f"passes = kernels.layer_passes(get_backend('numpy'), ['conv', 'pool'], '{dtype}')\n"
+            "print(sorted(passes), [any('{dtype}' in str(s) for s in loop.signatures)\n"
+            "    for loop in (loops.im2col, loops.col2im, loops.pool_relu, loops.unpool_relu)])")
+    done = subprocess.run([sys.executable, "-c", code.replace("{dtype}", dtype)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['conv', 'pool'] [True, True, True, True]"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -143,7 +162,7 @@ def test_training_with_the_compiled_passes_gives_the_array_paths_weights(mnist, 
     assert {"conv_forward", "conv_backward", "pool_forward", "pool_backward"} <= set().union(
         *(p.taken for p in made))
     monkeypatch.delitem(kernels.CONV, "numpy")
-    assert kernels.layer_passes(numpy, ["conv", "pool"]) == {}
+    assert kernels.layer_passes(numpy, ["conv", "pool"], dtype) == {}
     reference = train_mlp(to_device_data(numpy, small, dtype), config)
     assert compiled.curve == reference.curve
     for got, want in zip(network.flat(compiled.params), network.flat(reference.params)):

@@ -101,11 +101,15 @@ def conv_pass(backend):
 CONV_LAYERS = ("conv", "pool")
 
 
-def layer_passes(backend, layer_names) -> dict:
+def layer_passes(backend, layer_names, dtype: str) -> dict:
     """The compiled passes of a network's layers on ``backend``'s arrays, by layer name, as a
-    ``model.layer.Context`` takes them (``{}``: every layer on the array path). Only the
-    per-operation functions are given, which keep no buffers: a training and an evaluation
-    context may share them. Nothing is imported for a network without such layers."""
+    ``model.layer.Context`` takes them (``{}``: every layer on the array path), their loops
+    ready for ``dtype`` before any clock starts. Only the per-operation functions are given,
+    which keep no buffers: a training and an evaluation context may share them. Nothing is
+    imported for a network without such layers."""
     wanted = [name for name in CONV_LAYERS if name in set(layer_names)]
     found = conv_pass(backend) if wanted else None
-    return {name: found for name in wanted} if found is not None else {}
+    if found is None:
+        return {}
+    found.ready(dtype)
+    return {name: found for name in wanted}

@@ -83,14 +83,14 @@ class _Network(Trainee):
         self.params = network.to_device(backend, host)
         self.optimizer = self._optimizer(self.params)
         self.schedule = SCHEDULES[config.schedule]
-        # The layers' random masks come from a stream of their own.
         # The backend's compiled passes for the layers that have them (the array path for the
-        # rest, and on a backend without), each context its own.
-        names = [layer.name for layer in config.net.layers]
+        # rest, and on a backend without), shared by training and evaluation; the layers'
+        # random masks from a stream of their own.
+        passes = kernels.layer_passes(backend, [layer.name for layer in config.net.layers],
+                                      data.dtype)
         self.ctx = Context(backend, data.dtype, np.random.default_rng([config.seed, 2]),
-                           training=True, passes=kernels.layer_passes(backend, names))
-        self.eval_ctx = Context(backend, data.dtype, passes=kernels.layer_passes(backend, names),
-                                constants=self.ctx.constants)
+                           training=True, passes=passes)
+        self.eval_ctx = Context(backend, data.dtype, passes=passes, constants=self.ctx.constants)
         self.step = 0
         self.worst = None  # the worst batch loss per image since the last checkpoint, on device
         self.loss_bound = None  # set by the evaluation at the start
