@@ -1,5 +1,6 @@
-"""The compiled CPU passes of convolutions and pooling (``kernels.conv_pass``) against the array
-path they stand in for (``model/layers.py``): the same values, at the `fast` recipe's shapes
+"""The compiled CPU passes of convolutions and pooling (``kernels.conv_pass``) and the block of a
+convolution, its pooling and relu (``kernels.layer_blocks``) against the array path they stand
+in for (``model/layers.py``): the same values to the last bit, at the `fast` recipe's shapes
 and at odd ones (padding, odd sizes, kernels wider than the padding, ties in pooling)."""
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from mnist_gpu.model.layers import ConvShape
 from mnist_gpu.training import MLPConfig, to_device_data, train_mlp
 
 pytest.importorskip("numba", reason="the compiled passes need Numba")
+
+RUN = ("conv", "pool", "relu")  # the run of layers the CPU passes as one block
 
 SHAPES = [  # (images, height, width, channels, k, pad, filters)
     (3, 28, 28, 1, 5, 0, 24),   # the recipe's first convolution (a few images)
@@ -94,9 +97,7 @@ def test_the_fused_block_is_convolution_pooling_and_relu(conv, shape, dtype):
     d_kernels, d_bias, d_x = conv.conv_pool_relu_backward(grad, saved, W)
     np.testing.assert_array_equal(d_kernels, expected[0])
     np.testing.assert_array_equal(d_x, expected[2])
-    # The bias's gradient: the same terms summed image by image, so equal up to rounding.
-    np.testing.assert_allclose(d_bias, expected[1], rtol=1e-5 if dtype == "float32" else 1e-12,
-                               atol=1e-5 if dtype == "float32" else 1e-12)
+    np.testing.assert_array_equal(d_bias, expected[1])  # summed in NumPy's order
     assert conv.conv_pool_relu_backward(grad, saved, W, need_input=False)[2] is None
 
 
@@ -135,18 +136,21 @@ def test_the_passes_are_ready_for_the_dtype_before_a_run_starts(dtype):
     assert done.stdout.strip() == "['conv', 'pool'] [True, True, True, True]"
 
 
+@pytest.mark.parametrize("blocks", [True, False], ids=["blocks", "passes-alone"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_training_with_the_compiled_passes_gives_the_array_paths_weights(mnist, monkeypatch,
-                                                                         dtype):
+                                                                         dtype, blocks):
     """A CNN of mixed kernel sizes (5x5, then 3x3 padded, an odd image pooled), trained for two
-    epochs (the evaluation between them uses the passes too) with and without them."""
+    epochs (the evaluation between them uses the passes too) with the compiled passes (each
+    convolution, pooling and relu as one block, or layer by layer) and without any."""
     small = type(mnist)(mnist.train_images[:320], mnist.train_labels[:320],
                         mnist.test_images[:100], mnist.test_labels[:100])
     net = parse_network("conv4x5+bias,pool2,relu,conv6x3+same+bias,pool2,relu,dense16+bias,"
                         "relu,dense10+bias", "ce")
     config = MLPConfig(net, lr=0.01, batch_size=64, epochs=2, optimizer="adam",
                        settings={"betas": (0.7, 0.9)}, schedule="one-cycle-lr")
-    numpy, made, original = get_backend("numpy"), [], kernels.CONV["numpy"]
+    numpy, made = get_backend("numpy"), []
+    original, original_block = kernels.CONV["numpy"], kernels.BLOCKS["numpy"][RUN]
 
     class Counted:  # the compiled pass, counting the functions the layers take from it
         def __init__(self, backend):
@@ -157,13 +161,36 @@ def test_training_with_the_compiled_passes_gives_the_array_paths_weights(mnist, 
             self.taken.add(name)
             return getattr(self.inner, name)
 
+    blocks_made = []
+
+    def counted_block(backend):
+        block = original_block(backend)
+
+        def make(layers):
+            blocks_made.append(layers[0].spec())
+            return block(layers)
+        return make
+
     monkeypatch.setitem(kernels.CONV, "numpy", Counted)
+    monkeypatch.setitem(kernels.BLOCKS, "numpy", {RUN: counted_block} if blocks else {})
     compiled = train_mlp(to_device_data(numpy, small, dtype), config)
-    assert {"conv_forward", "conv_backward", "pool_forward", "pool_backward"} <= set().union(
-        *(p.taken for p in made))
+    if blocks:  # both convolutions as blocks, in training and in evaluation
+        assert sorted(set(blocks_made)) == ["conv4x5+bias", "conv6x3+same+bias"]
+    else:
+        assert not blocks_made and {"conv_forward", "conv_backward", "pool_forward",
+                                    "pool_backward"} <= set().union(*(p.taken for p in made))
     monkeypatch.delitem(kernels.CONV, "numpy")
+    monkeypatch.delitem(kernels.BLOCKS, "numpy")
     assert kernels.layer_passes(numpy, ["conv", "pool"], dtype) == {}
+    assert kernels.layer_blocks(numpy, ["conv", "pool", "relu"]) == {}
     reference = train_mlp(to_device_data(numpy, small, dtype), config)
     assert compiled.curve == reference.curve
     for got, want in zip(network.flat(compiled.params), network.flat(reference.params)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_blocks_take_only_a_convolution_pooled_then_relu():
+    numpy = get_backend("numpy")
+    assert set(kernels.layer_blocks(numpy, ["conv", "pool", "relu", "dense"])) == {RUN}
+    for names in (["conv", "relu", "pool"], ["conv", "pool", "dropout", "relu"], ["dense"]):
+        assert kernels.layer_blocks(numpy, names) == {}

@@ -24,7 +24,9 @@ asked for, so that importing mnist-gpu imports no Numba.
 
 A layer's compiled pass (``conv_pass``: ``cpu_conv.py`` for ``numpy``) has the array path's
 functions for a convolution and its pooling at their signatures, and the fused convolution,
-pooling and relu; a backend without one gets None, and its layers take the array path.
+pooling and relu; a backend without one gets None, and its layers take the array path. A run of
+layers that a backend passes as one (``layer_blocks``: a convolution, its pooling and relu on
+``numpy``) is a block of ``model.layer.Context.blocks``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from __future__ import annotations
 from ..backend import apply_to_numba
 from .errors import KernelUnavailable
 
-__all__ = ["CONV", "INFERENCE", "TRAINING", "KernelUnavailable", "conv_pass", "inference_pass",
-           "layer_passes", "training_pass"]
+__all__ = ["BLOCKS", "CONV", "INFERENCE", "TRAINING", "KernelUnavailable", "conv_pass",
+           "inference_pass", "layer_blocks", "layer_passes", "training_pass"]
 
 
 def _cpu_passes(backend):
@@ -113,3 +115,28 @@ def layer_passes(backend, layer_names, dtype: str) -> dict:
         return {}
     found.ready(dtype)
     return {name: found for name in wanted}
+
+
+def _cpu_conv_block(backend):
+    try:
+        from .cpu_conv import ConvBlockCPU
+    except ImportError:  # numba is missing or broken: the layers run one by one
+        return None
+    return ConvBlockCPU
+
+
+# The runs of layers a backend passes as one, by the run's layer names.
+BLOCKS = {"numpy": {("conv", "pool", "relu"): _cpu_conv_block}}
+
+
+def layer_blocks(backend, layer_names) -> dict:
+    """The blocks of ``backend`` for the runs of layers in ``layer_names`` (``{}``: every layer
+    on its own), as ``model.layer.Context`` takes them: each a class made from a run's layers.
+    Their loops are those of ``layer_passes``, which readies them."""
+    names, found = list(layer_names), {}
+    for run, make in BLOCKS.get(backend.name, {}).items():
+        present = any(tuple(names[i:i + len(run)]) == run for i in range(len(names)))
+        block = make(backend) if present else None
+        if block is not None:
+            found[run] = block
+    return found

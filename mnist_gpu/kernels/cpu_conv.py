@@ -10,13 +10,16 @@ made of, a convolution followed by 2x2 max pooling and a relu:
   relu applied as the pooling reads the convolution's output, one byte per output kept for the
   backward pass (which corners hold the maximum);
 * ``conv_pool_relu_backward(grad, saved, kernels, need_input) -> (d kernels, d bias, d input
-  or None)``; the bias's gradient summed image by image as the pooling's gradient is spread
-  (the array path's sum up to rounding: the same terms in another order).
+  or None)``; the bias's gradient summed as the pooling's gradient is spread, in the array
+  path's order.
 
-A pass keeps the buffers of its largest arrays (the patches, the convolution's output and its
-gradient) and reuses them from one batch to the next of the same shape, so one pass serves one
-layer: a network makes one per convolution. What it returns in ``saved`` is valid until its next
-forward pass."""
+Both give the three layers' results on the array path to the last bit. ``ConvBlockCPU`` runs
+them as one step of a network's passes (``model.layer.Context.blocks``).
+
+A pass keeps the buffers of its arrays (the patches, the convolution's output and their
+gradients, the block's output) and reuses them from one batch to the next of the same shape,
+so one pass serves one layer of one thread: a network makes one per block and per thread. What
+it returns is valid until its next forward pass."""
 
 from __future__ import annotations
 
@@ -94,7 +97,7 @@ class ConvPassCPU:
     def pool_backward(self, grad_out, corners, out, input_shape, xp=None):
         return loops.unpool_relu(np.ascontiguousarray(grad_out), corners,
                                  np.empty(input_shape, grad_out.dtype),
-                                 np.empty((input_shape[0], input_shape[3]), grad_out.dtype))
+                                 np.empty(input_shape[3], grad_out.dtype))
 
     # ---------------------------------------------------------- the fused convolution block
 
@@ -105,8 +108,8 @@ class ConvPassCPU:
         cols = self.im2col(x, shape, out=self.buffer(
             "cols", (n * oh * ow, shape.k * shape.k * shape.channels), x.dtype))
         z = np.matmul(cols, kernels, out=self.buffer("z", (n * oh * ow, filters), x.dtype))
-        pooled = np.empty((n, oh // 2, ow // 2, filters), x.dtype)
-        corners = np.empty(pooled.shape, np.uint8)
+        pooled = self.buffer("pooled", (n, oh // 2, ow // 2, filters), x.dtype)
+        corners = self.buffer("corners", pooled.shape, np.uint8)
         loops.pool_relu(z.reshape(n, oh, ow, filters),
                         bias if bias is not None else np.zeros(filters, x.dtype), True, pooled,
                         corners)
@@ -117,13 +120,34 @@ class ConvPassCPU:
         of its output."""
         x, cols, corners, shape = saved
         n, filters = x.shape[0], kernels.shape[1]
-        sums = np.empty((n, filters), grad.dtype)
+        d_bias = np.empty(filters, grad.dtype)
         d_z = loops.unpool_relu(np.ascontiguousarray(grad), corners, self.buffer(
-            "d_z", (n, shape.out_height, shape.out_width, filters), grad.dtype), sums)
+            "d_z", (n, shape.out_height, shape.out_width, filters), grad.dtype), d_bias)
         g = d_z.reshape(-1, filters)
         d_kernels = cols.T @ g
-        d_bias = sums.sum(axis=0)  # summed image by image as the gradient was spread
         if not need_input:
             return d_kernels, d_bias, None
         d_cols = np.matmul(g, kernels.T, out=self.buffer("d_cols", cols.shape, grad.dtype))
-        return d_kernels, d_bias, self.col2im(d_cols, x, shape)
+        return d_kernels, d_bias, self.col2im(d_cols, x, shape,
+                                              out=self.buffer("d_x", x.shape, grad.dtype))
+
+
+class ConvBlockCPU:
+    """``convFxK``, ``pool2`` and ``relu`` (the layers of ``model/conv.py`` and ``dense.py``) as
+    one step of a network's passes, through one ``ConvPassCPU``: the block of
+    ``model.layer.Context.blocks``, for one thread's passes."""
+
+    def __init__(self, layers):
+        self.conv, self.fused = layers[0], ConvPassCPU()
+
+    def forward(self, params, x, xp, ctx):
+        shape = self.conv.shape
+        x = x.reshape(x.shape[0], shape.height, shape.width, shape.channels)
+        kernels = params[0]
+        return self.fused.conv_pool_relu_forward(x, kernels[0], kernels[1] if self.conv.bias
+                                                 else None, shape)
+
+    def backward(self, params, saved, grad, xp, ctx, need_input=True):
+        d_kernels, d_bias, grad_in = self.fused.conv_pool_relu_backward(
+            grad, saved, params[0][0], need_input)
+        return [[d_kernels] + ([d_bias] if self.conv.bias else []), [], []], grad_in

@@ -5,16 +5,17 @@ several: im2col's gather and col2im's scatter-add as contiguous runs of a kernel
 values (an image's rows are ``W * C`` contiguous values, passed as (N, H, W * C)), and 2x2 max
 pooling with its relu (and the bias of the convolution before it) in one read of the
 convolution's output, keeping for the backward pass a byte per output: which corners hold the
-maximum (none where the relu cuts it). Every loop splits the images across the cores; nothing
-here checks shapes (``cpu_conv.py`` does).
+maximum (none where the relu cuts it). Every loop runs on the thread that calls it: a batch is
+split over threads above them, by its images (``training/shards.py``), so that the loops never
+wait for one another; nothing here checks shapes (``cpu_conv.py`` does).
 
 No fastmath: each value is the array path's arithmetic in the same order, so the gathers and the
-pooling are exact, and col2im adds the kernel offsets in the array path's order.
+pooling are exact, col2im adds the kernel offsets in the array path's order, and the bias's
+gradient is summed row after row as NumPy's ``sum(axis=0)`` sums it.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .numba_cache import compiled
@@ -24,14 +25,14 @@ from .numba_cache import compiled
 U = np.uint64
 
 
-@compiled(parallel=True)
+@compiled()
 def im2col(x, c, k, pad, oh, ow, cols):  # pragma: no cover - compiled
     # cols[(i, oy, ox), (dy, dx, ch)] = x[i, oy + dy - pad, (ox + dx - pad) * c + ch], 0 outside:
     # per output position and kernel row dy, one run of k * c values, contiguous in x.
     n, h, wc = x.shape
     run = k * c
     src_flat, out = x.reshape(-1), cols.reshape(-1)
-    for i in numba.prange(n):
+    for i in range(n):
         for oy in range(oh):
             for ox in range(ow):
                 row = ((i * oh + oy) * ow + ox) * k * run
@@ -56,7 +57,7 @@ def im2col(x, c, k, pad, oh, ow, cols):  # pragma: no cover - compiled
     return cols
 
 
-@compiled(parallel=True)
+@compiled()
 def col2im(d_cols, c, k, pad, oh, ow, d_x):  # pragma: no cover - compiled
     # d_x (N, H, W * C) = 0, then each patch's gradient added back where im2col took it: per
     # output position and kernel row dy, one contiguous run of k * c values. The positions are
@@ -65,7 +66,7 @@ def col2im(d_cols, c, k, pad, oh, ow, d_x):  # pragma: no cover - compiled
     n, h, wc = d_x.shape
     run = k * c
     grads, out = d_cols.reshape(-1), d_x.reshape(-1)
-    for i in numba.prange(n):
+    for i in range(n):
         image = U(i * h * wc)
         for t in range(U(h * wc)):
             out[image + t] = 0
@@ -86,13 +87,13 @@ def col2im(d_cols, c, k, pad, oh, ow, d_x):  # pragma: no cover - compiled
     return d_x
 
 
-@compiled(parallel=True)
+@compiled()
 def pool_relu(z, bias, relu, pooled, corners):  # pragma: no cover - compiled
     # pooled = relu(max over each 2x2 window of z + bias), or without relu; corners: bit
     # 2 * ry + rx set for each corner equal to the maximum, none where the relu cuts it (its
     # gradient is 0).
     n, h2, w2, c = pooled.shape
-    for i in numba.prange(n):
+    for i in range(n):
         for py in range(h2):
             for px in range(w2):
                 for ch in range(c):
@@ -112,33 +113,37 @@ def pool_relu(z, bias, relu, pooled, corners):  # pragma: no cover - compiled
     return pooled, corners
 
 
-@compiled(parallel=True)
+@compiled()
 def unpool_relu(grad, corners, d_z, sums):  # pragma: no cover - compiled
     # d_z (N, H, W, C): each window's gradient split evenly among its maximal corners, zero for
-    # the others, for a cut relu, and for a dropped odd row or column; sums (N, C): each image's
-    # d_z summed over its positions (for the gradient of the convolution's bias).
+    # the others, for a cut relu, and for a dropped odd row or column; sums (C,): d_z summed
+    # over its rows (n, y, x) in order, as NumPy sums d_z.reshape(-1, C) over axis 0 (the
+    # gradient of the convolution's bias, the array path's to the last bit).
     n, h2, w2, c = grad.shape
     h, w = d_z.shape[1], d_z.shape[2]
     zero = grad.dtype.type(0)
-    for i in numba.prange(n):
-        for ch in range(c):
-            sums[i, ch] = 0
-        if h > 2 * h2:
-            d_z[i, h - 1] = 0
+    shares = np.empty((w2, c), grad.dtype)  # one row of windows: each maximal corner's share
+    for ch in range(c):
+        sums[ch] = 0
+    for i in range(n):
         for py in range(h2):
-            if w > 2 * w2:
-                d_z[i, 2 * py, w - 1] = 0
-                d_z[i, 2 * py + 1, w - 1] = 0
             for px in range(w2):
                 for ch in range(c):
                     bits = corners[i, py, px, ch]
                     ties = (bits & 1) + ((bits >> 1) & 1) + ((bits >> 2) & 1) + (bits >> 3)
-                    share = zero
-                    if ties:
-                        share = grad[i, py, px, ch] / grad.dtype.type(ties)
-                        sums[i, ch] += grad[i, py, px, ch]  # the window's shares, summed
-                    d_z[i, 2 * py, 2 * px, ch] = share if bits & 1 else zero
-                    d_z[i, 2 * py, 2 * px + 1, ch] = share if bits & 2 else zero
-                    d_z[i, 2 * py + 1, 2 * px, ch] = share if bits & 4 else zero
-                    d_z[i, 2 * py + 1, 2 * px + 1, ch] = share if bits & 8 else zero
+                    shares[px, ch] = grad[i, py, px, ch] / grad.dtype.type(ties) if ties else zero
+            for ry in range(2):
+                y = 2 * py + ry
+                for px in range(w2):
+                    for rx in range(2):
+                        bit = 1 << (2 * ry + rx)
+                        for ch in range(c):
+                            value = shares[px, ch] if corners[i, py, px, ch] & bit else zero
+                            d_z[i, y, 2 * px + rx, ch] = value
+                            sums[ch] += value
+                if w > 2 * w2:  # zeros: nothing to add to the sums
+                    for ch in range(c):
+                        d_z[i, y, w - 1, ch] = 0
+        if h > 2 * h2:
+            d_z[i, h - 1] = 0
     return d_z

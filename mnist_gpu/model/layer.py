@@ -31,7 +31,11 @@ class Context:
     """What a pass needs beyond the arrays: the backend (to upload what a layer computes on the
     host), the dtype's name, the host generator of random masks and whether it is training;
     ``passes``: compiled passes by layer name (else the array path); ``constants``: device arrays
-    made once per run (a convolution's im2col positions)."""
+    made once per run (a convolution's im2col positions); ``blocks``: compiled passes of runs of
+    layers, by the run's layer names (``("conv", "pool", "relu")``), each a class made from the
+    run's layers whose ``forward`` and ``backward`` are a layer's over the run's parameters (one
+    list per layer) and give the run's results; ``made``: the blocks this context made, which
+    keep buffers (a context serves one thread)."""
 
     backend: object
     dtype: str
@@ -39,6 +43,8 @@ class Context:
     training: bool = False
     passes: dict = field(default_factory=dict)
     constants: dict = field(default_factory=dict)
+    blocks: dict = field(default_factory=dict)
+    made: dict = field(default_factory=dict, repr=False)
 
     def constant(self, key, make):
         """The device array ``make()`` gave the first time ``key`` was asked for."""

@@ -138,11 +138,30 @@ def flat(params) -> list:
 # --------------------------------------------------------------------------- the passes
 
 
+def runs(net: Network, ctx: Context) -> list:
+    """The layers as the passes run them: (start, stop, block), a block of ``ctx.blocks`` for
+    each run of layers it takes (made once per context), None for a layer run alone."""
+    key = ("runs", id(net))
+    if ctx.made.get(key, (None,))[0] is not net:
+        names, found, i = [layer.name for layer in net.layers], [], 0
+        while i < len(names):
+            run = next((r for r in ctx.blocks if tuple(names[i:i + len(r)]) == r), None)
+            if run is None:
+                found.append((i, i + 1, None))
+                i += 1
+            else:
+                found.append((i, i + len(run), ctx.blocks[run](net.layers[i:i + len(run)])))
+                i += len(run)
+        ctx.made[key] = (net, found)
+    return ctx.made[key][1]
+
+
 def forward(net: Network, params, X, ctx: Context):
-    """(the raw output (logits), what each layer's backward pass needs)."""
+    """(the raw output (logits), what each run's backward pass needs)."""
     xp, saved, x = ctx.backend.xp, [], X
-    for layer, p in zip(net.layers, params):
-        x, kept = layer.forward(p, x, xp, ctx)
+    for start, stop, block in runs(net, ctx):
+        x, kept = (net.layers[start].forward(params[start], x, xp, ctx) if block is None else
+                   block.forward(params[start:stop], x, xp, ctx))
         saved.append(kept)
     return x, saved
 
@@ -150,8 +169,9 @@ def forward(net: Network, params, X, ctx: Context):
 def logits(net: Network, params, X, ctx: Context):
     """The raw output alone, keeping nothing for a backward pass."""
     xp, x = ctx.backend.xp, X
-    for layer, p in zip(net.layers, params):
-        x = layer.forward(p, x, xp, ctx)[0]
+    for start, stop, block in runs(net, ctx):
+        x = (net.layers[start].forward(params[start], x, xp, ctx) if block is None else
+             block.forward(params[start:stop], x, xp, ctx))[0]
     return x
 
 
@@ -180,9 +200,13 @@ def gradients(net: Network, params, X, Y, ctx: Context):
     out, saved = forward(net, params, X, ctx)
     loss, grad = loss_and_delta(out, Y, net.loss, xp)
     grads = [None] * len(net.layers)
-    for i in range(len(net.layers) - 1, -1, -1):
-        grads[i], grad = net.layers[i].backward(params[i], saved[i], grad, xp, ctx,
-                                                need_input=i > 0)
+    for (start, stop, block), kept in zip(reversed(runs(net, ctx)), reversed(saved)):
+        if block is None:
+            grads[start], grad = net.layers[start].backward(params[start], kept, grad, xp, ctx,
+                                                            need_input=start > 0)
+        else:
+            grads[start:stop], grad = block.backward(params[start:stop], kept, grad, xp, ctx,
+                                                     need_input=start > 0)
     return loss, grads
 
 
@@ -194,15 +218,18 @@ def classify(net: Network, params, X, ctx: Context, chunk: int | None = None):
     return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 
+def score(net: Network, params, X, labels, Y, ctx: Context, start: int, stop: int):
+    """(number correct, summed loss) of rows ``start:stop``, as 0-d device arrays."""
+    xp = ctx.backend.xp
+    out = logits(net, params, X[start:stop, :], ctx)
+    hits = xp.sum(xp.astype(xp.argmax(out, axis=1) == labels[start:stop], xp.int64))
+    return hits, loss_and_delta(out, Y[start:stop, :], net.loss, xp)[0]
+
+
 def evaluate(net: Network, params, X, labels, Y, ctx: Context, chunk: int | None = None):
     """(number correct, summed loss) as 0-d device arrays, in chunks of bounded memory."""
-    xp = ctx.backend.xp
-
-    def score(s, e):
-        out = logits(net, params, X[s:e, :], ctx)
-        hits = xp.sum(xp.astype(xp.argmax(out, axis=1) == labels[s:e], xp.int64))
-        return hits, loss_and_delta(out, Y[s:e, :], net.loss, xp)[0]
-    return summed_over_chunks(X.shape[0], chunk or net.eval_chunk, score)
+    return summed_over_chunks(X.shape[0], chunk or net.eval_chunk,
+                              lambda s, e: score(net, params, X, labels, Y, ctx, s, e))
 
 
 # --------------------------------------------------------------------------- saved files
