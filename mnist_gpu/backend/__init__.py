@@ -39,14 +39,17 @@ from .base import (
 )
 from .cupy_gpu import CupyBackend, cupy_for_auto, open_cupy, probe_cupy
 from .host import NumpyBackend, StrictBackend, numpy_for_auto, open_numpy, open_strict
-from .threads import apply_to_numba, choose_threads, limited_threads, thread_record
+from .threads import (
+    apply_to_numba, choose_threads, limited_threads, shards_in_force, thread_record,
+)
 from .torch_tensors import TorchBackend, open_torch, probe_torch, split_device, torch_for_auto
 
 __all__ = [
     "AUTO_ORDER", "BACKENDS", "BACKEND_CHOICES", "Backend", "BackendUnavailable", "CupyBackend",
     "NumpyBackend", "Registration", "StrictBackend", "TorchBackend", "apply_to_numba",
     "array_namespace", "choose_threads", "cpu_model", "get_backend", "host_memory_available",
-    "limited_threads", "parse_device", "probe_cupy", "probe_torch", "thread_record",
+    "limited_threads", "parse_device", "probe_cupy", "probe_torch", "shards_in_force",
+    "thread_record",
 ]
 
 

@@ -133,6 +133,15 @@ class Backend:
         """Context in which this backend's device is the current one."""
         return contextlib.nullcontext()
 
+    def shards(self) -> int:
+        """Into how many parts, each on a host thread of its own, a network's training step
+        splits a batch: 1 on a device that queues work from one thread."""
+        return 1
+
+    def sharded(self):
+        """Context in which shards run (``shards() > 1``): each library call on its thread."""
+        return contextlib.nullcontext()
+
     def describe(self) -> dict:
         return {
             "backend": self.name,

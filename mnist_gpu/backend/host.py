@@ -8,7 +8,7 @@ from types import ModuleType
 import numpy as np
 
 from .base import Backend, BackendUnavailable, cpu_model, import_optional, standard_namespace
-from .threads import thread_record
+from .threads import shards_in_force, single_threaded_blas, thread_record
 
 
 class NumpyBackend(Backend):
@@ -29,6 +29,14 @@ class NumpyBackend(Backend):
         # Overflow is found by the explicit finiteness check at each checkpoint, as on a GPU,
         # which raises no floating-point warnings; NumPy's own warnings would only repeat it.
         return np.errstate(over="ignore", invalid="ignore")
+
+    def shards(self):
+        # NumPy's products and the compiled loops release the GIL: a batch's parts run on the
+        # cores side by side (backend/threads.py has the count's rule).
+        return shards_in_force()
+
+    def sharded(self):
+        return single_threaded_blas()
 
     def describe(self):
         info = super().describe()

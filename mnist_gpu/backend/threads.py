@@ -10,11 +10,21 @@ threads, and 1.0 times with one). The rule, for the BLAS:
 so that one other busy process per thread still finds a core. It depends on the machine alone,
 not on its load of the moment: the same command on the same machine runs the same threads and
 gives the same weights, busy or quiet (OpenBLAS's sums, split over another thread count, differ
-in the last bits). Numba's compiled loops keep a thread per CPU: they give the same weights on
-any count (tests/test_fused_minibatch.py), and the sweeps' passes, split once per pass rather
-than once per product, scale with the cores. ``--threads N`` sets both; the variables users
-already know set the library that reads them: ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and
-``MKL_NUM_THREADS`` the BLAS (which then runs as it says), ``NUMBA_NUM_THREADS`` Numba.
+in the last bits).
+
+A network's training step on the CPU takes the rule's count too, as **shards**: each batch split
+into that many parts by its images, each part's forward and backward passes on a thread of its
+own (its products on one BLAS thread, its compiled convolution loops on that thread), their
+gradients added in order. A shard waits for no other until its batch is done, where a product
+split over threads waits at every product: the threads of a step meet once, not a hundred times.
+The count of shards is part of what fixes the weights (a batch's gradient summed in parts), so it
+too is the machine's alone. Numba's other loops (the tutorial's and the sweeps' fused passes,
+split once per pass) keep a thread per CPU: they give the same weights on any count
+(tests/test_fused_minibatch.py) and scale with the cores.
+
+``--threads N`` sets all three; the variables users already know set the library that reads
+them: ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` the BLAS (which then
+runs as it says), ``NUMBA_NUM_THREADS`` Numba.
 
 ``limited_threads`` applies a choice for the length of a call (the command's own), and puts the
 libraries' previous settings back after it: a caller's settings are never changed for good.
@@ -28,8 +38,8 @@ import sys
 
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 NUMBA_VARIABLE = "NUMBA_NUM_THREADS"
-RULE = ("BLAS: half the CPUs this process may run on, at least 1; Numba's loops: one per CPU "
-        "(the same weights on any count)")
+RULE = ("BLAS and a network's batch shards: half the CPUs this process may run on, at least 1; "
+        "Numba's fused passes: one per CPU (the same weights on any count)")
 
 NUMBA_DEFAULT = "one per CPU, Numba's own"
 
@@ -57,12 +67,20 @@ def choose_threads(requested: int | None = None, environ=None) -> dict:
     rule = rule_threads(cpus)
     choice = {"rule": RULE, "cpus": cpus, "rule_threads": rule}
     if requested is not None:
-        return {**choice, "blas": requested, "numba": requested, "blas_source": "--threads",
-                "numba_source": "--threads"}
+        return {**choice, "blas": requested, "numba": requested, "shards": requested,
+                "blas_source": "--threads", "numba_source": "--threads",
+                "shards_source": "--threads"}
     blas_set = next((v for v in BLAS_VARIABLES if environ.get(v, "").strip()), None)
     numba_set = NUMBA_VARIABLE if environ.get(NUMBA_VARIABLE, "").strip() else None
-    return {**choice, "blas": None if blas_set else rule, "numba": None,
-            "blas_source": blas_set or "rule", "numba_source": numba_set or NUMBA_DEFAULT}
+    return {**choice, "blas": None if blas_set else rule, "numba": None, "shards": rule,
+            "blas_source": blas_set or "rule", "numba_source": numba_set or NUMBA_DEFAULT,
+            "shards_source": "rule"}
+
+
+def shards_in_force() -> int:
+    """How many shards a network's training step on the CPU splits each batch into: the
+    command's choice (``limited_threads``), else the rule's."""
+    return (_chosen or choose_threads())["shards"]
 
 
 @contextlib.contextmanager
@@ -81,6 +99,11 @@ def limited_threads(choice: dict):
             yield choice
         finally:
             _chosen = previous_choice
+
+
+def single_threaded_blas():
+    """A context in which the BLAS runs each product on the calling thread alone (a shard's)."""
+    return _blas_limited(1)
 
 
 @contextlib.contextmanager
@@ -125,7 +148,7 @@ def thread_record() -> dict:
     the counts the libraries report (the BLAS through threadpoolctl when installed)."""
     choice = _chosen or choose_threads()
     record = {key: choice[key] for key in ("rule", "cpus", "rule_threads", "blas_source",
-                                           "numba_source")}
+                                           "numba_source", "shards", "shards_source")}
     record["blas"] = _blas_threads()
     numba = sys.modules.get("numba")
     if (numba is not None and _numba["pending"] is None) or _numba["restore"] is not None:

@@ -11,7 +11,7 @@ the loss up by orders of magnitude, then often leaves dead units and the accurac
 
 from __future__ import annotations
 
-from dataclasses import replace
+import contextlib
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from . import runner
 from .config import MLPConfig, shuffle_rng
 from .device_data import DeviceData, device_memory_guard
 from .results import Checkpoint, Divergence, MLPResult, TrainingDiverged
+from .shards import Shards
 from .trainee import Trainee
 
 DIVERGED_LOSS_FACTOR = runner.DIVERGED_FACTOR
@@ -48,10 +49,13 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
     checkpoints = [n * epoch for epoch in range(config.epochs + 1)]
     with backend.activate(), device_memory_guard(backend, what, b, data.resident_bytes):
         trainee = _Network(data, config, host)
-        done = runner.run(trainee, backend, n, config.epochs, checkpoints,
-                          shuffle_rng(config.seed, config.data_seed), config.shuffle,
-                          progress=progress,
-                          on_checkpoint=on_checkpoint and (lambda points: on_checkpoint(points[0])))
+        try:
+            done = runner.run(trainee, backend, n, config.epochs, checkpoints,
+                              shuffle_rng(config.seed, config.data_seed), config.shuffle,
+                              progress=progress, on_checkpoint=on_checkpoint and (
+                                  lambda points: on_checkpoint(points[0])))
+        finally:
+            trainee.shards.close()
         if done.diverged:
             raise TrainingDiverged(done.diverged[0].message)
         host_params = network.to_host(backend, trainee.params)
@@ -65,7 +69,8 @@ def train_mlp(data: DeviceData, config: MLPConfig, init_params_host=None,
 def trainee(data: DeviceData, config: MLPConfig, host):
     """A network (from the host parameters ``host``) as ``train_mlp`` hands it to ``runner.run``:
     for a caller that drives the loop itself (``mnist-gpu serve``). Build it inside
-    ``data.backend.activate()``; ``trainee.params`` holds each layer's list of parameters."""
+    ``data.backend.activate()``; ``trainee.params`` holds each layer's list of parameters;
+    ``trainee.shards.close()`` ends its threads (else they end with it)."""
     return _Network(data, config, host)
 
 
@@ -83,14 +88,15 @@ class _Network(Trainee):
         self.params = network.to_device(backend, host)
         self.optimizer = self._optimizer(self.params)
         self.schedule = SCHEDULES[config.schedule]
-        # The backend's compiled passes for the layers that have them (the array path for the
-        # rest, and on a backend without), shared by training and evaluation; the layers'
-        # random masks from a stream of their own.
-        passes = kernels.layer_passes(backend, [layer.name for layer in config.net.layers],
-                                      data.dtype)
-        self.ctx = Context(backend, data.dtype, np.random.default_rng([config.seed, 2]),
-                           training=True, passes=passes)
-        self.eval_ctx = Context(backend, data.dtype, passes=passes, constants=self.ctx.constants)
+        # The backend's compiled passes for the layers and runs of layers that have them (the
+        # array path for the rest, and on a backend without), shared by training and
+        # evaluation; the layers' random masks from a stream of their own; each batch in as
+        # many shards as the backend splits it into.
+        names = [layer.name for layer in config.net.layers]
+        ctx = Context(backend, data.dtype, np.random.default_rng([config.seed, 2]),
+                      training=True, passes=kernels.layer_passes(backend, names, data.dtype),
+                      blocks=kernels.layer_blocks(backend, names))
+        self.shards = Shards(backend.shards(), ctx, config.seed)
         self.step = 0
         self.worst = None  # the worst batch loss per image since the last checkpoint, on device
         self.loss_bound = None  # set by the evaluation at the start
@@ -100,22 +106,30 @@ class _Network(Trainee):
         config = self.config
         return OPTIMIZERS[config.optimizer](network.flat(params), self.xp, **config.settings)
 
-    def _train_step(self, params, optimizer, one, step: int, ctx):
+    def _train_step(self, params, optimizer, one, step: int, shards):
         """One step over the batch ``one``: its loss summed over its images (on device), and the
         update to apply."""
         data, config, xp = self.data, self.config, self.xp
         Xb, Yb = batch(data.train_x, data.train_y, one.start, one.stop, one.order, xp)
         size = one.stop - one.start
-        loss, grads = network.gradients(config.net, params, Xb, Yb, ctx)
+        loss, grads = shards.gradients(config.net, params, Xb, Yb)
         lr, cycled = self.schedule(step, self.total_steps, config.lr)
         return loss, lambda: optimizer.step(network.flat(params), network.flat(grads), size, lr,
                                             cycled)
 
+    def _sharded(self):
+        return (self.data.backend.sharded() if self.shards.count > 1 else
+                contextlib.nullcontext())
+
     def train(self, segment):
+        with self._sharded():
+            self._train(segment)
+
+    def _train(self, segment):
         xp = self.xp
         for one in segment.steps(self.batch_size):
             loss, update = self._train_step(self.params, self.optimizer, one, self.step,
-                                            self.ctx)
+                                            self.shards)
             # The worst batch loss per image, kept on the device: a blow-up that the network
             # survives (its units dead, its loss back down) still counts.
             per_image = loss / (one.stop - one.start)
@@ -131,8 +145,9 @@ class _Network(Trainee):
 
     def score(self, seen, diverged) -> list:
         data = self.data
-        correct, loss = network.evaluate(self.config.net, self.params, data.test_x,
-                                         data.test_labels, data.test_y, self.eval_ctx)
+        with self._sharded():
+            correct, loss = self.shards.evaluate(self.config.net, self.params, data.test_x,
+                                                 data.test_labels, data.test_y)
         point = Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
         if self.loss_bound is None:
             self.loss_bound = runner.loss_bound(point.mse)
@@ -148,22 +163,21 @@ class _Network(Trainee):
 
     def mark_good(self):
         self.at_good = (self._copies(self.params), self.optimizer.state(), self.step,
-                        self.ctx.rng.bit_generator.state)
+                        self.shards.rng_states())
         self.worst = None
 
     def diverge(self, model, segments, seen, point) -> Divergence:
         """Replay the failed epoch one step at a time from its start to name the step where the
         weights stopped being finite or the batch's loss per image passed the bound."""
-        params, state, step, rng_state = self.at_good
+        params, state, step, rng_states = self.at_good
         params = self._copies(params)
         optimizer = self._optimizer(params)
         optimizer.restore(state)
-        ctx = replace(self.ctx, rng=np.random.default_rng())
-        ctx.rng.bit_generator.state = rng_state  # the same masks as the failed epoch's
+        shards = self.shards.restored(rng_states)  # the same masks as the failed epoch's
         counter = [step]
 
         def replayed(one):
-            loss, update = self._train_step(params, optimizer, one, counter[0], ctx)
+            loss, update = self._train_step(params, optimizer, one, counter[0], shards)
             per_image = float(loss) / (one.stop - one.start)
             if not per_image <= self.loss_bound:
                 return (f"the loss per image on its batch reached {per_image:.4g}, over "
@@ -172,7 +186,8 @@ class _Network(Trainee):
             counter[0] += 1
             return None if self._finite(params) else "the weights became NaN or infinite"
 
-        one, what = runner.replay(segments, self.batch_size, replayed)
+        with self._sharded():
+            one, what = runner.replay(segments, self.batch_size, replayed)
         n, b, lr = self.data.n_train, self.batch_size, self.config.lr
         epoch = segments[0].offset // n + 1
         if one is None:  # no single batch showed it: name the epoch, and what its evaluation found
