@@ -82,5 +82,6 @@ def format_contention(records) -> list[str]:
         threads = r["threads"] or {}
         lines.append(f"  {r['name']:<44}{r['quiet_median_s']:>8.3f} s quiet "
                      f"{r['busy_median_s']:>8.3f} s busy  {r['ratio']:.2f}x  (BLAS threads "
-                     f"{threads.get('blas')}, {threads.get('blas_source')})")
+                     f"{threads.get('blas')}, shards {threads.get('shards')}, "
+                     f"{threads.get('blas_source')})")
     return lines

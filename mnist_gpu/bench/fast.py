@@ -28,6 +28,15 @@ def recipe():
     return config_from_preset(PRESET, epochs=1, shuffle=False, seed=0)
 
 
+def threads_of(backend) -> int | None:
+    """The CPU threads ``backend``'s training runs on: NumPy's batch shards, PyTorch's intra-op
+    threads; None on a GPU."""
+    if not backend.runs_on_cpu:
+        return None
+    found = backend.describe().get("threads")
+    return found.get("shards") if isinstance(found, dict) else found
+
+
 def bench_fast(backend, mnist, dtype: str, images: int, log=None) -> list[Row]:
     """mnist-gpu training the recipe on ``backend`` over the first ``images`` images (the
     compiled passes where the backend has them, else the array path)."""
@@ -36,7 +45,8 @@ def bench_fast(backend, mnist, dtype: str, images: int, log=None) -> list[Row]:
     result = train_mlp(data, config)
     row = Row(backend.label, dtype, "fast", NAME, config.batch_size, data.n_train,
               [result.seconds], config.net.training_flops(config.batch_size, data.n_train),
-              traffic(data.n_train, dtype), accuracy=result.final_accuracy)
+              traffic(data.n_train, dtype), accuracy=result.final_accuracy,
+              threads=threads_of(backend))
     if log:
         log(f"{backend.label} {dtype} {NAME}: {row.images_per_second:,.0f} images/s, "
             f"{row.accuracy:.2%}")
@@ -51,5 +61,12 @@ def fast_ratios(report: dict, find, backend: str, dtype: str) -> list[str]:
     ours, peer = find(backend, dtype, NAME), find("torch", dtype, PEER_NAME)
     if not (ours and peer):
         return []
+    mine, theirs = rows[NAME], rows[PEER_NAME]
     return [f"{backend} {dtype}: the fast recipe is {peer / ours:.2f}x the speed of PyTorch's "
-            f"({rows[NAME]['accuracy']:.2%} against {rows[PEER_NAME]['accuracy']:.2%})"]
+            f"({mine['accuracy']:.2%} against {theirs['accuracy']:.2%}"
+            + ("" if mine.get("threads") is None else
+               f"; {_threads(mine['threads'])} against {_threads(theirs.get('threads'))}") + ")"]
+
+
+def _threads(count) -> str:
+    return "? threads" if count is None else f"{count} thread" + ("s" if count != 1 else "")

@@ -119,7 +119,7 @@ def bench_torch_fast(mnist, dtype: str, images: int, device: str = "cpu",
     accuracy = float((predicted.cpu().numpy() == mnist.test_labels).mean())
     row = Row(f"torch {device.type}", dtype, "peer", fast.PEER_NAME, batch, X.shape[0], [seconds],
               config.net.training_flops(batch, X.shape[0]), fast.traffic(X.shape[0], dtype),
-              accuracy=accuracy)
+              accuracy=accuracy, threads=fast.threads_of(backend))
     if log:
         log(f"torch {device.type} {dtype} {fast.NAME}: {row.images_per_second:,.0f} images/s, "
             f"{accuracy:.2%}")

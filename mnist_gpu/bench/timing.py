@@ -36,6 +36,7 @@ class Row:
     models: int = 1  # a sweep's row: models side by side, ``images`` counting model-images
     launch: dict | None = None  # the CUDA pass's launch plan (kernels.cuda.LaunchPlan), if any
     accuracy: float | None = None  # a row that trains to the end: its final test accuracy
+    threads: int | None = None  # a CPU row's threads, where it says (the fast rows)
 
     @property
     def median(self) -> float:
