@@ -93,6 +93,8 @@ def test_evaluation_gives_the_same_figures_on_any_count():
         finally:
             shards.close()
         assert int(got[0]) == int(want[0]) and float(got[1]) == float(want[1])
+        # The evaluation's blocks and their buffers are given back, training's kept.
+        assert all(not ctx.made for ctx in shards.eval_contexts)
 
 
 def test_the_numpy_backend_splits_as_the_choice_in_force_says():

@@ -11,8 +11,6 @@ the loss up by orders of magnitude, then often leaves dead units and the accurac
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from .. import kernels
@@ -117,12 +115,8 @@ class _Network(Trainee):
         return loss, lambda: optimizer.step(network.flat(params), network.flat(grads), size, lr,
                                             cycled)
 
-    def _sharded(self):
-        return (self.data.backend.sharded() if self.shards.count > 1 else
-                contextlib.nullcontext())
-
     def train(self, segment):
-        with self._sharded():
+        with self.shards.running():
             self._train(segment)
 
     def _train(self, segment):
@@ -145,7 +139,7 @@ class _Network(Trainee):
 
     def score(self, seen, diverged) -> list:
         data = self.data
-        with self._sharded():
+        with self.shards.running():
             correct, loss = self.shards.evaluate(self.config.net, self.params, data.test_x,
                                                  data.test_labels, data.test_y)
         point = Checkpoint(seen, int(correct) / data.n_test, float(loss) / data.n_test)
@@ -186,7 +180,7 @@ class _Network(Trainee):
             counter[0] += 1
             return None if self._finite(params) else "the weights became NaN or infinite"
 
-        with self._sharded():
+        with self.shards.running():
             one, what = runner.replay(segments, self.batch_size, replayed)
         n, b, lr = self.data.n_train, self.batch_size, self.config.lr
         epoch = segments[0].offset // n + 1

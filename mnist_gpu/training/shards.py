@@ -16,6 +16,7 @@ for the run, runs every shard but the first, which runs on the caller's thread.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ class Shards:
     of their own (``seed``), and an evaluation context per shard."""
 
     def __init__(self, count: int, first: Context, seed: int):
+        self.backend = first.backend
         self.contexts = [first] + [replace(first, rng=np.random.default_rng([seed, 2, s]),
                                            made={}) for s in range(1, count)]
         self.eval_contexts = [replace(ctx, rng=None, training=False, made={})
@@ -54,6 +56,11 @@ class Shards:
     def close(self) -> None:
         if self._closed is not None:
             self._closed()
+
+    def running(self):
+        """The context the shards' passes run in: each library call on its thread (the
+        backend's ``sharded()``) when there are several, else as the command set them."""
+        return self.backend.sharded() if self.count > 1 else contextlib.nullcontext()
 
     def rng_states(self) -> list:
         """Where each shard's stream of masks stands (``restored`` puts it back)."""
@@ -101,15 +108,21 @@ class Shards:
         in contiguous groups, one per shard, and added in its order."""
         chunks = chunk_bounds(X.shape[0], chunk or net.eval_chunk)
         groups = [chunks[a:b] for a, b in parts(len(chunks), self.count)]
-        if len(groups) == 1:
-            return network.evaluate(net, params, X, labels, Y, self.eval_contexts[0], chunk)
+        try:
+            if len(groups) == 1:
+                return network.evaluate(net, params, X, labels, Y, self.eval_contexts[0], chunk)
 
-        def group(bounds, ctx):
-            return [network.score(net, params, X, labels, Y, ctx, start, stop)
-                    for start, stop in bounds]
-        scored = [part for found in self._each(group, groups, self.eval_contexts)
-                  for part in found]
-        totals = scored[0]
-        for part in scored[1:]:
-            totals = tuple(t + p for t, p in zip(totals, part))
-        return totals
+            def group(bounds, ctx):
+                return [network.score(net, params, X, labels, Y, ctx, start, stop)
+                        for start, stop in bounds]
+            scored = [part for found in self._each(group, groups, self.eval_contexts)
+                      for part in found]
+            totals = scored[0]
+            for part in scored[1:]:
+                totals = tuple(t + p for t, p in zip(totals, part))
+            return totals
+        finally:
+            # The blocks' buffers of an evaluation's chunks, given back until the next one:
+            # training's are kept, which every step reuses.
+            for ctx in self.eval_contexts:
+                ctx.made.clear()
