@@ -116,11 +116,11 @@ def main():
          lambda: loops.pool_relu(z2, zero32, True, p2, c2),
          lambda: np.maximum(layers.pool_forward(z2 + zero32, np)[0], 0)),
         ("unpool+relu conv1", z1.nbytes + p1.nbytes * (1 + 1 / size),
-         lambda: loops.unpool_relu(p1, c1, z1, np.empty((B, 24), dt)),
+         lambda: loops.unpool_relu(p1, c1, z1, np.empty(24, dt)),
          lambda: layers.pool_backward(p1 * (p1 > 0), *layers.pool_forward(z1, np)[::-1],
                                       z1.shape, np)),
         ("unpool+relu conv2", z2.nbytes + p2.nbytes * (1 + 1 / size),
-         lambda: loops.unpool_relu(p2, c2, z2, np.empty((B, 32), dt)),
+         lambda: loops.unpool_relu(p2, c2, z2, np.empty(32, dt)),
          lambda: layers.pool_backward(p2 * (p2 > 0), *layers.pool_forward(z2, np)[::-1],
                                       z2.shape, np)),
     ]

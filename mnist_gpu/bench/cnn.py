@@ -1,16 +1,19 @@
-"""The CNN of ``--preset cnn``: training and inference images/s, and its matrix products timed
-apart (their share of the time)."""
+"""The CNN of ``--preset cnn``: training and inference images/s (through the backend's compiled
+passes and blocks where it has them, each batch in the backend's shards: as ``train`` runs
+them), and its matrix products timed apart (their share of the time)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..backend import Backend
 from ..model import network
 from ..model.layer import Context
 from ..model.tutorial import N_INPUTS
 from ..optim import OPTIMIZERS
 from ..training import DeviceData, config_from_preset
+from ..training.shards import Shards
 from .timing import Row, time_repeats
 
 def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 1024,
@@ -28,15 +31,21 @@ def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 10
     with backend.activate():
         params = network.to_device(backend, network.init_params(net, 0, data.dtype))
         optimizer = OPTIMIZERS[config.optimizer](network.flat(params), xp, **config.settings)
-        ctx = Context(backend, data.dtype, np.random.default_rng(0), training=True)
-        test_ctx = Context(backend, data.dtype, constants=ctx.constants)
+        names = [layer.name for layer in net.layers]
+        compiled = {"passes": kernels.layer_passes(backend, names, data.dtype),
+                    "blocks": kernels.layer_blocks(backend, names)}
+        shards = Shards(backend.shards(), Context(backend, data.dtype, np.random.default_rng(0),
+                                                  training=True, **compiled), 0)
+        test_ctx = Context(backend, data.dtype, constants=shards.contexts[0].constants,
+                           **compiled)
 
         def train_pass():
-            for s in range(0, images, batch):
-                e = min(s + batch, images)
-                _, grads = network.gradients(net, params, data.train_x[s:e, :],
-                                             data.train_y[s:e, :], ctx)
-                optimizer.step(network.flat(params), network.flat(grads), e - s, 0.01)
+            with shards.running():
+                for s in range(0, images, batch):
+                    e = min(s + batch, images)
+                    _, grads = shards.gradients(net, params, data.train_x[s:e, :],
+                                                data.train_y[s:e, :])
+                    optimizer.step(network.flat(params), network.flat(grads), e - s, 0.01)
 
         products = _cnn_products(net, batch, images, backend, data.dtype)
         flops = sum(2.0 * m * k * n * count for (m, k, n), count, _, _ in products)
@@ -56,6 +65,7 @@ def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 10
             if log:
                 log(f"{backend.label} {data.dtype} {name}: {rows[-1].images_per_second:,.0f} "
                     "images/s")
+        shards.close()
     return rows
 
 

@@ -20,9 +20,10 @@ import tempfile
 
 from . import children
 
-# (preset, images of one epoch): a second or two of training each on a 2-core CPU.
-WORKLOADS = (("mlp", 10_000), ("cnn-fast", 1_000))
-QUICK_WORKLOADS = (("mlp", 5_000), ("cnn-fast", 500))
+# (preset, images of one epoch): about a second of training each on a 2-core CPU (long enough
+# that a step's noise and the first batches' allocations do not make the ratio).
+WORKLOADS = (("mlp", 40_000), ("cnn-fast", 6_000))
+QUICK_WORKLOADS = (("mlp", 10_000), ("cnn-fast", 1_500))
 
 
 def bench_contention(backend: str, data_dir, offline: bool, quick: bool, threads=None,
