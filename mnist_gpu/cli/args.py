@@ -125,10 +125,9 @@ def add_backend_args(parser):
 
 def add_threads_flag(parser):
     parser.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
-                        help="threads of the CPU's matrix products and compiled loops, and the "
-                             "shards a network's batch is split into [half the CPUs this "
-                             "process may use; also OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, "
-                             "MKL_NUM_THREADS, NUMBA_NUM_THREADS]")
+                        help="CPU threads: matrix products, compiled loops, a batch's shards "
+                             "[half the CPUs this process may use; also OMP_NUM_THREADS, "
+                             "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS]")
 
 
 def add_json_flag(parser, what, not_suffixes=tuple):
