@@ -42,6 +42,9 @@ def test_the_rule_depends_on_the_cpus_alone():
     assert choice["blas"] == threads.rule_threads(threads.usable_cpus())
     assert choice["numba"] is None  # Numba's own count: a thread per CPU
     assert choice["blas_source"] == "rule" and choice["numba_source"] == threads.NUMBA_DEFAULT
+    # A network's batch shards by the same rule; --threads sets them with the rest.
+    assert choice["shards"] == choice["blas"] and choice["shards_source"] == "rule"
+    assert threads.choose_threads(3, environ={})["shards"] == 3
 
 
 def test_the_json_machine_record_shows_the_threads_the_rule_gives(mnist_dir_path):
@@ -50,6 +53,7 @@ def test_the_json_machine_record_shows_the_threads_the_rule_gives(mnist_dir_path
     assert record["rule"] == threads.RULE and record["cpus"] == threads.usable_cpus()
     assert record["blas_source"] == "rule" and record["numba_source"] == threads.NUMBA_DEFAULT
     assert record["numba"] == threads.usable_cpus()
+    assert record["shards"] == expected and record["shards_source"] == "rule"
     if record["blas"] is not None:  # None: threadpoolctl cannot see the BLAS
         assert record["blas"] == expected
 
