@@ -1,7 +1,8 @@
 """The ``fast`` preset's recipe trained to the end of one epoch, by mnist-gpu and by PyTorch, in
 the same run: the same network (each layer's PyTorch counterpart), the same batches (in order,
 from data already in memory), the same optimiser (Adam's PyTorch counterpart) and schedule
-(``OneCycleLR`` without cycling Adam's first beta); each timed once, its test accuracy beside.
+(``OneCycleLR`` without cycling Adam's first beta), on the CPU on as many threads (our shards,
+PyTorch's intra-op threads); each timed once, its test accuracy beside.
 The initial weights are each library's own (He's for ours, PyTorch's defaults for PyTorch's).
 Ours is here, PyTorch's with the other peers (``peers.bench_torch_fast``)."""
 

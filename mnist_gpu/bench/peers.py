@@ -6,11 +6,12 @@ matrix products at full precision (no TF32) for the duration of its update's row
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 
-from ..backend import BackendUnavailable, get_backend
+from ..backend import BackendUnavailable, get_backend, shards_in_force
 from ..model.tutorial import N_INPUTS, init_weights
 from ..optim import OPTIMIZERS, schedules
 from ..training import config_from_preset
@@ -82,10 +83,30 @@ def bench_torch_cnn(mnist, dtype: str, repeats: int, images: int = 1024, batch: 
 
 def bench_torch_fast(mnist, dtype: str, images: int, device: str = "cpu",
                      log=None) -> list[Row]:
-    """PyTorch training the same recipe on ``device`` (the torch backend's), when it can run."""
+    """PyTorch training the same recipe on ``device`` (the torch backend's), when it can run: on
+    the CPU on as many threads as ours (the shards in force), so that the ratio compares like
+    with like."""
     backend = torch_backend(device, log)
     if backend is None:
         return []
+    with _torch_threads(backend, shards_in_force() if backend.runs_on_cpu else None):
+        return _torch_fast(backend, mnist, dtype, images, log)
+
+
+@contextlib.contextmanager
+def _torch_threads(backend, count):
+    """PyTorch's intra-op threads set to ``count`` (None: as they are) for the block."""
+    torch = backend.torch
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _torch_fast(backend, mnist, dtype, images, log):
     torch, device = backend.torch, backend.device
     config = fast.recipe()
     nn, tdtype, batch = torch.nn, getattr(torch, dtype), config.batch_size
