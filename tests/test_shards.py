@@ -105,6 +105,19 @@ def test_the_numpy_backend_splits_as_the_choice_in_force_says():
         assert numpy.shards() == threads.rule_threads(threads.usable_cpus())
 
 
+def test_only_a_step_of_compiled_layer_passes_is_split():
+    numpy = get_backend("numpy")
+    _, _, _, _, context = _setup()
+    with limited_threads(choose_threads(3)):
+        split = Shards.for_step(context(), 0)
+        dense = Shards.for_step(Context(numpy, "float64", np.random.default_rng(0)), 0)
+    try:
+        # A dense network's products are left to the BLAS's threads.
+        assert (split.count, dense.count) == (3, 1) and dense.pool is None
+    finally:
+        split.close()
+
+
 def test_a_shard_runs_its_products_on_its_own_thread():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     numpy = get_backend("numpy")

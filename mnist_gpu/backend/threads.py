@@ -12,15 +12,16 @@ not on its load of the moment: the same command on the same machine runs the sam
 gives the same weights, busy or quiet (OpenBLAS's sums, split over another thread count, differ
 in the last bits).
 
-A network's training step on the CPU takes the rule's count too, as **shards**: each batch split
-into that many parts by its images, each part's forward and backward passes on a thread of its
-own (its products on one BLAS thread, its compiled convolution loops on that thread), their
-gradients added in order. A shard waits for no other until its batch is done, where a product
-split over threads waits at every product: the threads of a step meet once, not a hundred times.
-The count of shards is part of what fixes the weights (a batch's gradient summed in parts), so it
-too is the machine's alone. Numba's other loops (the tutorial's and the sweeps' fused passes,
-split once per pass) keep a thread per CPU: they give the same weights on any count
-(tests/test_fused_minibatch.py) and scale with the cores.
+A network's training step on the CPU that runs compiled layer passes (the convolutions') takes
+the rule's count too, as **shards**: each batch split into that many parts by its images, each
+part's forward and backward passes on a thread of its own (its products on one BLAS thread, its
+compiled convolution loops on that thread), their gradients added in order (a dense network's
+step, products alone, leaves its threads to the BLAS). A shard waits for no other until its
+batch is done, where a product split over threads waits at every product: the threads of a step
+meet once, not a hundred times. The count of shards is part of what fixes the weights (a batch's
+gradient summed in parts), so it too is the machine's alone. Numba's other loops (the
+tutorial's and the sweeps' fused passes, split once per pass) keep a thread per CPU: they give
+the same weights on any count (tests/test_fused_minibatch.py) and scale with the cores.
 
 ``--threads N`` sets all three; the variables users already know set the library that reads
 them: ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` the BLAS (which then
@@ -38,8 +39,8 @@ import sys
 
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 NUMBA_VARIABLE = "NUMBA_NUM_THREADS"
-RULE = ("BLAS and a network's batch shards: half the CPUs this process may run on, at least 1; "
-        "Numba's fused passes: one per CPU (the same weights on any count)")
+RULE = ("BLAS and a convolutional network's batch shards: half the CPUs this process may run on, "
+        "at least 1; Numba's fused passes: one per CPU (the same weights on any count)")
 
 NUMBA_DEFAULT = "one per CPU, Numba's own"
 

@@ -34,8 +34,8 @@ def bench_cnn(backend: Backend, data: DeviceData, repeats: int, images: int = 10
         names = [layer.name for layer in net.layers]
         compiled = {"passes": kernels.layer_passes(backend, names, data.dtype),
                     "blocks": kernels.layer_blocks(backend, names)}
-        shards = Shards(backend.shards(), Context(backend, data.dtype, np.random.default_rng(0),
-                                                  training=True, **compiled), 0)
+        shards = Shards.for_step(Context(backend, data.dtype, np.random.default_rng(0),
+                                         training=True, **compiled), 0)
         test_ctx = Context(backend, data.dtype, constants=shards.contexts[0].constants,
                            **compiled)
 

@@ -89,12 +89,12 @@ class _Network(Trainee):
         # The backend's compiled passes for the layers and runs of layers that have them (the
         # array path for the rest, and on a backend without), shared by training and
         # evaluation; the layers' random masks from a stream of their own; each batch in as
-        # many shards as the backend splits it into.
+        # many shards as the backend splits such a step into.
         names = [layer.name for layer in config.net.layers]
         ctx = Context(backend, data.dtype, np.random.default_rng([config.seed, 2]),
                       training=True, passes=kernels.layer_passes(backend, names, data.dtype),
                       blocks=kernels.layer_blocks(backend, names))
-        self.shards = Shards(backend.shards(), ctx, config.seed)
+        self.shards = Shards.for_step(ctx, config.seed)
         self.step = 0
         self.worst = None  # the worst batch loss per image since the last checkpoint, on device
         self.loss_bound = None  # set by the evaluation at the start
