@@ -17,8 +17,13 @@ def chunk_bounds(n: int, chunk: int):
 def summed_over_chunks(n: int, chunk: int, score):
     """The sums, chunk after chunk, of the device values ``score(start, stop)`` returns (a tuple
     of them), as one tuple of device values."""
+    return summed(score(start, stop) for start, stop in chunk_bounds(n, chunk))
+
+
+def summed(parts):
+    """Tuples of device values added element by element, part after part, in order (the order
+    of every evaluation's sums, however its chunks were scored)."""
     totals = None
-    for start, stop in chunk_bounds(n, chunk):
-        part = score(start, stop)
+    for part in parts:
         totals = part if totals is None else tuple(t + p for t, p in zip(totals, part))
     return totals

@@ -138,16 +138,32 @@ def flat(params) -> list:
 # --------------------------------------------------------------------------- the passes
 
 
+class _Alone:
+    """A layer run on its own, as a block of one: its parameters and gradients in a list of
+    one."""
+
+    def __init__(self, layer: Layer):
+        self.layer = layer
+
+    def forward(self, params, x, xp, ctx):
+        return self.layer.forward(params[0], x, xp, ctx)
+
+    def backward(self, params, saved, grad, xp, ctx, need_input=True):
+        grads, grad_in = self.layer.backward(params[0], saved, grad, xp, ctx, need_input)
+        return [grads], grad_in
+
+
 def runs(net: Network, ctx: Context) -> list:
     """The layers as the passes run them: (start, stop, block), a block of ``ctx.blocks`` for
-    each run of layers it takes (made once per context), None for a layer run alone."""
+    each run of layers it takes, every other layer a block of its own (made once per
+    context)."""
     key = ("runs", id(net))
     if ctx.made.get(key, (None,))[0] is not net:
         names, found, i = [layer.name for layer in net.layers], [], 0
         while i < len(names):
             run = next((r for r in ctx.blocks if tuple(names[i:i + len(r)]) == r), None)
             if run is None:
-                found.append((i, i + 1, None))
+                found.append((i, i + 1, _Alone(net.layers[i])))
                 i += 1
             else:
                 found.append((i, i + len(run), ctx.blocks[run](net.layers[i:i + len(run)])))
@@ -160,8 +176,7 @@ def forward(net: Network, params, X, ctx: Context):
     """(the raw output (logits), what each run's backward pass needs)."""
     xp, saved, x = ctx.backend.xp, [], X
     for start, stop, block in runs(net, ctx):
-        x, kept = (net.layers[start].forward(params[start], x, xp, ctx) if block is None else
-                   block.forward(params[start:stop], x, xp, ctx))
+        x, kept = block.forward(params[start:stop], x, xp, ctx)
         saved.append(kept)
     return x, saved
 
@@ -170,8 +185,7 @@ def logits(net: Network, params, X, ctx: Context):
     """The raw output alone, keeping nothing for a backward pass."""
     xp, x = ctx.backend.xp, X
     for start, stop, block in runs(net, ctx):
-        x = (net.layers[start].forward(params[start], x, xp, ctx) if block is None else
-             block.forward(params[start:stop], x, xp, ctx))[0]
+        x = block.forward(params[start:stop], x, xp, ctx)[0]
     return x
 
 
@@ -201,12 +215,8 @@ def gradients(net: Network, params, X, Y, ctx: Context):
     loss, grad = loss_and_delta(out, Y, net.loss, xp)
     grads = [None] * len(net.layers)
     for (start, stop, block), kept in zip(reversed(runs(net, ctx)), reversed(saved)):
-        if block is None:
-            grads[start], grad = net.layers[start].backward(params[start], kept, grad, xp, ctx,
-                                                            need_input=start > 0)
-        else:
-            grads[start:stop], grad = block.backward(params[start:stop], kept, grad, xp, ctx,
-                                                     need_input=start > 0)
+        grads[start:stop], grad = block.backward(params[start:stop], kept, grad, xp, ctx,
+                                                 need_input=start > 0)
     return loss, grads
 
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..model import network
-from ..model.chunks import chunk_bounds
+from ..model.chunks import chunk_bounds, summed
 from ..model.layer import Context
 
 
@@ -125,12 +125,8 @@ class Shards:
             def group(bounds, ctx):
                 return [network.score(net, params, X, labels, Y, ctx, start, stop)
                         for start, stop in bounds]
-            scored = [part for found in self._each(group, groups, self.eval_contexts)
-                      for part in found]
-            totals = scored[0]
-            for part in scored[1:]:
-                totals = tuple(t + p for t, p in zip(totals, part))
-            return totals
+            return summed(part for found in self._each(group, groups, self.eval_contexts)
+                          for part in found)
         finally:
             # The blocks' buffers of an evaluation's chunks, given back until the next one:
             # training's are kept, which every step reuses.
